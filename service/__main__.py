@@ -1,0 +1,99 @@
+"""Command line: `python -m service demo | check-config | sandbox`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from .config import ConfigError, load_settings
+
+DEMO_CONFIG = """\
+default_user = "studio"
+
+[upstream]
+base_url = "{base_url}"
+retries = 1
+
+[users]
+studio = "1001"
+edge = "1002"
+empty = "1003"
+"""
+
+
+def check_config() -> int:
+    """Print the effective configuration (token masked), or the one line that is wrong."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"music-facade: configuration error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(settings.describe(), indent=2))
+    return 0
+
+
+def demo(port: int) -> int:
+    """Serve the sandbox upstream in this process and the service under gunicorn on `port`."""
+    from .launch import GunicornProcess
+    from .sandbox import SandboxServer
+
+    with SandboxServer() as sandbox, tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "music.toml"
+        config.write_text(DEMO_CONFIG.format(base_url=sandbox.base_url))
+        env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
+        server = GunicornProcess(env, port=port, workers=1)
+        with server:
+            print(
+                f"music-facade is serving {server.url} against the sandbox at {sandbox.base_url}\n"
+                f"  curl -s '{server.url}/music?user=studio&type=song'\n"
+                f"  curl -s '{server.url}/music?user=edge'\n"
+                f"  curl -s '{server.url}/openapi.yaml'\n"
+                "Ctrl-C stops both.",
+                flush=True,
+            )
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            try:
+                assert server.proc is not None
+                return server.proc.wait()
+            except KeyboardInterrupt:
+                return 0
+
+
+def sandbox(host: str, port: int) -> int:
+    """Run the sandbox upstream alone in the foreground."""
+    from .sandbox.__main__ import main as sandbox_main
+
+    return sandbox_main(["--host", host, "--port", str(port)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command."""
+    parser = argparse.ArgumentParser(
+        prog="music-facade",
+        description="music-facade: a stable HTTP API in front of useapi.net's TemPolor music list. "
+        "Production: gunicorn -c deploy/gunicorn.conf.py 'service:create_app()'.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="run the service on 127.0.0.1 against the built-in sandbox")
+    d.add_argument("--port", type=int, default=8080)
+    sub.add_parser(
+        "check-config",
+        help="validate MUSIC_CONFIG and the token; print the effective configuration (masked)",
+    )
+    s = sub.add_parser("sandbox", help="run the sandbox upstream alone")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8081)
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo(args.port)
+    if args.command == "check-config":
+        return check_config()
+    return sandbox(args.host, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

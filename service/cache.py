@@ -1,0 +1,174 @@
+"""PageCache: finished response bodies by key, with TTL, LRU, single flight and stale-if-error."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Protocol
+
+from cachetools import TTLCache
+
+from .config import CacheSettings
+from .errors import UpstreamFailure
+
+log = logging.getLogger(__name__)
+
+NAME = "music-facade"
+
+
+@dataclass(frozen=True)
+class CachedPage:
+    """A finished 200 body, its strong ETag (unquoted), and when it was stored (clock seconds)."""
+
+    body: bytes
+    etag: str
+    stored_at: float
+
+    @classmethod
+    def make(cls, body: bytes, now: float) -> CachedPage:
+        """Wrap a body, deriving its ETag from its bytes."""
+        return cls(body, hashlib.sha256(body).hexdigest()[:32], now)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a request gets: the page, its RFC 9211 Cache-Status and its freshness left."""
+
+    page: CachedPage
+    cache_status: str
+    max_age: int
+
+
+class CacheBackend(Protocol):
+    """Where pages live; one process's memory now, a shared store for replicas later."""
+
+    def get(self, key: str) -> CachedPage | None:
+        """The stored page, or None."""
+
+    def set(self, key: str, page: CachedPage) -> None:
+        """Store a page, replacing any older one."""
+
+
+class MemoryBackend:
+    """A thread-safe LRU that forgets a page once it is too old even to be served stale."""
+
+    def __init__(self, max_entries: int, retention: float, clock: Callable[[], float]) -> None:
+        self._pages: TTLCache[str, CachedPage] = TTLCache(max_entries, retention, timer=clock)
+        # cachetools caches are not thread-safe: every access, reads included, takes the lock.
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> CachedPage | None:
+        """The stored page, or None; a read refreshes its LRU position."""
+        with self._lock:
+            return self._pages.get(key)
+
+    def set(self, key: str, page: CachedPage) -> None:
+        """Store a page, evicting the least recently used one when full."""
+        with self._lock:
+            self._pages[key] = page
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pages)
+
+
+class _Flight:
+    """One load in progress: its eventual outcome and how many callers wait on it."""
+
+    def __init__(self) -> None:
+        self.result: Future[Lookup] = Future()
+        self.followers = 0
+
+
+class PageCache:
+    """get() answers from a fresh copy, else makes one load per key however many callers wait."""
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        backend: CacheBackend | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ttl = settings.ttl
+        self.stale_if_error = settings.stale_if_error
+        self.clock = clock
+        # The backend keeps a page a little past its last stale-servable moment; the rule of
+        # what may be served is _fresh and _refresh's, not the backend's.
+        self.backend: CacheBackend = backend or MemoryBackend(
+            settings.max_entries, settings.ttl + settings.stale_if_error + 1, clock
+        )
+        self._flights: dict[str, _Flight] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """ttl = 0 turns the cache off."""
+        return self.ttl > 0
+
+    def get(self, key: str, load: Callable[[], bytes]) -> Lookup:
+        """The page for key: fresh from the cache, or loaded once by one of the waiting callers."""
+        if not self.enabled:
+            return Lookup(CachedPage.make(load(), self.clock()), f"{NAME}; fwd=bypass", 0)
+        fresh = self._fresh(key)
+        if fresh is not None:
+            return fresh
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+            else:
+                flight.followers += 1
+        if not leader:
+            outcome = flight.result.result()  # the leader's page, or its exception raised here
+            return Lookup(outcome.page, outcome.cache_status + "; collapsed", outcome.max_age)
+        try:
+            # Another leader may have stored the page between our look and taking the flight.
+            outcome = self._fresh(key) or self._refresh(key, load)
+        except BaseException as exc:
+            flight.result.set_exception(exc)
+            raise
+        else:
+            flight.result.set_result(outcome)
+            return outcome
+        finally:
+            with self._lock:
+                del self._flights[key]
+
+    def followers(self, key: str) -> int:
+        """How many callers are waiting on the load in flight for key."""
+        with self._lock:
+            flight = self._flights.get(key)
+            return flight.followers if flight else 0
+
+    def _fresh(self, key: str) -> Lookup | None:
+        page = self.backend.get(key)
+        if page is None:
+            return None
+        left = self.ttl - (self.clock() - page.stored_at)
+        if left <= 0:
+            return None
+        return Lookup(page, f"{NAME}; hit; ttl={math.floor(left)}", math.floor(left))
+
+    def _refresh(self, key: str, load: Callable[[], bytes]) -> Lookup:
+        old = self.backend.get(key)
+        try:
+            body = load()
+        except UpstreamFailure as exc:
+            age = self.clock() - old.stored_at if old else math.inf
+            if not exc.stale_ok or age > self.ttl + self.stale_if_error:
+                raise
+            assert old is not None
+            log.warning("serving a stale page after upstream failure: %s", exc.code)
+            status = f"{NAME}; fwd=stale; ttl={math.floor(self.ttl - age)}; detail=stale-if-error"
+            return Lookup(old, status, 0)
+        page = CachedPage.make(body, self.clock())
+        self.backend.set(key, page)
+        fwd = "stale" if old else "miss"
+        return Lookup(page, f"{NAME}; fwd={fwd}; stored", math.floor(self.ttl))

@@ -1,0 +1,254 @@
+"""Settings: MUSIC_CONFIG's TOML file plus the token from the environment, validated once."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow.types import UnknownOption
+
+ALIAS_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+ALIAS_RE = re.compile(ALIAS_PATTERN)
+# A bearer token goes into an HTTP header: visible ASCII only, no spaces.
+_TOKEN_RE = re.compile(r"^[!-~]+$")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message is one line naming the key."""
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """How to reach useapi.net."""
+
+    token: Secret
+    token_source: str = "USEAPI_TOKEN"  # noqa: S105 (a variable name, not a secret)
+    base_url: str = "https://api.useapi.net/v1/tempolor"
+    connect_timeout: float = 3.05
+    read_timeout: float = 10.0
+    retries: int = 2
+    max_body_bytes: int = 5_000_000
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Page cache sizing and freshness, in seconds."""
+
+    ttl: float = 30.0
+    max_entries: int = 1024
+    stale_if_error: float = 300.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole, validated configuration of one service process."""
+
+    upstream: UpstreamSettings
+    users: Mapping[str, str]
+    default_user: str | None = None
+    cache: CacheSettings = field(default_factory=CacheSettings)
+
+    @property
+    def implicit_user(self) -> str | None:
+        """The alias used when a request names none: default_user, or the only alias."""
+        if self.default_user is not None:
+            return self.default_user
+        if len(self.users) == 1:
+            return next(iter(self.users))
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """The effective configuration as plain data, with the token masked."""
+        up = self.upstream
+        return {
+            "default_user": self.default_user,
+            "upstream": {
+                "base_url": up.base_url,
+                "token": f"******** (from {up.token_source})",
+                "connect_timeout": up.connect_timeout,
+                "read_timeout": up.read_timeout,
+                "retries": up.retries,
+                "max_body_bytes": up.max_body_bytes,
+            },
+            "users": dict(self.users),
+            "cache": {
+                "ttl": self.cache.ttl,
+                "max_entries": self.cache.max_entries,
+                "stale_if_error": self.cache.stale_if_error,
+            },
+        }
+
+
+# --- the file's schema -------------------------------------------------------------------------
+
+
+class _StrictInt(fields.Integer):
+    """An integer that TOML wrote as an integer: no floats, strings or booleans."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kw: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid")
+        return value
+
+
+class _StrictNumber(fields.Float):
+    """A number that TOML wrote as a number: no strings or booleans."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kw: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("invalid")
+        return float(value)
+
+
+def _positive(what: str) -> validate.Range:
+    return validate.Range(min=0, min_inclusive=False, error=f"must be greater than 0 ({what})")
+
+
+class _StrictSchema(Schema):
+    class Meta:
+        unknown: UnknownOption = RAISE
+
+
+class _UpstreamSchema(_StrictSchema):
+    base_url = fields.Url(schemes={"http", "https"}, require_tld=False)
+    token_file = fields.String(validate=validate.Length(min=1))
+    connect_timeout = _StrictNumber(validate=_positive("seconds"))
+    read_timeout = _StrictNumber(validate=_positive("seconds"))
+    retries = _StrictInt(validate=validate.Range(min=0, max=10))
+    max_body_bytes = _StrictInt(validate=validate.Range(min=1024))
+
+
+class _CacheSchema(_StrictSchema):
+    ttl = _StrictNumber(validate=validate.Range(min=0))
+    max_entries = _StrictInt(validate=validate.Range(min=1))
+    stale_if_error = _StrictNumber(validate=validate.Range(min=0))
+
+
+class _FileSchema(_StrictSchema):
+    default_user = fields.String(validate=validate.Regexp(ALIAS_PATTERN))
+    upstream = fields.Nested(_UpstreamSchema)
+    users = fields.Dict(
+        keys=fields.String(
+            validate=validate.Regexp(
+                ALIAS_PATTERN, error="alias must be 1-64 characters of A-Z a-z 0-9 _ . -"
+            )
+        ),
+        values=fields.String(validate=validate.Regexp(r"^[!-~]{1,256}$")),
+        required=True,
+    )
+    cache = fields.Nested(_CacheSchema)
+
+    @validates_schema
+    def _check_users(self, data: dict[str, Any], **kw: Any) -> None:
+        users = data.get("users", {})
+        if not users:
+            raise ValidationError("must name at least one alias = upstream user_id", "users")
+        default = data.get("default_user")
+        if default is not None and default not in users:
+            raise ValidationError(f"'{default}' is not an alias in [users]", "default_user")
+
+
+def _first_error(messages: Any, path: str = "") -> str:
+    """Flatten marshmallow's nested messages to one 'dotted.key: message' line."""
+    if isinstance(messages, dict):
+        key, value = next(iter(messages.items()))
+        if key == "_schema":
+            return _first_error(value, path)
+        if key in ("key", "value") and isinstance(value, dict | list) and path.startswith("users"):
+            # fields.Dict reports {"<alias>": {"key": [...]}}: the alias is the useful name.
+            return _first_error(value, path)
+        return _first_error(value, f"{path}.{key}" if path else str(key))
+    if isinstance(messages, list) and messages:
+        return _first_error(messages[0], path)
+    return f"{path}: {messages}" if path else str(messages)
+
+
+def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Validate a parsed TOML document and the environment into Settings, or raise ConfigError."""
+    try:
+        data = _FileSchema().load(dict(document))
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc.messages)) from None
+    upstream = dict(data.get("upstream", {}))
+    token, source = _load_token(upstream.pop("token_file", None), environ)
+    if "base_url" in upstream:
+        upstream["base_url"] = upstream["base_url"].rstrip("/")
+    return Settings(
+        upstream=UpstreamSettings(token=token, token_source=source, **upstream),
+        users=dict(data["users"]),
+        default_user=data.get("default_user"),
+        cache=CacheSettings(**data.get("cache", {})),
+    )
+
+
+def _load_token(token_file: str | None, environ: Mapping[str, str]) -> tuple[Secret, str]:
+    """The useapi.net token: USEAPI_TOKEN, else USEAPI_TOKEN_FILE, else [upstream] token_file."""
+    if environ.get("USEAPI_TOKEN") and environ.get("USEAPI_TOKEN_FILE"):
+        raise ConfigError("USEAPI_TOKEN: set either USEAPI_TOKEN or USEAPI_TOKEN_FILE, not both")
+    if environ.get("USEAPI_TOKEN"):
+        value, source = environ["USEAPI_TOKEN"].strip(), "USEAPI_TOKEN"
+    else:
+        path = environ.get("USEAPI_TOKEN_FILE") or token_file
+        if not path:
+            raise ConfigError(
+                "USEAPI_TOKEN: no upstream token; set USEAPI_TOKEN, USEAPI_TOKEN_FILE "
+                "or [upstream] token_file"
+            )
+        key = "USEAPI_TOKEN_FILE" if environ.get("USEAPI_TOKEN_FILE") else "upstream.token_file"
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{key}: cannot read {path}: {reason}") from None
+        source = key
+    if not value:
+        raise ConfigError(f"{source}: the upstream token is empty")
+    if not _TOKEN_RE.match(value):
+        raise ConfigError(f"{source}: the upstream token must be visible ASCII without spaces")
+    return Secret(value), source
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read MUSIC_CONFIG's TOML file and the token from the environment."""
+    env = os.environ if environ is None else environ
+    path = env.get("MUSIC_CONFIG")
+    if not path:
+        raise ConfigError("MUSIC_CONFIG: not set; name the service's TOML configuration file")
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"MUSIC_CONFIG: cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"MUSIC_CONFIG: {path} is not valid TOML: {exc}") from None
+    return parse_settings(document, env)

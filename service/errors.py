@@ -1,0 +1,144 @@
+"""One error hierarchy, answered as RFC 9457 application/problem+json by one handler."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from flask import Flask, Response, g
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "tag:music-facade,2026:problem/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error answered to the caller; subclasses fix status, code and title."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Mapping[str, list[str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        """The problem document, without the request id."""
+        doc: dict[str, Any] = {
+            "type": PROBLEM_TYPE + self.code,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        if self.errors:
+            doc["errors"] = {k: list(v) for k, v in self.errors.items()}
+        return doc
+
+
+class InvalidQuery(Problem):
+    status, code, title = 400, "invalid_query", "Invalid query parameters"
+
+
+class UnknownUser(Problem):
+    status, code, title = 400, "unknown_user", "Unknown user alias"
+
+
+class UpstreamFailure(Problem):
+    """An upstream outcome the caller cannot fix; 5xx ones may be answered from a stale copy."""
+
+    @property
+    def stale_ok(self) -> bool:
+        """Whether a stale cached page may stand in for this failure."""
+        return self.status >= 500
+
+
+class UpstreamRejected(UpstreamFailure):
+    status, code, title = 400, "upstream_rejected", "The upstream rejected the request"
+
+
+class UpstreamAuthFailed(UpstreamFailure):
+    status, code, title = 502, "upstream_auth_failed", "The service's upstream account was refused"
+
+
+class UpstreamRateLimited(UpstreamFailure):
+    status, code, title = 503, "upstream_rate_limited", "The upstream is rate limiting the service"
+
+
+class UpstreamError(UpstreamFailure):
+    status, code, title = 502, "upstream_error", "The upstream answered with an error"
+
+
+class UpstreamTimeout(UpstreamFailure):
+    status, code, title = 504, "upstream_timeout", "The upstream did not answer in time"
+
+
+class UpstreamUnreachable(UpstreamFailure):
+    status, code, title = 502, "upstream_unreachable", "The upstream could not be reached"
+
+
+def _http_code(exc: HTTPException) -> str:
+    """werkzeug's 'Method Not Allowed' → 'method_not_allowed'."""
+    name = exc.name or "error"
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def problem_response(
+    status: int, doc: dict[str, Any], headers: Mapping[str, str] | None = None
+) -> Response:
+    """Serialize a problem document with the request id and error headers."""
+    doc["request_id"] = g.get("request_id")
+    resp = Response(
+        json.dumps(doc, ensure_ascii=False, separators=(",", ":")),
+        status=status,
+        mimetype=PROBLEM_MEDIA_TYPE,
+    )
+    resp.headers.update(headers or {})
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _handle_problem(exc: Problem) -> Response:
+    return problem_response(exc.status, exc.body(), exc.headers)
+
+
+def _handle_http(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if status >= 500:
+        log.error("HTTP %s raised inside the service", status, exc_info=exc)
+    doc = {
+        "type": "about:blank",
+        "title": exc.name,
+        "status": status,
+        "detail": exc.description or exc.name,
+        "code": _http_code(exc),
+    }
+    headers = {}
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+    return problem_response(status, doc, headers)
+
+
+def _handle_unexpected(exc: Exception) -> Response:
+    log.error("unexpected error", exc_info=exc)
+    return _handle_problem(Problem("The service failed unexpectedly; the error was logged."))
+
+
+def register(app: Flask) -> None:
+    """Route every error raised in a request to a problem+json answer."""
+    app.register_error_handler(Problem, _handle_problem)
+    app.register_error_handler(HTTPException, _handle_http)
+    app.register_error_handler(Exception, _handle_unexpected)

@@ -1,0 +1,95 @@
+"""Run the service under gunicorn as a child process, for the demo, end-to-end tests and bench."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+import requests
+
+GUNICORN_CONF = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
+
+
+class GunicornProcess:
+    """gunicorn serving 'service:create_app()' on a socket this process opened (port 0 = random).
+
+    The listening socket is made here and handed to gunicorn as fd://N, so the port is known
+    before gunicorn starts and no other process can take it in between.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        workers: int = 1,
+        threads: int = 8,
+        log_path: Path | None = None,
+    ) -> None:
+        self.env = dict(env)
+        self.workers, self.threads = workers, threads
+        self.log_path = log_path
+        self.sock = socket.create_server((host, port), backlog=128)
+        self.url = "http://{}:{}".format(*self.sock.getsockname()[:2])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_timeout: float = 30.0) -> GunicornProcess:
+        """Start gunicorn and return once /healthz answers 200."""
+        fd = self.sock.fileno()
+        env = {**os.environ, **self.env, "MUSIC_THREADS": str(self.threads)}
+        cmd = [
+            sys.executable, "-m", "gunicorn",
+            "-c", str(GUNICORN_CONF),
+            "--bind", f"fd://{fd}",
+            "--workers", str(self.workers),
+            "--threads", str(self.threads),
+            "service:create_app()",
+        ]  # fmt: skip
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(cmd, env=env, pass_fds=(fd,), stdout=out, stderr=out)
+        finally:
+            if self.log_path:
+                out.close()  # type: ignore[union-attr]
+        self._wait_ready(ready_timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with status {self.proc.returncode}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)  # poll interval, not a readiness guess
+        self.stop()
+        raise RuntimeError(f"gunicorn did not become ready within {timeout} s")
+
+    def stop(self) -> None:
+        """Stop gunicorn gracefully (SIGTERM), then forcibly, and close the socket."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.sock.close()
+
+    def __enter__(self) -> GunicornProcess:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,75 @@
+"""GET /music: validate, resolve the alias, get the page (cache → upstream → reshape), respond."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from .cache import Lookup, PageCache
+from .config import Settings
+from .errors import InvalidQuery, UnknownUser
+from .query import MusicQuery, parse_query
+from .tracks import reshape_page
+from .upstream import UpstreamClient
+
+bp = Blueprint("music", __name__)
+
+
+class Music:
+    """The pieces behind /music for one process: settings, upstream client and page cache."""
+
+    def __init__(self, settings: Settings, client: UpstreamClient, cache: PageCache) -> None:
+        self.settings = settings
+        self.client = client
+        self.cache = cache
+
+    def resolve_user(self, alias: str | None) -> str:
+        """The upstream user_id behind an alias (or the implicit one); raw ids are not aliases."""
+        alias = alias if alias is not None else self.settings.implicit_user
+        if alias is None:
+            raise InvalidQuery(
+                "Name the account with the 'user' parameter.",
+                errors={"user": ["required: the service has several accounts and no default"]},
+            )
+        user_id = self.settings.users.get(alias)
+        if user_id is None:
+            raise UnknownUser(f"'{alias}' is not a configured user alias.")
+        return user_id
+
+    def page(self, query: MusicQuery, request_id: str) -> Lookup:
+        """The rendered page for a query, from the cache or the upstream."""
+        user_id = self.resolve_user(query.user)
+
+        def load() -> bytes:
+            raw = self.client.list_music(user_id, query.type, query.cursor, request_id)
+            return json.dumps(reshape_page(raw), ensure_ascii=False, separators=(",", ":")).encode()
+
+        # \x1f cannot occur in any part (user ids and cursors are visible ASCII).
+        key = "\x1f".join((user_id, query.type, query.cursor or ""))
+        return self.cache.get(key, load)
+
+
+def music() -> Music:
+    """This app's Music."""
+    found: Music = current_app.extensions["music"]
+    return found
+
+
+@bp.get("/music")
+def list_music() -> BaseResponse:
+    """A page of tracks."""
+    query = parse_query(request.args)
+    lookup = music().page(query, g.request_id)
+    resp = Response(lookup.page.body, mimetype="application/json")
+    resp.set_etag(lookup.page.etag)
+    resp.headers["Cache-Control"] = f"private, max-age={lookup.max_age}"
+    resp.headers["Cache-Status"] = lookup.cache_status
+    return resp.make_conditional(request)
+
+
+def register(app: Flask, settings: Settings, client: UpstreamClient, cache: PageCache) -> None:
+    """Mount /music with its pieces."""
+    app.extensions["music"] = Music(settings, client, cache)
+    app.register_blueprint(bp)
