@@ -12,7 +12,7 @@ from flask import Flask, Response, g, request
 log = logging.getLogger("service.access")
 
 # An incoming X-Request-ID is kept only when it is a short, safe token; otherwise a fresh one.
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 
 
 def _begin() -> None:

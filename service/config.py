@@ -13,10 +13,10 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from marshmallow.types import UnknownOption
 
-ALIAS_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-ALIAS_RE = re.compile(ALIAS_PATTERN)
+# \A…\Z, not ^…$: Python's $ also matches before a trailing newline.
+ALIAS_PATTERN = r"\A[A-Za-z0-9_.-]{1,64}\Z"
 # A bearer token goes into an HTTP header: visible ASCII only, no spaces.
-_TOKEN_RE = re.compile(r"^[!-~]+$")
+_TOKEN_RE = re.compile(r"\A[!-~]+\Z")
 
 
 class ConfigError(Exception):
@@ -163,7 +163,7 @@ class _FileSchema(_StrictSchema):
                 ALIAS_PATTERN, error="alias must be 1-64 characters of A-Z a-z 0-9 _ . -"
             )
         ),
-        values=fields.String(validate=validate.Regexp(r"^[!-~]{1,256}$")),
+        values=fields.String(validate=validate.Regexp(r"\A[!-~]{1,256}\Z")),
         required=True,
     )
     cache = fields.Nested(_CacheSchema)
@@ -187,7 +187,8 @@ def _first_error(messages: Any, path: str = "") -> str:
         if key in ("key", "value") and isinstance(value, dict | list) and path.startswith("users"):
             # fields.Dict reports {"<alias>": {"key": [...]}}: the alias is the useful name.
             return _first_error(value, path)
-        return _first_error(value, f"{path}.{key}" if path else str(key))
+        name = str(key) if str(key).isprintable() else repr(str(key))  # keep it one line
+        return _first_error(value, f"{path}.{name}" if path else name)
     if isinstance(messages, list) and messages:
         return _first_error(messages[0], path)
     return f"{path}: {messages}" if path else str(messages)

@@ -60,7 +60,7 @@ def music() -> Music:
 @bp.get("/music")
 def list_music() -> BaseResponse:
     """A page of tracks."""
-    query = parse_query(request.args)
+    query = parse_query(request.query_string)
     lookup = music().page(query, g.request_id)
     resp = Response(lookup.page.body, mimetype="application/json")
     resp.set_etag(lookup.page.etag)

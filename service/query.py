@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 from marshmallow.types import UnknownOption
@@ -13,7 +14,7 @@ from werkzeug.datastructures import MultiDict
 from .config import ALIAS_PATTERN
 from .errors import InvalidQuery
 
-CURSOR_PATTERN = r"^[!-~]{1,512}$"
+CURSOR_PATTERN = r"\A[!-~]{1,512}\Z"
 CURSOR_RE = re.compile(CURSOR_PATTERN)
 TYPES = ("song", "instrumental")
 MAX_REPORTED = 10
@@ -57,9 +58,27 @@ class MusicQuerySchema(Schema):
 _SCHEMA = MusicQuerySchema()
 
 
-def parse_query(args: MultiDict[str, str]) -> MusicQuery:
-    """Validate the request's query arguments, or raise InvalidQuery naming each bad parameter."""
+def decode_query(raw: bytes) -> tuple[MultiDict[str, str], dict[str, list[str]]]:
+    """Split a raw query string strictly: a name or value that is not UTF-8 is an error.
+
+    (werkzeug's request.args would quietly turn such bytes into other text.)
+    """
+    args: MultiDict[str, str] = MultiDict()
     errors: dict[str, list[str]] = {}
+    for part in raw.split(b"&"):
+        if not part:
+            continue
+        name, _, value = (unquote_to_bytes(p.replace(b"+", b" ")) for p in part.partition(b"="))
+        try:
+            args.add(name.decode("utf-8"), value.decode("utf-8"))
+        except UnicodeDecodeError:
+            errors[name.decode("utf-8", "replace")] = ["is not valid UTF-8"]
+    return args, errors
+
+
+def parse_query(raw: bytes) -> MusicQuery:
+    """Validate the request's raw query string, or raise InvalidQuery naming each bad parameter."""
+    args, errors = decode_query(raw)
     for name in args:
         if len(args.getlist(name)) > 1:
             errors[name] = ["given more than once"]

@@ -57,7 +57,7 @@ class UpstreamClient:
         retry = Retry(
             total=settings.retries,
             connect=settings.retries,
-            read=0,  # a read timeout already cost read_timeout seconds; do not multiply it
+            read=False,  # a read timeout already cost read_timeout seconds; never repeat it
             status=settings.retries,
             other=0,
             redirect=0,

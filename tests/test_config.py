@@ -102,6 +102,7 @@ def test_no_implicit_user_with_several_aliases(tmp_path: Path) -> None:
         ('[users]\n"bad alias" = "1"\n', "users.bad alias: alias must be 1-64 characters"),
         ('[users]\n"' + "a" * 65 + '" = "1"\n', "alias must be 1-64 characters"),
         ("[users]\nstudio = 1234567\n", "users.studio"),
+        ('[users]\n"studio\\n" = "1"\n', "alias must be 1-64 characters"),
         ('[users]\nstudio = ""\n', "users.studio"),
         (MINIMAL + 'default_user = "other"\n', "default_user: 'other' is not an alias"),
     ],
@@ -118,10 +119,10 @@ def test_toml_syntax_error(tmp_path: Path) -> None:
 
 
 def test_music_config_unset_or_missing(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="^MUSIC_CONFIG: not set"):
+    with pytest.raises(ConfigError, match=r"^MUSIC_CONFIG: not set"):
         load_settings({"USEAPI_TOKEN": TOKEN})
     missing = str(tmp_path / "nope.toml")
-    with pytest.raises(ConfigError, match="^MUSIC_CONFIG: cannot read"):
+    with pytest.raises(ConfigError, match=r"^MUSIC_CONFIG: cannot read"):
         load_settings({"MUSIC_CONFIG": missing, "USEAPI_TOKEN": TOKEN})
 
 

@@ -83,7 +83,7 @@ def test_progress(progress: Any, expected: int | None) -> None:
 
 
 def test_missing_null_and_empty_become_null() -> None:
-    for record in ({}, {k: None for k in FULL}, {k: "" for k in FULL}):
+    for record in ({}, dict.fromkeys(FULL), dict.fromkeys(FULL, "")):
         item = track(record)
         assert item["status"] == "unknown"
         assert all(item[k] is None for k in KEYS - {"status"}), item
@@ -126,7 +126,7 @@ def test_page_fields() -> None:
         "next_cursor": "c2",
         "has_more": True,
     }
-    last = {"items": [], "next_cursor": None, "has_more": False}
+    last: dict[str, object] = {"items": [], "next_cursor": None, "has_more": False}
     assert reshape_page({"records": [], "hasNext": False, "cursor": "ignored"}) == last
     assert reshape_page({}) == last  # no records: an empty page
     assert reshape_page({"records": None, "hasNext": None}) == last

@@ -1,0 +1,54 @@
+"""Shared fixtures: one live sandbox upstream for the session, and apps aimed at it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service import create_app
+from service.sandbox import SandboxServer
+
+from .helpers import AppFactory, CheckedClient, sandbox_settings
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[SandboxServer]:
+    """One SandboxServer on a random loopback port for the whole test session."""
+    with SandboxServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxServer) -> Iterator[SandboxServer]:
+    """The session's sandbox, reset: no calls recorded, no faults armed."""
+    sandbox_server.state.reset()
+    yield sandbox_server
+    # Release any hang or drip the test left behind.
+    sandbox_server.state.reset()
+
+
+@pytest.fixture
+def make_app(sandbox: SandboxServer) -> Iterator[AppFactory]:
+    """Build apps aimed at the sandbox; keyword arguments as for sandbox_settings, plus clock."""
+    apps: list[Flask] = []
+
+    def factory(clock: Callable[[], float] | None = None, **changes: Any) -> Flask:
+        settings = sandbox_settings(sandbox, **changes)
+        app = create_app(settings) if clock is None else create_app(settings, clock=clock)
+        app.test_client_class = CheckedClient
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions["music"].client.close()
+
+
+@pytest.fixture
+def client(make_app: AppFactory) -> FlaskClient:
+    """A contract-checking client of an app with the default test settings."""
+    return make_app().test_client()

@@ -1,0 +1,54 @@
+"""Test helpers: settings aimed at the live sandbox, and a client that checks the contract."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from service.config import CacheSettings, Secret, Settings, UpstreamSettings
+from service.sandbox import SandboxServer
+
+from . import contract
+
+USERS = {"studio": "1001", "edge": "1002", "empty": "1003", "norecords": "1004", "ghost": "9999"}
+
+
+class CheckedClient(FlaskClient):
+    """A test client that checks every response against openapi.yaml."""
+
+    def open(self, *args: Any, **kwargs: Any) -> TestResponse:
+        resp = super().open(*args, **kwargs)
+        request = resp.request
+        contract.check_response(
+            request.method, request.path, resp.status_code, resp.headers, resp.get_data()
+        )
+        return resp
+
+
+def sandbox_settings(sandbox: SandboxServer, **changes: Any) -> Settings:
+    """Settings aimed at the sandbox (fast timeouts, no retries); change upstream_*/cache_*."""
+    upstream = UpstreamSettings(
+        token=Secret(sandbox.token),
+        base_url=sandbox.base_url,
+        connect_timeout=1.0,
+        read_timeout=2.0,
+        retries=0,
+    )
+    cache = CacheSettings()
+    up = {k[9:]: v for k, v in changes.items() if k.startswith("upstream_")}
+    ca = {k[6:]: v for k, v in changes.items() if k.startswith("cache_")}
+    rest = {k: v for k, v in changes.items() if not k.startswith(("upstream_", "cache_"))}
+    return Settings(
+        upstream=dataclasses.replace(upstream, **up),
+        cache=dataclasses.replace(cache, **ca),
+        users=rest.pop("users", USERS),
+        **rest,
+    )
+
+
+AppFactory = Callable[..., Flask]

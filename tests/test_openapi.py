@@ -1,0 +1,444 @@
+"""openapi.yaml is a valid OpenAPI 3.1 document, and tests.contract.check_response bites."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+
+from tests.contract import (
+    METHODS,
+    check_response,
+    check_schema,
+    deref,
+    iter_refs,
+    pointer_to,
+    resolve_pointer,
+    spec,
+)
+
+TRACK: dict[str, Any] = {
+    "id": "6dc9a08fa3e7d6a",
+    "title": "Glass Horizon",
+    "status": "completed",
+    "progress": 100,
+    "cover_url": "https://example.com/tempolor/cover/6dc9a08fa3e7d6a.png",
+    "style": "Indie Folk",
+    "mood": "Uplifting",
+    "key": "A:minor",
+    "bpm": 104,
+    "duration_seconds": 194.5,
+    "prompt": "An uplifting indie folk piece called Glass Horizon",
+    "lyrics": "[Verse]\nGlass Horizon, calling through the night",
+    "model": "v3.5",
+    "created_at": "2025-05-14T22:40:40Z",
+    "updated_at": "2025-05-14T22:43:54Z",
+}
+EMPTY_TRACK: dict[str, Any] = dict.fromkeys(TRACK) | {"status": "unknown"}
+PAGE: dict[str, Any] = {
+    "items": [TRACK, EMPTY_TRACK],
+    "next_cursor": "eyJwYWdlIjoyfQ",
+    "has_more": True,
+}
+REQUEST_ID = "3f2a9c1e0b7d4e6f8a5c2b1d0e9f7a6b"
+COMMON = {"X-Request-ID": REQUEST_ID, "X-Content-Type-Options": "nosniff"}
+PAGE_HEADERS = COMMON | {
+    "Content-Type": "application/json",
+    "ETag": '"5c1f0e4a9b7d2c3e8f6a1b0d4c9e7f2a"',
+    "Cache-Control": "private, max-age=30",
+    "Cache-Status": "music-facade; fwd=miss; stored",
+}
+PROBLEM_HEADERS = COMMON | {"Content-Type": "application/problem+json", "Cache-Control": "no-store"}
+INVALID_QUERY: dict[str, Any] = {
+    "type": "tag:music-facade,2026:problem/invalid_query",
+    "title": "Invalid query parameters",
+    "status": 400,
+    "detail": "Invalid query parameter(s): page.",
+    "code": "invalid_query",
+    "request_id": REQUEST_ID,
+    "errors": {"page": ["is not a parameter of /music (use user, type, cursor)"]},
+}
+NOT_FOUND: dict[str, Any] = {
+    "type": "about:blank",
+    "title": "Not Found",
+    "status": 404,
+    "detail": "The requested URL was not found on the server.",
+    "code": "not_found",
+    "request_id": REQUEST_ID,
+}
+
+
+def at(json_path: str, message: str = "") -> str:
+    """A pattern for check_response's report of a schema error at a JSON path."""
+    return re.escape(f"at {json_path}: ") + message
+
+
+def dump(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def operations() -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(path, method, operation) for every documented operation."""
+    for path, item in spec()["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS:
+                yield path, method, operation
+
+
+def responses() -> Iterator[tuple[str, str, str, dict[str, Any], str]]:
+    """(path, method, status, response object, its pointer) for every documented response."""
+    for path, method, operation in operations():
+        for status in operation["responses"]:
+            response, where = deref(pointer_to("paths", path, method, "responses", status))
+            yield path, method, status, response, where
+
+
+# --- the document ------------------------------------------------------------------------------
+
+
+def test_document_is_valid_openapi_31() -> None:
+    doc = spec()
+    assert doc["openapi"].startswith("3.1.")
+    validate(doc, cls=OpenAPIV31SpecValidator)
+
+
+def test_document_is_plain_json_data() -> None:
+    # YAML would silently turn an unquoted 2025-05-14T22:40:40Z into a datetime.
+    assert json.loads(json.dumps(spec())) == spec()
+
+
+def test_info_and_servers() -> None:
+    doc = spec()
+    assert doc["info"]["title"] == "music-facade"
+    assert doc["info"]["version"] == "0.1.0"
+    assert "useapi.net" in doc["info"]["description"]
+    assert [s["url"] for s in doc["servers"]] == ["http://127.0.0.1:8080"]
+    assert {(p, m) for p, m, _ in operations()} == {
+        ("/music", "get"),
+        ("/music", "head"),
+        ("/healthz", "get"),
+        ("/openapi.yaml", "get"),
+    }
+
+
+def test_every_ref_resolves() -> None:
+    refs = list(iter_refs(spec()))
+    assert len(refs) > 50
+    for where, ref in refs:
+        assert ref.startswith("#/"), f"#{where}: non-local $ref {ref!r}"
+        resolve_pointer(ref[1:])  # AssertionError naming the pointer if it dangles
+
+
+def test_every_component_is_used() -> None:
+    used = {ref for _, ref in iter_refs(spec())}
+    for kind, named in spec()["components"].items():
+        for name in named:
+            assert f"#/components/{kind}/{name}" in used, f"components.{kind}.{name} is unused"
+
+
+def test_every_error_response_is_a_problem() -> None:
+    checked = 0
+    for path, method, status, response, where in responses():
+        if not status.startswith(("4", "5")) and status != "default":
+            continue
+        checked += 1
+        label = f"{method.upper()} {path} {status} (#{where})"
+        assert set(response.get("content", {})) == {"application/problem+json"}, label
+        schema = response["content"]["application/problem+json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/Problem"}, label
+        cache_control, _ = deref(f"{where}/headers/Cache-Control")
+        assert cache_control["required"] is True, label
+        assert cache_control["schema"]["const"] == "no-store", label
+    assert checked >= 12
+
+
+def test_every_response_carries_the_common_headers() -> None:
+    for path, method, status, _, where in responses():
+        for name in ("X-Request-ID", "X-Content-Type-Options"):
+            header, _ = deref(f"{where}/headers/{name}")
+            assert header["required"] is True, f"{method.upper()} {path} {status}: {name}"
+
+
+def test_music_documents_every_status_the_service_answers() -> None:
+    for method in ("get", "head"):
+        documented = set(spec()["paths"]["/music"][method]["responses"])
+        expected = {"200", "304", "400", "404", "405", "500", "502", "503", "504"}
+        assert documented == expected
+
+
+def test_problem_codes_are_listed_but_open() -> None:
+    code = spec()["components"]["schemas"]["Problem"]["properties"]["code"]
+    assert "enum" not in code
+    assert set(code["examples"]) >= {
+        "invalid_query",
+        "unknown_user",
+        "upstream_rejected",
+        "upstream_auth_failed",
+        "upstream_error",
+        "upstream_unreachable",
+        "upstream_rate_limited",
+        "upstream_timeout",
+        "internal_error",
+        "method_not_allowed",
+        "not_found",
+    }
+
+
+def _examples(node: Any, pointer: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(schema pointer, example pointer, example) for every example next to a schema."""
+    if isinstance(node, dict):
+        if "schema" in node and isinstance(node["schema"], dict):
+            schema = f"{pointer}/schema"
+            if "example" in node:
+                yield schema, f"{pointer}/example", node["example"]
+            for name, example in (node.get("examples") or {}).items():
+                yield schema, f"{pointer}/examples/{name}", example["value"]
+            for index, example in enumerate(node["schema"].get("examples") or []):
+                yield schema, f"{schema}/examples/{index}", example
+        if "properties" in node and isinstance(node.get("examples"), list):
+            for index, example in enumerate(node["examples"]):
+                yield pointer, f"{pointer}/examples/{index}", example
+        for key, value in node.items():
+            escaped = str(key).replace("~", "~0").replace("/", "~1")
+            yield from _examples(value, f"{pointer}/{escaped}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _examples(value, f"{pointer}/{index}")
+
+
+def test_every_example_matches_its_schema() -> None:
+    found = list(_examples(spec()))
+    assert len(found) >= 15
+    for schema, where, example in found:
+        if deref(schema)[0].get("type") == "integer" and isinstance(example, str):
+            example = int(example)
+        check_schema(schema, example, f"the example at #{where}")
+
+
+# --- check_response accepts what the service sends ---------------------------------------------
+
+
+def test_accepts_a_page() -> None:
+    check_response("GET", "/music?user=studio&type=song", 200, PAGE_HEADERS, dump(PAGE))
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        {"items": [], "next_cursor": None, "has_more": False},
+        {"items": [EMPTY_TRACK], "next_cursor": None, "has_more": False},
+        {"items": [TRACK | {"progress": 0, "bpm": 87, "status": "generating"}],
+         "next_cursor": "c:2/x", "has_more": True},
+    ],
+)  # fmt: skip
+def test_accepts_other_pages(page: dict[str, Any]) -> None:
+    check_response("GET", "/music", 200, PAGE_HEADERS, dump(page))
+
+
+@pytest.mark.parametrize(
+    "cache_status",
+    [
+        "music-facade; hit; ttl=12",
+        "music-facade; fwd=miss; stored",
+        "music-facade; fwd=stale; stored",
+        "music-facade; fwd=stale; ttl=-40; detail=stale-if-error",
+        "music-facade; fwd=miss; stored; collapsed",
+        "music-facade; hit; ttl=3; collapsed",
+        "music-facade; fwd=bypass",
+    ],
+)
+def test_accepts_every_cache_status(cache_status: str) -> None:
+    headers = PAGE_HEADERS | {"Cache-Status": cache_status}
+    check_response("GET", "/music", 200, headers, dump(PAGE))
+
+
+def test_header_names_are_case_insensitive() -> None:
+    headers = {k.lower(): v for k, v in PAGE_HEADERS.items()}
+    check_response("GET", "/music", 200, headers, dump(PAGE))
+
+
+def test_accepts_head_and_not_modified_without_a_body() -> None:
+    check_response("HEAD", "/music", 200, PAGE_HEADERS, b"")
+    not_modified = {k: v for k, v in PAGE_HEADERS.items() if k != "Content-Type"}
+    check_response("GET", "/music", 304, not_modified, b"")
+    check_response("HEAD", "/music", 304, not_modified, b"")
+
+
+def test_accepts_problems() -> None:
+    check_response("GET", "/music?page=2", 400, PROBLEM_HEADERS, dump(INVALID_QUERY))
+    unknown_user = INVALID_QUERY | {
+        "type": "tag:music-facade,2026:problem/unknown_user",
+        "code": "unknown_user",
+        "title": "Unknown user alias",
+    }
+    del unknown_user["errors"]
+    check_response("GET", "/music?user=x", 400, PROBLEM_HEADERS, dump(unknown_user))
+    limited = unknown_user | {"status": 503, "code": "upstream_rate_limited"}
+    headers = PROBLEM_HEADERS | {"Retry-After": "30"}
+    check_response("GET", "/music", 503, headers, dump(limited))
+    # A generic werkzeug code the table does not list is still a valid problem.
+    bad_request = NOT_FOUND | {"status": 400, "code": "bad_request", "title": "Bad Request"}
+    check_response("GET", "/music", 400, PROBLEM_HEADERS, dump(bad_request))
+
+
+def test_accepts_unknown_paths_and_methods() -> None:
+    check_response("GET", "/nope", 404, PROBLEM_HEADERS, dump(NOT_FOUND))
+    not_allowed = NOT_FOUND | {"status": 405, "code": "method_not_allowed"}
+    headers = PROBLEM_HEADERS | {"Allow": "GET, HEAD, OPTIONS"}
+    check_response("POST", "/music", 405, headers, dump(not_allowed))
+    check_response("DELETE", "/healthz", 405, headers, dump(not_allowed))
+
+
+def test_accepts_health_and_the_document() -> None:
+    health = COMMON | {"Content-Type": "application/json", "Cache-Control": "no-store"}
+    check_response("GET", "/healthz", 200, health, b'{"status":"ok"}')
+    yaml_headers = COMMON | {
+        "Content-Type": "application/yaml",
+        "Cache-Control": "public, max-age=300",
+    }
+    check_response("GET", "/openapi.yaml", 200, yaml_headers, b"openapi: 3.1.0\n")
+
+
+# --- check_response rejects what breaks the contract -------------------------------------------
+
+
+def _page_with(change: Callable[[dict[str, Any]], None]) -> bytes:
+    page = copy.deepcopy(PAGE)
+    change(page)
+    return dump(page)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            _page_with(lambda p: p["items"][0].update(extra=1)),
+            at("$.items[0]", "Additional properties .*'extra' was unexpected"),
+        ),
+        (_page_with(lambda p: p["items"][0].pop("lyrics")), at("$.items[0]", "'lyrics' is a")),
+        (_page_with(lambda p: p.pop("has_more")), at("$", "'has_more' is a required")),
+        (_page_with(lambda p: p.update(total=2)), at("$", "Additional .*'total' was unexpected")),
+        (_page_with(lambda p: p["items"][0].update(progress="100")), at("$.items[0].progress")),
+        (_page_with(lambda p: p["items"][0].update(progress=100.5)), at("$.items[0].progress")),
+        (_page_with(lambda p: p["items"][0].update(progress=101)), at("$.items[0].progress")),
+        (_page_with(lambda p: p["items"][1].update(status=None)), at("$.items[1].status")),
+        (_page_with(lambda p: p["items"][1].update(status="done")), at("$.items[1].status")),
+        (_page_with(lambda p: p["items"][0].update(bpm="104")), at("$.items[0].bpm")),
+        (_page_with(lambda p: p["items"][0].update(title="")), at("$.items[0].title")),
+        (
+            _page_with(lambda p: p["items"][0].update(created_at=1716565425000)),
+            at("$.items[0].created_at"),
+        ),
+        (
+            _page_with(lambda p: p["items"][0].update(created_at="2025-05-14 22:40")),
+            at("$.items[0].created_at"),
+        ),
+        (_page_with(lambda p: p.update(items={})), at("$.items")),
+        (_page_with(lambda p: p.update(next_cursor=None)), at("$.next_cursor")),
+        (_page_with(lambda p: p.update(has_more=False)), at("$.next_cursor")),
+        (_page_with(lambda p: p.update(next_cursor="has space")), at("$.next_cursor")),
+        (b"", r"documented with a body"),
+        (b"{not json", r"not JSON"),
+        (b'{"items":[],"next_cursor":null,"has_more":NaN}', r"not JSON"),
+    ],
+)
+def test_rejects_a_bad_page(body: bytes, message: str) -> None:
+    with pytest.raises(AssertionError, match=message):
+        check_response("GET", "/music", 200, PAGE_HEADERS, body)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message"),
+    [
+        ("GET", "/music", 201, r"status 201 is not documented"),
+        ("GET", "/music", 418, r"status 418 is not documented"),
+        ("GET", "/healthz", 503, r"status 503 is not documented"),
+        ("GET", "/nope", 200, r"must be 404"),
+        ("POST", "/music", 200, r"must be 405"),
+        ("OPTIONS", "/music", 200, r"must be 405"),
+    ],
+)
+def test_rejects_a_wrong_status(method: str, path: str, status: int, message: str) -> None:
+    with pytest.raises(AssertionError, match=message):
+        check_response(method, path, status, PAGE_HEADERS, dump(PAGE))
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"Content-Type": "text/html; charset=utf-8"}, r"Content-Type 'text/html"),
+        ({"Content-Type": "application/problem+json"}, r"Content-Type"),
+        ({"ETag": None}, r"required header ETag is missing"),
+        ({"Cache-Status": None}, r"required header Cache-Status is missing"),
+        ({"X-Request-ID": None}, r"required header X-Request-ID is missing"),
+        ({"X-Content-Type-Options": None}, r"X-Content-Type-Options is missing"),
+        ({"ETag": 'W/"5c1f0e4a9b7d2c3e8f6a1b0d4c9e7f2a"'}, r"header ETag"),
+        ({"Cache-Control": "public, max-age=30"}, r"header Cache-Control"),
+        ({"Cache-Status": "music-facade; miss"}, r"header Cache-Status"),
+        ({"X-Request-ID": "has space"}, r"header X-Request-ID"),
+    ],
+)
+def test_rejects_bad_page_headers(headers: dict[str, str | None], message: str) -> None:
+    merged = {k: v for k, v in (PAGE_HEADERS | headers).items() if v is not None}
+    with pytest.raises(AssertionError, match=message):
+        check_response("GET", "/music", 200, merged, dump(PAGE))
+
+
+@pytest.mark.parametrize(
+    ("change", "headers", "message"),
+    [
+        ({"request_id": None}, {}, at("$", "'request_id' is a required")),
+        ({"status": "400"}, {}, at("$.status")),
+        ({"status": 404}, {}, r"not the HTTP status"),
+        ({"errors": None}, {}, at("$", "'errors' is a required")),
+        ({"errors": {"page": "unknown"}}, {}, at("$.errors.page")),
+        ({"type": "https://example.com/problem"}, {}, at("$.type")),
+        ({"hint": "try again"}, {}, at("$", "Additional .*'hint' was unexpected")),
+        ({"request_id": "other"}, {}, r"not the X-Request-ID header"),
+        ({}, {"Content-Type": "application/json"}, r"Content-Type 'application/json'"),
+        ({}, {"Cache-Control": "private, max-age=0"}, r"header Cache-Control"),
+    ],
+)
+def test_rejects_a_bad_problem(
+    change: dict[str, Any], headers: dict[str, str], message: str
+) -> None:
+    problem = {k: v for k, v in (INVALID_QUERY | change).items() if v is not None}
+    with pytest.raises(AssertionError, match=message):
+        check_response("GET", "/music", 400, PROBLEM_HEADERS | headers, dump(problem))
+
+
+def test_rejects_errors_on_other_problems() -> None:
+    problem = NOT_FOUND | {"errors": {"x": ["y"]}}
+    with pytest.raises(
+        AssertionError, match=at("$", r".* should not be valid under \{'required': \['errors'\]\}")
+    ):
+        check_response("GET", "/nope", 404, PROBLEM_HEADERS, dump(problem))
+
+
+def test_rejects_bad_special_headers() -> None:
+    limited = NOT_FOUND | {"status": 503, "code": "upstream_rate_limited"}
+    with pytest.raises(AssertionError, match=r"required header Retry-After is missing"):
+        check_response("GET", "/music", 503, PROBLEM_HEADERS, dump(limited))
+    headers = PROBLEM_HEADERS | {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    with pytest.raises(AssertionError, match=r"Retry-After must be an integer"):
+        check_response("GET", "/music", 503, headers, dump(limited))
+    not_allowed = NOT_FOUND | {"status": 405, "code": "method_not_allowed"}
+    with pytest.raises(AssertionError, match=r"required header Allow is missing"):
+        check_response("PUT", "/music", 405, PROBLEM_HEADERS, dump(not_allowed))
+
+
+def test_rejects_bodies_where_none_belongs() -> None:
+    with pytest.raises(AssertionError, match=r"HEAD response must have no body"):
+        check_response("HEAD", "/music", 200, PAGE_HEADERS, dump(PAGE))
+    with pytest.raises(AssertionError, match=r"documented without a body"):
+        check_response("GET", "/music", 304, PAGE_HEADERS, dump(PAGE))
+
+
+def test_spec_returns_a_copy() -> None:
+    spec()["paths"].clear()
+    assert "/music" in spec()["paths"]
