@@ -45,7 +45,7 @@ def demo(port: int) -> int:
         config = Path(tmp) / "music.toml"
         config.write_text(DEMO_CONFIG.format(base_url=sandbox.base_url))
         env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
-        server = GunicornProcess(env, port=port, workers=1)
+        server = GunicornProcess(env, port=port, workers=1, quiet=False)
         with server:
             print(
                 f"music-facade is serving {server.url} against the sandbox at {sandbox.base_url}\n"

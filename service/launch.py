@@ -31,10 +31,12 @@ class GunicornProcess:
         workers: int = 1,
         threads: int = 8,
         log_path: Path | None = None,
+        quiet: bool = True,
     ) -> None:
         self.env = dict(env)
         self.workers, self.threads = workers, threads
         self.log_path = log_path
+        self.quiet = quiet  # without a log_path: discard gunicorn's output, or let it through
         self.sock = socket.create_server((host, port), backlog=128)
         self.url = "http://{}:{}".format(*self.sock.getsockname()[:2])
         self.proc: subprocess.Popen[bytes] | None = None
@@ -51,12 +53,12 @@ class GunicornProcess:
             "--threads", str(self.threads),
             "service:create_app()",
         ]  # fmt: skip
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self.proc = subprocess.Popen(cmd, env=env, pass_fds=(fd,), stdout=out, stderr=out)
-        finally:
-            if self.log_path:
-                out.close()  # type: ignore[union-attr]
+        if self.log_path:
+            with open(self.log_path, "ab") as out:
+                self.proc = subprocess.Popen(cmd, env=env, pass_fds=(fd,), stdout=out, stderr=out)
+        else:
+            sink = subprocess.DEVNULL if self.quiet else None
+            self.proc = subprocess.Popen(cmd, env=env, pass_fds=(fd,), stdout=sink, stderr=sink)
         self._wait_ready(ready_timeout)
         return self
 
