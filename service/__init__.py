@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import access, errors, meta, music
+from . import access, clients, cors, errors, limits, meta, music
 from .cache import PageCache
 from .config import Settings, load_settings
 from .upstream import UpstreamClient
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -27,9 +31,18 @@ def create_app(
     # Each worker thread may hold one upstream connection; MUSIC_THREADS is gunicorn's threads.
     pool_size = int(os.environ.get("MUSIC_THREADS", "8"))
     app = Flask(__name__)
+    if settings.proxy_hops:
+        # Behind N trusted proxies the caller is the Nth address from the right in X-Forwarded-For.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+    # Order matters: request id first, then who is calling, then limits, then the views.
     access.register(app)
     errors.register(app)
+    clients.register(app, settings.clients)
+    limits.register(app, settings.limits, bool(settings.clients), music.bp)
+    cors.register(app, settings.cors_origins)
     meta.register(app)
+    if not settings.clients:
+        log.warning("no [[clients]] configured: /music is open to anyone who can reach it")
     music.register(
         app,
         settings,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from limits import parse_many
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from marshmallow.types import UnknownOption
 
@@ -70,6 +71,28 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class ClientSettings:
+    """One calling app: its name, the SHA-256 of its keys, the aliases it may read, its limit."""
+
+    name: str
+    key_sha256: tuple[str, ...]
+    users: frozenset[str]  # {"*"}: every alias
+    rate_limit: str | None = None
+
+    def may_read(self, alias: str) -> bool:
+        """Whether this client's scope includes the alias."""
+        return "*" in self.users or alias in self.users
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Rate limits, in the `limits` library's notation ("120/minute", "10/second;500/hour")."""
+
+    default: str = "120/minute"
+    per_address: str | None = None  # only when no client is configured
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole, validated configuration of one service process."""
 
@@ -77,6 +100,10 @@ class Settings:
     users: Mapping[str, str]
     default_user: str | None = None
     cache: CacheSettings = field(default_factory=CacheSettings)
+    clients: tuple[ClientSettings, ...] = ()
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    cors_origins: tuple[str, ...] = ()
+    proxy_hops: int = 0
 
     @property
     def implicit_user(self) -> str | None:
@@ -106,6 +133,18 @@ class Settings:
                 "max_entries": self.cache.max_entries,
                 "stale_if_error": self.cache.stale_if_error,
             },
+            "clients": [
+                {
+                    "name": c.name,
+                    "key_sha256": list(c.key_sha256),
+                    "users": sorted(c.users),
+                    "rate_limit": c.rate_limit or self.limits.default,
+                }
+                for c in self.clients
+            ],
+            "limits": {"default": self.limits.default, "per_address": self.limits.per_address},
+            "cors": {"origins": list(self.cors_origins)},
+            "server": {"proxy_hops": self.proxy_hops},
         }
 
 
@@ -154,6 +193,68 @@ class _CacheSchema(_StrictSchema):
     stale_if_error = _StrictNumber(validate=validate.Range(min=0))
 
 
+def _check_rate_limit(value: str) -> None:
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValidationError(
+            f"'{value}' is not a rate limit such as '120/minute' or '10/second;500/hour'"
+        ) from None
+
+
+_ORIGIN_RE = re.compile(r"\Ahttps?://[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z")
+
+
+def _check_origin(value: str) -> None:
+    if not _ORIGIN_RE.match(value):
+        raise ValidationError(
+            f"'{value}' is not an origin such as 'https://app.example.com' (no path, no '*')"
+        )
+
+
+_SHA256_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+
+
+class _KeyHashes(fields.Field[list[str]]):
+    """One SHA-256 hex digest, or a list of them (several keys live during a rotation)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kw: Any) -> list[str]:
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not values:
+            raise ValidationError("must be a SHA-256 hex digest or a non-empty list of them")
+        for item in values:
+            if not isinstance(item, str) or not _SHA256_RE.match(item):
+                raise ValidationError(
+                    "must be the 64-hex-digit SHA-256 of a key (see `music-facade mint-key`), "
+                    "never the key itself"
+                )
+        return [v.lower() for v in values]
+
+
+class _ClientSchema(_StrictSchema):
+    name = fields.String(required=True, validate=validate.Regexp(ALIAS_PATTERN))
+    key_sha256 = _KeyHashes(required=True)
+    users = fields.List(
+        fields.String(validate=validate.Regexp(r"\A(\*|[A-Za-z0-9_.-]{1,64})\Z")),
+        required=True,
+        validate=validate.Length(min=1),
+    )
+    rate_limit = fields.String(validate=_check_rate_limit)
+
+
+class _LimitsSchema(_StrictSchema):
+    default = fields.String(validate=_check_rate_limit)
+    per_address = fields.String(validate=_check_rate_limit)
+
+
+class _CorsSchema(_StrictSchema):
+    origins = fields.List(fields.String(validate=_check_origin), required=True)
+
+
+class _ServerSchema(_StrictSchema):
+    proxy_hops = _StrictInt(validate=validate.Range(min=0, max=5))
+
+
 class _FileSchema(_StrictSchema):
     default_user = fields.String(validate=validate.Regexp(ALIAS_PATTERN))
     upstream = fields.Nested(_UpstreamSchema)
@@ -167,6 +268,10 @@ class _FileSchema(_StrictSchema):
         required=True,
     )
     cache = fields.Nested(_CacheSchema)
+    clients = fields.List(fields.Nested(_ClientSchema))
+    limits = fields.Nested(_LimitsSchema)
+    cors = fields.Nested(_CorsSchema)
+    server = fields.Nested(_ServerSchema)
 
     @validates_schema
     def _check_users(self, data: dict[str, Any], **kw: Any) -> None:
@@ -176,6 +281,23 @@ class _FileSchema(_StrictSchema):
         default = data.get("default_user")
         if default is not None and default not in users:
             raise ValidationError(f"'{default}' is not an alias in [users]", "default_user")
+
+    @validates_schema
+    def _check_clients(self, data: dict[str, Any], **kw: Any) -> None:
+        names: set[str] = set()
+        hashes: set[str] = set()
+        for i, client in enumerate(data.get("clients", [])):
+            where = f"clients.{i}"
+            if client["name"] in names:
+                raise ValidationError(f"'{client['name']}' is used by another client", where)
+            names.add(client["name"])
+            for alias in client["users"]:
+                if alias != "*" and alias not in data.get("users", {}):
+                    raise ValidationError(f"users: '{alias}' is not an alias in [users]", where)
+            for digest in client["key_sha256"]:
+                if digest in hashes:
+                    raise ValidationError("key_sha256: a key is listed twice", where)
+                hashes.add(digest)
 
 
 def _first_error(messages: Any, path: str = "") -> str:
@@ -209,6 +331,18 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         users=dict(data["users"]),
         default_user=data.get("default_user"),
         cache=CacheSettings(**data.get("cache", {})),
+        clients=tuple(
+            ClientSettings(
+                name=c["name"],
+                key_sha256=tuple(c["key_sha256"]),
+                users=frozenset(c["users"]),
+                rate_limit=c.get("rate_limit"),
+            )
+            for c in data.get("clients", [])
+        ),
+        limits=LimitSettings(**data.get("limits", {})),
+        cors_origins=tuple(data.get("cors", {}).get("origins", [])),
+        proxy_hops=data.get("server", {}).get("proxy_hops", 0),
     )
 
 

@@ -8,6 +8,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from .cache import Lookup, PageCache
+from .clients import authorize, require_client
 from .config import Settings
 from .errors import InvalidQuery, UnknownUser
 from .query import MusicQuery, parse_query
@@ -25,22 +26,21 @@ class Music:
         self.client = client
         self.cache = cache
 
-    def resolve_user(self, alias: str | None) -> str:
-        """The upstream user_id behind an alias (or the implicit one); raw ids are not aliases."""
-        alias = alias if alias is not None else self.settings.implicit_user
+    def alias(self, given: str | None) -> str:
+        """The alias a query names, or the implicit one; it must be configured."""
+        alias = given if given is not None else self.settings.implicit_user
         if alias is None:
             raise InvalidQuery(
                 "Name the account with the 'user' parameter.",
                 errors={"user": ["required: the service has several accounts and no default"]},
             )
-        user_id = self.settings.users.get(alias)
-        if user_id is None:
+        if alias not in self.settings.users:
             raise UnknownUser(f"'{alias}' is not a configured user alias.")
-        return user_id
+        return alias
 
-    def page(self, query: MusicQuery, request_id: str) -> Lookup:
-        """The rendered page for a query, from the cache or the upstream."""
-        user_id = self.resolve_user(query.user)
+    def page(self, alias: str, query: MusicQuery, request_id: str) -> Lookup:
+        """The rendered page for an alias's query, from the cache or the upstream."""
+        user_id = self.settings.users[alias]
 
         def load() -> bytes:
             raw = self.client.list_music(user_id, query.type, query.cursor, request_id)
@@ -59,9 +59,13 @@ def music() -> Music:
 
 @bp.get("/music")
 def list_music() -> BaseResponse:
-    """A page of tracks."""
+    """A page of tracks: who asks, what, for which account, may they; then the page."""
+    client = require_client()
     query = parse_query(request.query_string)
-    lookup = music().page(query, g.request_id)
+    alias = music().alias(query.user)
+    authorize(client, alias)  # before the cache: a cached page is no excuse to skip the scope
+    g.user = alias
+    lookup = music().page(alias, query, g.request_id)
     resp = Response(lookup.page.body, mimetype="application/json")
     resp.set_etag(lookup.page.etag)
     resp.headers["Cache-Control"] = f"private, max-age={lookup.max_age}"
