@@ -10,7 +10,7 @@ from collections.abc import Callable
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import access, clients, cors, errors, limits, meta, music
+from . import access, clients, cors, errors, limits, logs, meta, music
 from .cache import PageCache
 from .config import Settings, load_settings
 from .upstream import UpstreamClient
@@ -28,6 +28,7 @@ def create_app(
     clock is the cache's time source, for tests that age cached pages without waiting.
     """
     settings = settings if settings is not None else load_settings()
+    logs.redact([settings.upstream.token.reveal()])
     # Each worker thread may hold one upstream connection; MUSIC_THREADS is gunicorn's threads.
     pool_size = int(os.environ.get("MUSIC_THREADS", "8"))
     app = Flask(__name__)

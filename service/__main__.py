@@ -1,4 +1,4 @@
-"""Command line: `python -m service demo | check-config | sandbox`."""
+"""Command line: `python -m service demo | check-config | mint-key | sandbox`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,21 @@ def check_config() -> int:
         print(f"music-facade: configuration error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(settings.describe(), indent=2))
+    return 0
+
+
+def mint_key(name: str) -> int:
+    """Print a new client key once, and the [[clients]] entry that stores only its digest."""
+    from .clients import mint_key as new_key
+
+    key, digest = new_key()
+    print(
+        f"Key for client '{name}' (hand it over now; it is not stored anywhere):\n\n"
+        f"    {key}\n\n"
+        "Configuration entry (to rotate, add the digest to the client's key_sha256 list):\n\n"
+        f'    [[clients]]\n    name = "{name}"\n    key_sha256 = "{digest}"\n'
+        '    users = ["<alias>"]\n'
+    )
     return 0
 
 
@@ -84,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         "check-config",
         help="validate MUSIC_CONFIG and the token; print the effective configuration (masked)",
     )
+    m = sub.add_parser("mint-key", help="make a new random client key and its key_sha256 line")
+    m.add_argument("--name", default="app", help="the client's name in the printed entry")
     s = sub.add_parser("sandbox", help="run the sandbox upstream alone")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8081)
@@ -92,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo(args.port)
     if args.command == "check-config":
         return check_config()
+    if args.command == "mint-key":
+        return mint_key(args.name)
     return sandbox(args.host, args.port)
 
 

@@ -33,7 +33,9 @@ def _finish(resp: Response) -> Response:
             "request_id": g.get("request_id"),
             "method": request.method,
             "path": request.path,
-            "query": request.query_string[:512].decode("latin-1"),
+            # Not the raw query: a careless caller may put a key in it. The parsed alias instead.
+            "user": g.get("user"),
+            "client": who.client.name if (who := g.get("caller")) and who.client else None,
             "status": resp.status_code,
             "duration_ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 2),
             "cache": resp.headers.get("Cache-Status"),

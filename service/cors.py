@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Response
 from flask_cors import CORS
 
 # What a frontend's fetch may send, and which response headers its script may read.
@@ -34,3 +34,10 @@ def register(app: Flask, origins: tuple[str, ...]) -> None:
         max_age=600,
         vary_header=True,
     )
+
+    @app.after_request
+    def _vary(resp: Response) -> Response:
+        # flask-cors leaves Vary out when one origin is configured, yet whether the CORS
+        # headers are there still depends on the request's Origin.
+        resp.vary.add("Origin")
+        return resp

@@ -1,0 +1,213 @@
+"""gunicorn's gthread worker, answering requests gunicorn itself refuses with problem+json.
+
+gunicorn rejects some requests before the app sees them (request line too long, too many or too
+large headers, a bad method token or HTTP version, malformed headers or chunked bodies …) and
+answers them from `Worker.handle_error` with its own `text/html` page that quotes the offending
+bytes. `ProblemWorker` answers the same cases as RFC 9457 `application/problem+json`, like every
+other error of the service, with a fixed `detail` (never the request's bytes: they may carry
+secrets), a fresh request id, and `Connection: close`.
+
+Use it with `worker_class = "service.worker.ProblemWorker"` (deploy/gunicorn.conf.py).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from gunicorn import util
+from gunicorn.http.errors import (
+    ChunkMissingTerminator,
+    ExpectationFailed,
+    ForbiddenProxyRequest,
+    InvalidChunkExtension,
+    InvalidChunkSize,
+    InvalidH2CPreface,
+    InvalidHeader,
+    InvalidHeaderName,
+    InvalidHTTPVersion,
+    InvalidProxyHeader,
+    InvalidProxyLine,
+    InvalidRequestLine,
+    InvalidRequestMethod,
+    InvalidResponseHeader,
+    InvalidResponseHeaderName,
+    InvalidSchemeHeaders,
+    LimitRequestHeaders,
+    LimitRequestLine,
+    ObsoleteFolding,
+    UnsupportedTransferCoding,
+)
+from gunicorn.workers.gthread import ThreadWorker
+
+from .errors import PROBLEM_MEDIA_TYPE, Problem
+
+# The request was answered by the app; set on gunicorn's request object by handle_request.
+_ANSWERED = "_music_facade_answered"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """How one kind of gunicorn parse error is answered."""
+
+    status: int
+    title: str  # the RFC 9110 reason phrase
+    code: str
+    detail: str
+
+    def body(self) -> dict[str, Any]:
+        """The problem document, without the request id."""
+        return {
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+
+
+ExceptionClasses = type[BaseException] | tuple[type[BaseException], ...]
+
+
+def _bad_request(detail: str) -> Rejection:
+    return Rejection(400, "Bad Request", "bad_request", detail)
+
+
+# gunicorn's client errors (the classes workers/base.py Worker.handle_error lists, plus
+# InvalidProxyHeader, which it forgets), first match wins. Its ConfigurationProblem (a request
+# path outside SCRIPT_NAME) is the operator's fault and answered like any other failure: 500.
+CLIENT_ERRORS: tuple[tuple[ExceptionClasses, Rejection], ...] = (
+    (
+        LimitRequestLine,
+        Rejection(414, "URI Too Long", "uri_too_long", "The request line is too long."),
+    ),
+    (
+        LimitRequestHeaders,
+        Rejection(
+            431,
+            "Request Header Fields Too Large",
+            "request_header_fields_too_large",
+            "The request has too many header fields, or one that is too large.",
+        ),
+    ),
+    (
+        UnsupportedTransferCoding,
+        Rejection(
+            501,
+            "Not Implemented",
+            "not_implemented",
+            "The request's Transfer-Encoding is not supported.",
+        ),
+    ),
+    (
+        ExpectationFailed,
+        Rejection(
+            417,
+            "Expectation Failed",
+            "expectation_failed",
+            "The request's Expect header cannot be met; only 100-continue is supported.",
+        ),
+    ),
+    (
+        ForbiddenProxyRequest,
+        Rejection(
+            403, "Forbidden", "forbidden", "PROXY protocol headers are not accepted from here."
+        ),
+    ),
+    (InvalidRequestLine, _bad_request("The request line is malformed.")),
+    (InvalidRequestMethod, _bad_request("The request method is not a valid method token.")),
+    (InvalidHTTPVersion, _bad_request("The HTTP version is not supported; use HTTP/1.x.")),
+    (InvalidHeaderName, _bad_request("A request header field name is malformed.")),
+    (ObsoleteFolding, _bad_request("A request header field uses obsolete line folding.")),
+    (InvalidHeader, _bad_request("A request header field is malformed or not allowed.")),
+    (InvalidSchemeHeaders, _bad_request("The request's scheme headers contradict each other.")),
+    (
+        (InvalidChunkSize, ChunkMissingTerminator, InvalidChunkExtension),
+        _bad_request("The request's chunked body is malformed."),
+    ),
+    (
+        (InvalidProxyLine, InvalidProxyHeader),
+        _bad_request("The PROXY protocol header is malformed."),
+    ),
+    (InvalidH2CPreface, _bad_request("The connection did not start with the HTTP/2 preface.")),
+    (ssl.SSLError, _bad_request("The TLS handshake failed.")),
+)
+
+# Errors in the app's own response headers subclass InvalidHeader(Name) but are not the client's.
+SERVER_ERRORS = (InvalidResponseHeader, InvalidResponseHeaderName)
+
+INTERNAL_DETAIL = "The service failed unexpectedly; the error was logged."
+
+
+def rejection_for(exc: BaseException) -> Rejection | None:
+    """How a client error is answered; None for anything else (a failure of the service)."""
+    if isinstance(exc, SERVER_ERRORS):
+        return None
+    for classes, rejection in CLIENT_ERRORS:
+        if isinstance(exc, classes):
+            return rejection
+    return None
+
+
+def problem_bytes(
+    status: int, title: str, doc: dict[str, Any], request_id: str, head: bool
+) -> bytes:
+    """A whole HTTP/1.1 response carrying a problem document; no body when head is true."""
+    body = json.dumps({**doc, "request_id": request_id}, separators=(",", ":")).encode("ascii")
+    lines = [
+        f"HTTP/1.1 {status} {title}",
+        f"Date: {util.http_date()}",
+        f"Content-Type: {PROBLEM_MEDIA_TYPE}",
+        f"Content-Length: {len(body)}",
+        "Cache-Control: no-store",
+        "X-Content-Type-Options: nosniff",
+        f"X-Request-ID: {request_id}",
+        "Connection: close",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + (b"" if head else body)
+
+
+class ProblemWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker whose own error answers are problem+json, not HTML."""
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        """Serve one request through the app, then mark it answered (see handle_error)."""
+        keepalive = super().handle_request(req, conn)
+        setattr(req, _ANSWERED, True)
+        return keepalive
+
+    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
+        """Log the error and answer it with a problem document; gunicorn then closes."""
+        ip = addr[0] if isinstance(addr, tuple) and addr else "a unix socket"
+        # gunicorn can fail after the app's response was sent (draining a malformed chunked body
+        # the app did not read): a second response would answer the caller's next request on
+        # this connection, so then it is only logged. gunicorn closes the connection either way.
+        answered = getattr(req, _ANSWERED, False)
+        request_id = uuid.uuid4().hex
+        extra = {} if answered else {"request_id": request_id}
+        after = " (after the response)" if answered else ""
+        rejection = rejection_for(exc)
+        if rejection is not None:
+            # The class name only: gunicorn's messages quote the request's bytes.
+            self.log.warning(
+                "invalid request from %s: %s%s", ip, type(exc).__name__, after, extra=extra
+            )
+            status, title, doc = rejection.status, rejection.title, rejection.body()
+        else:
+            self.log.exception(
+                "error handling request from %s%s", ip, after, exc_info=exc, extra=extra
+            )
+            status, title = 500, "Internal Server Error"
+            doc = Problem(INTERNAL_DETAIL).body()
+        if answered:
+            return
+        # gunicorn attaches the request to some header errors raised while it was being parsed.
+        head = getattr(req or getattr(exc, "req", None), "method", None) == "HEAD"
+        try:
+            util.write_nonblock(client, problem_bytes(status, title, doc, request_id, head))
+        except Exception:  # the client is gone: nothing to answer
+            self.log.debug("Failed to send error message.")
