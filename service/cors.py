@@ -39,5 +39,6 @@ def register(app: Flask, origins: tuple[str, ...]) -> None:
     def _vary(resp: Response) -> Response:
         # flask-cors leaves Vary out when one origin is configured, yet whether the CORS
         # headers are there still depends on the request's Origin.
-        resp.vary.add("Origin")
+        if not any("origin" in v.lower() for v in resp.headers.getlist("Vary")):
+            resp.vary.add("Origin")
         return resp

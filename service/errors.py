@@ -102,7 +102,8 @@ def problem_response(
     """Serialize a problem document with the request id and error headers."""
     doc["request_id"] = g.get("request_id")
     resp = Response(
-        json.dumps(doc, ensure_ascii=False, separators=(",", ":")),
+        # ASCII escapes: any str serialises, whatever a message picked up on its way here.
+        json.dumps(doc, separators=(",", ":")),
         status=status,
         mimetype=PROBLEM_MEDIA_TYPE,
     )

@@ -74,7 +74,7 @@ class Limits:
     def _exceeded(self, exc: RateLimitExceeded) -> Response:
         who = caller().client
         log.warning("rate limit exceeded", extra={"client": who.name if who else None})
-        problem = RateLimited(f"More than {exc.limit.limit} requests; slow down.")
+        problem = RateLimited(f"Over the limit of {exc.limit.limit} requests; slow down.")
         return problem_response(problem.status, problem.body())
 
 

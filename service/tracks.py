@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 # Epoch milliseconds up to 9999-12-31T23:59:59.999Z; beyond that RFC 3339 has no year.
 _MAX_EPOCH_MS = 253_402_300_799_999
 _MAX_SAFE_INTEGER = 2**53 - 1
+# json.loads accepts "\ud800" on its own; such a string cannot be encoded as UTF-8.
+LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def _lookup(record: Any, path: str) -> Any:
@@ -60,10 +63,12 @@ class _Upstream(fields.Field[Any]):
 
 
 class Text(_Upstream):
-    """A non-empty string; anything else is null."""
+    """A non-empty string (lone surrogates, which UTF-8 cannot carry, become U+FFFD)."""
 
     def convert(self, value: Any) -> str | None:
-        return value if isinstance(value, str) and value != "" else None
+        if not isinstance(value, str) or value == "":
+            return None
+        return LONE_SURROGATE_RE.sub("\ufffd", value)
 
 
 class Number(_Upstream):

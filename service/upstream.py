@@ -24,6 +24,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from .tracks import LONE_SURROGATE_RE
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class UpstreamClient:
         message = message.replace(self.settings.token.reveal(), "********")
         message = message.replace(user_id, "<user>")
         message = _CONTROL_RE.sub(" ", message).strip()
+        message = LONE_SURROGATE_RE.sub("\ufffd", message)
         return f"The upstream rejected the request: {message[:300]}"
 
 

@@ -6,6 +6,12 @@ media type, that a JSON body validates against the declared schema (JSON Schema 
 `$ref`s resolved inside the document), and that the documented required headers are present
 with values matching their schemas. Any mismatch raises AssertionError saying what and where.
 
+Headers documented as optional (`required: false`, e.g. the rate-limit headers, which only
+counted requests carry, or the CORS headers, which only configured origins get) may be absent,
+but when present must match their schemas too. A response documented without `content` (a
+304, a CORS preflight's `OPTIONS` 200) must have an empty body, whatever Content-Type the
+framework put on it; a HEAD response never has a body, but its headers are checked as GET's.
+
 Responses the document cannot list operation by operation are checked too:
 - a path the document does not list must answer 404 as `#/components/responses/NotFound`;
 - a listed path asked with a method it does not list must answer 405 as that path's documented

@@ -206,6 +206,14 @@ def test_upstream_400_message_is_passed_on_without_ids(
     assert "1001" not in body["detail"]
 
 
+def test_upstream_message_with_a_lone_surrogate(
+    client: FlaskClient, sandbox: SandboxServer
+) -> None:
+    fault(sandbox, kind="status", status=400, body='{"error": "bad \\udc00 here", "code": 400}')
+    body = problem(client.get("/music?user=studio"), 400, "upstream_rejected")
+    assert "bad \ufffd here" in body["detail"]
+
+
 def test_wrong_token_is_the_operators_problem(make_app: AppFactory) -> None:
     app = make_app(upstream_token=__import__("service.config").config.Secret("wrong-token-XYZ"))
     body = problem(app.test_client().get("/music?user=studio"), 502, "upstream_auth_failed")

@@ -118,11 +118,11 @@ def test_info_and_servers() -> None:
     assert doc["info"]["version"] == "0.1.0"
     assert "useapi.net" in doc["info"]["description"]
     assert [s["url"] for s in doc["servers"]] == ["http://127.0.0.1:8080"]
+    # Every path answers GET, HEAD and OPTIONS (Flask adds the last two); nothing else.
     assert {(p, m) for p, m, _ in operations()} == {
-        ("/music", "get"),
-        ("/music", "head"),
-        ("/healthz", "get"),
-        ("/openapi.yaml", "get"),
+        (path, method)
+        for path in ("/music", "/healthz", "/openapi.yaml")
+        for method in ("get", "head", "options")
     }
 
 
@@ -136,6 +136,10 @@ def test_every_ref_resolves() -> None:
 
 def test_every_component_is_used() -> None:
     used = {ref for _, ref in iter_refs(spec())}
+    # Security schemes are named in security requirements, not $ref'd.
+    for _, _, operation in operations():
+        for requirement in operation.get("security", []):
+            used |= {f"#/components/securitySchemes/{name}" for name in requirement}
     for kind, named in spec()["components"].items():
         for name in named:
             assert f"#/components/{kind}/{name}" in used, f"components.{kind}.{name} is unused"
@@ -167,7 +171,9 @@ def test_every_response_carries_the_common_headers() -> None:
 def test_music_documents_every_status_the_service_answers() -> None:
     for method in ("get", "head"):
         documented = set(spec()["paths"]["/music"][method]["responses"])
-        expected = {"200", "304", "400", "404", "405", "500", "502", "503", "504"}
+        expected = {
+            "200", "304", "400", "401", "403", "404", "405", "429", "500", "502", "503", "504",
+        }  # fmt: skip
         assert documented == expected
 
 
@@ -186,7 +192,13 @@ def test_problem_codes_are_listed_but_open() -> None:
         "internal_error",
         "method_not_allowed",
         "not_found",
+        "unauthorized",
+        "user_not_allowed",
+        "rate_limited",
     }
+    table = spec()["components"]["schemas"]["Problem"]["description"]
+    for row in ("`unauthorized` | 401", "`user_not_allowed` | 403", "`rate_limited` | 429"):
+        assert row in table
 
 
 def _examples(node: Any, pointer: str = "") -> Iterator[tuple[str, str, Any]]:
@@ -360,7 +372,11 @@ def test_rejects_a_bad_page(body: bytes, message: str) -> None:
         ("GET", "/healthz", 503, r"status 503 is not documented"),
         ("GET", "/nope", 200, r"must be 404"),
         ("POST", "/music", 200, r"must be 405"),
-        ("OPTIONS", "/music", 200, r"must be 405"),
+        ("PATCH", "/healthz", 204, r"must be 405"),
+        ("OPTIONS", "/music", 405, r"status 405 is not documented"),
+        ("OPTIONS", "/music", 401, r"status 401 is not documented"),
+        ("OPTIONS", "/healthz", 429, r"status 429 is not documented"),
+        ("GET", "/healthz", 401, r"status 401 is not documented"),
     ],
 )
 def test_rejects_a_wrong_status(method: str, path: str, status: int, message: str) -> None:
@@ -442,3 +458,288 @@ def test_rejects_bodies_where_none_belongs() -> None:
 def test_spec_returns_a_copy() -> None:
     spec()["paths"].clear()
     assert "/music" in spec()["paths"]
+
+
+# --- callers: client keys, rate limits, CORS, OPTIONS and HEAD ---------------------------------
+
+RATE_LIMIT_HEADERS = {
+    "RateLimit-Policy": '"music";q=120;w=60',
+    "RateLimit": '"music";r=119;t=60',
+    "X-RateLimit-Limit": "120",
+    "X-RateLimit-Remaining": "119",
+    "X-RateLimit-Reset": "1795463461",
+}
+LIMITED_HEADERS = PROBLEM_HEADERS | {
+    "Retry-After": "42",
+    "RateLimit-Policy": '"music";q=120;w=60',
+    "RateLimit": '"music";r=0;t=42',
+    "X-RateLimit-Limit": "120",
+    "X-RateLimit-Remaining": "0",
+    "X-RateLimit-Reset": "1795463461",
+}
+UNAUTHORIZED: dict[str, Any] = {
+    "type": "tag:music-facade,2026:problem/unauthorized",
+    "title": "A valid client key is required",
+    "status": 401,
+    "detail": "Send 'Authorization: Bearer <key>'.",
+    "code": "unauthorized",
+    "request_id": REQUEST_ID,
+}
+NOT_ALLOWED = UNAUTHORIZED | {
+    "type": "tag:music-facade,2026:problem/user_not_allowed",
+    "title": "This client may not read that account",
+    "status": 403,
+    "code": "user_not_allowed",
+}
+RATE_LIMITED = UNAUTHORIZED | {
+    "type": "tag:music-facade,2026:problem/rate_limited",
+    "title": "Too many requests",
+    "status": 429,
+    "code": "rate_limited",
+}
+SCOPE_CHALLENGE = 'Bearer realm="music", error="insufficient_scope"'
+CORS = {
+    "Access-Control-Allow-Origin": "https://app.example.com",
+    "Access-Control-Expose-Headers": "Cache-Status, ETag, RateLimit, X-Request-ID",
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "authorization, if-none-match",
+    "Access-Control-Max-Age": "600",
+    "Vary": "Origin",
+}
+PREFLIGHT_HEADERS = COMMON | {"Allow": "HEAD, OPTIONS, GET"}
+
+
+def test_client_key_scheme_is_http_bearer() -> None:
+    scheme = spec()["components"]["securitySchemes"]["clientKey"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert "music-facade mint-key" in scheme["description"]
+    assert "open" in scheme["description"]
+
+
+def test_only_music_reads_need_a_key_and_open_mode_is_documented() -> None:
+    for path, method, operation in operations():
+        label = f"{method.upper()} {path}"
+        assert "security" in operation, f"{label}: say explicitly whether it needs a key"
+        if path == "/music" and method in ("get", "head"):
+            # The empty alternative: a service without clients ignores the header.
+            assert operation["security"] == [{"clientKey": []}, {}], label
+        else:
+            assert operation["security"] == [], label
+
+
+def test_head_mirrors_get_on_every_path() -> None:
+    paths = spec()["paths"]
+    for path, item in paths.items():
+        assert item["head"]["responses"] == item["get"]["responses"], path
+        assert item["head"]["parameters"] == item["get"]["parameters"], path
+        assert item["head"]["security"] == item["get"]["security"], path
+
+
+def test_options_is_an_unauthenticated_unlimited_bodiless_200() -> None:
+    for path, item in spec()["paths"].items():
+        options = item["options"]
+        assert set(options["responses"]) == {"200", "404", "500"}, path
+        preflight, _ = deref(pointer_to("paths", path, "options", "responses", "200"))
+        assert "content" not in preflight, path
+        assert preflight["headers"]["Allow"] == {"$ref": "#/components/headers/Allow"}, path
+        assert not any(name.lower().startswith(("ratelimit", "x-ratelimit"))
+                       for name in preflight["headers"]), path  # fmt: skip
+        names = {p["$ref"].rsplit("/", 1)[1] for p in options["parameters"]}
+        assert names == {"Origin", "AccessControlRequestMethod", "AccessControlRequestHeaders",
+                         "RequestId"}, path  # fmt: skip
+
+
+def _header_names(where: str) -> dict[str, dict[str, Any]]:
+    response, pointer = deref(where)
+    return {
+        name: deref(f"{pointer}/headers/{name.replace('~', '~0').replace('/', '~1')}")[0]
+        for name in response.get("headers", {})
+    }
+
+
+LIMIT_HEADER_NAMES = tuple(RATE_LIMIT_HEADERS)
+
+
+def test_rate_limit_headers_are_optional_on_counted_music_responses() -> None:
+    for method in ("get", "head"):
+        for status in spec()["paths"]["/music"][method]["responses"]:
+            headers = _header_names(pointer_to("paths", "/music", method, "responses", status))
+            label = f"{method.upper()} /music {status}"
+            if status in ("404", "405"):
+                # Never answered for /music itself (404) / answered before any limit (405).
+                assert not set(LIMIT_HEADER_NAMES) & set(headers), label
+                continue
+            for name in LIMIT_HEADER_NAMES:
+                assert name in headers, f"{label}: {name}"
+                assert headers[name]["required"] is (status == "429"), f"{label}: {name}"
+
+
+def test_rate_limited_headers_repeat_the_optional_schemas() -> None:
+    limited = _header_names("/components/responses/RateLimited")
+    for name in LIMIT_HEADER_NAMES:
+        component = spec()["components"]["headers"][name.replace("-", "")]
+        schema = {k: v for k, v in component["schema"].items() if k != "examples"}
+        assert limited[name]["schema"] == schema, name
+    retry = limited["Retry-After"]
+    assert retry["required"] is True
+    assert retry["schema"]["type"] == "integer"
+    assert retry["schema"]["minimum"] == 1
+
+
+def test_meta_paths_are_never_counted() -> None:
+    for path in ("/healthz", "/openapi.yaml"):
+        for method in ("get", "head", "options"):
+            for status in spec()["paths"][path][method]["responses"]:
+                where = pointer_to("paths", path, method, "responses", status)
+                assert not set(LIMIT_HEADER_NAMES) & set(_header_names(where)), (path, status)
+
+
+def test_auth_problems_carry_their_challenge() -> None:
+    unauthorized = _header_names("/components/responses/Unauthorized")["WWW-Authenticate"]
+    assert unauthorized["required"] is True
+    for example in unauthorized["schema"]["examples"]:
+        assert example.startswith('Bearer realm="music"')
+    forbidden = _header_names("/components/responses/UserNotAllowed")["WWW-Authenticate"]
+    assert forbidden["required"] is True
+    assert forbidden["schema"]["const"] == SCOPE_CHALLENGE
+
+
+def test_cors_exposed_headers_are_documented() -> None:
+    from service.cors import ALLOW_HEADERS, EXPOSE_HEADERS
+
+    description = spec()["info"]["description"]
+    exposed = spec()["components"]["headers"]["AccessControlExposeHeaders"]["example"]
+    for name in EXPOSE_HEADERS:
+        assert f"`{name}`" in description, name
+        assert name in exposed.split(", "), name
+    for name in ALLOW_HEADERS:
+        assert f"`{name}`" in description, name
+
+
+def test_accepts_counted_music_responses() -> None:
+    check_response("GET", "/music", 200, PAGE_HEADERS | RATE_LIMIT_HEADERS, dump(PAGE))
+    check_response("HEAD", "/music", 200, PAGE_HEADERS | RATE_LIMIT_HEADERS, b"")
+    not_modified = {k: v for k, v in PAGE_HEADERS.items() if k != "Content-Type"}
+    check_response("GET", "/music", 304, not_modified | RATE_LIMIT_HEADERS, b"")
+    headers = PROBLEM_HEADERS | RATE_LIMIT_HEADERS
+    check_response("GET", "/music?page=2", 400, headers, dump(INVALID_QUERY))
+    error = NOT_FOUND | {"status": 502, "code": "upstream_error"}
+    check_response("GET", "/music", 502, headers, dump(error))
+    internal = NOT_FOUND | {"status": 500, "code": "internal_error"}
+    check_response("GET", "/music", 500, headers, dump(internal))
+    # Open mode without a per-address limit: nothing counted, no headers.
+    check_response("GET", "/music", 200, PAGE_HEADERS, dump(PAGE))
+
+
+@pytest.mark.parametrize(
+    "challenge",
+    [
+        'Bearer realm="music"',
+        'Bearer realm="music", error="invalid_request"',
+        'Bearer realm="music", error="invalid_token"',
+    ],
+)
+def test_accepts_unauthorized(challenge: str) -> None:
+    headers = PROBLEM_HEADERS | {"WWW-Authenticate": challenge}
+    check_response("GET", "/music", 401, headers, dump(UNAUTHORIZED))
+    check_response("GET", "/music", 401, headers | RATE_LIMIT_HEADERS, dump(UNAUTHORIZED))
+    check_response("HEAD", "/music", 401, headers, b"")
+
+
+def test_accepts_user_not_allowed_and_rate_limited() -> None:
+    headers = PROBLEM_HEADERS | {"WWW-Authenticate": SCOPE_CHALLENGE} | RATE_LIMIT_HEADERS
+    check_response("GET", "/music?user=edge", 403, headers, dump(NOT_ALLOWED))
+    check_response("GET", "/music", 429, LIMITED_HEADERS, dump(RATE_LIMITED))
+    check_response("HEAD", "/music", 429, LIMITED_HEADERS, b"")
+
+
+@pytest.mark.parametrize("path", ["/music", "/healthz", "/openapi.yaml"])
+def test_accepts_preflights(path: str) -> None:
+    # What Flask answers by itself: an empty text/html body.
+    flask = PREFLIGHT_HEADERS | {"Content-Type": "text/html; charset=utf-8"}
+    check_response("OPTIONS", path, 200, flask, b"")
+    check_response("OPTIONS", path, 200, PREFLIGHT_HEADERS | CORS, b"")
+    check_response("OPTIONS", path + "?user=studio", 200, PREFLIGHT_HEADERS, b"")
+
+
+def test_accepts_head_of_the_meta_paths() -> None:
+    health = COMMON | {"Content-Type": "application/json", "Cache-Control": "no-store"}
+    check_response("HEAD", "/healthz", 200, health, b"")
+    yaml_headers = COMMON | {
+        "Content-Type": "application/yaml",
+        "Cache-Control": "public, max-age=300",
+    }
+    check_response("HEAD", "/openapi.yaml", 200, yaml_headers, b"")
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"RateLimit-Policy": "120;w=60"}, r"header RateLimit-Policy"),
+        ({"RateLimit": '"music";r=-1;t=60'}, r"header RateLimit"),
+        ({"X-RateLimit-Limit": "many"}, r"X-RateLimit-Limit must be an integer"),
+        ({"X-RateLimit-Remaining": "-1"}, r"header X-RateLimit-Remaining"),
+        ({"X-RateLimit-Reset": "Wed, 21 Oct 2015 07:28:00 GMT"}, r"X-RateLimit-Reset must be"),
+    ],
+)
+def test_rejects_bad_rate_limit_headers(headers: dict[str, str], message: str) -> None:
+    with pytest.raises(AssertionError, match=message):
+        check_response("GET", "/music", 200, PAGE_HEADERS | headers, dump(PAGE))
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "message"),
+    [
+        (401, {}, UNAUTHORIZED, r"required header WWW-Authenticate is missing"),
+        (401, {"WWW-Authenticate": "Basic realm=\"music\""}, UNAUTHORIZED,
+         r"header WWW-Authenticate"),
+        (401, {"WWW-Authenticate": 'Bearer realm="music", error="insufficient_scope"'},
+         UNAUTHORIZED, r"header WWW-Authenticate"),
+        (403, {"WWW-Authenticate": 'Bearer realm="music"'}, NOT_ALLOWED,
+         r"header WWW-Authenticate"),
+        (403, {}, NOT_ALLOWED, r"required header WWW-Authenticate is missing"),
+        (401, {"WWW-Authenticate": 'Bearer realm="music"'}, NOT_ALLOWED,
+         r"not the HTTP status"),
+    ],
+)  # fmt: skip
+def test_rejects_bad_auth_problems(
+    status: int, headers: dict[str, str], body: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(AssertionError, match=message):
+        check_response("GET", "/music", status, PROBLEM_HEADERS | headers, dump(body))
+
+
+@pytest.mark.parametrize(
+    ("drop", "change", "message"),
+    [
+        ("Retry-After", {}, r"required header Retry-After is missing"),
+        ("RateLimit", {}, r"required header RateLimit is missing"),
+        ("RateLimit-Policy", {}, r"required header RateLimit-Policy is missing"),
+        ("X-RateLimit-Reset", {}, r"required header X-RateLimit-Reset is missing"),
+        (None, {"Retry-After": "0"}, r"header Retry-After"),
+        (None, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, r"Retry-After must be an"),
+    ],
+)
+def test_rejects_bad_rate_limited(drop: str | None, change: dict[str, str], message: str) -> None:
+    headers = {k: v for k, v in (LIMITED_HEADERS | change).items() if k != drop}
+    with pytest.raises(AssertionError, match=message):
+        check_response("GET", "/music", 429, headers, dump(RATE_LIMITED))
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "message"),
+    [
+        (PREFLIGHT_HEADERS, b"<p>hi</p>", r"documented without a body"),
+        ({k: v for k, v in PREFLIGHT_HEADERS.items() if k != "Allow"}, b"",
+         r"required header Allow is missing"),
+        (PREFLIGHT_HEADERS | {"Access-Control-Allow-Origin": "*"}, b"",
+         r"header Access-Control-Allow-Origin"),
+        (PREFLIGHT_HEADERS | {"Access-Control-Max-Age": "ten minutes"}, b"",
+         r"Access-Control-Max-Age must be an integer"),
+        ({k: v for k, v in PREFLIGHT_HEADERS.items() if k != "X-Request-ID"}, b"",
+         r"required header X-Request-ID is missing"),
+    ],
+)  # fmt: skip
+def test_rejects_bad_preflights(headers: dict[str, str], body: bytes, message: str) -> None:
+    with pytest.raises(AssertionError, match=message):
+        check_response("OPTIONS", "/music", 200, headers, body)

@@ -194,4 +194,3 @@ def test_command_line_output(secret_sandbox: SandboxServer, tmp_path: Path) -> N
     )
     assert done.returncode == 2
     assert_clean("a configuration error", done.stdout + done.stderr)
-
