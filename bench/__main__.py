@@ -2,7 +2,8 @@
 
     ./run bench [--seconds 2] [--rounds 3] [--clients 8]
 
-Starts the sandbox upstream and two services under gunicorn (cache on, cache off), then
+Starts the sandbox upstream and three services under gunicorn (cache on; cache off; cache on
+with a client key and a rate limit that is never reached), then
 measures each scenario in alternating rounds with keep-alive clients on loopback. The machines
 are shared and noisy, so the numbers that mean something are the ratios to /healthz, the
 cheapest request the same stack can answer, measured in the same rounds.
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from service.clients import mint_key
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
@@ -31,6 +33,14 @@ retries = 0
 studio = "1001"
 [cache]
 ttl = {ttl}
+{extra}"""
+
+CLIENT = """
+[[clients]]
+name = "bench"
+key_sha256 = "{digest}"
+users = ["studio"]
+rate_limit = "1000000/minute"
 """
 
 
@@ -75,14 +85,21 @@ def main() -> None:
     args = parser.parse_args()
 
     with SandboxServer() as sandbox, tempfile.TemporaryDirectory() as tmp:
+        key, digest = mint_key()
         services = {}
-        for name, ttl in (("cached", 3600), ("uncached", 0)):
+        for name, ttl, extra in (
+            ("cached", 3600, ""),
+            ("uncached", 0, ""),
+            ("keyed", 3600, CLIENT.format(digest=digest)),
+        ):
             config = Path(tmp) / f"{name}.toml"
-            config.write_text(CONFIG.format(base_url=sandbox.base_url, ttl=ttl))
+            config.write_text(CONFIG.format(base_url=sandbox.base_url, ttl=ttl, extra=extra))
             env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
             services[name] = GunicornProcess(env, workers=1, threads=8).start()
         try:
             cached, uncached = services["cached"].url, services["uncached"].url
+            keyed = services["keyed"].url
+            auth = {"Authorization": f"Bearer {key}"}
             page = "/music?user=studio&type=song"
             etag = _etag(cached, page)
             scenarios: dict[str, Callable[[], float]] = {
@@ -90,6 +107,9 @@ def main() -> None:
                     cached, "/healthz", {}, args.seconds, args.clients
                 ),
                 "GET /music, cache hit": lambda: load(cached, page, {}, args.seconds, args.clients),
+                "GET /music, cache hit, client key + rate limit": lambda: load(
+                    keyed, page, auth, args.seconds, args.clients
+                ),
                 "GET /music, If-None-Match → 304": lambda: load(
                     cached, page, {"If-None-Match": etag}, args.seconds, args.clients
                 ),
