@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -11,6 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from service.config import CacheSettings, Secret, Settings, UpstreamSettings
+from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
 from . import contract
@@ -52,3 +55,30 @@ def sandbox_settings(sandbox: SandboxServer, **changes: Any) -> Settings:
 
 
 AppFactory = Callable[..., Flask]
+
+
+LIVE_CONFIG = """
+[upstream]
+base_url = "{base_url}"
+retries = 0
+read_timeout = 2
+
+[users]
+studio = "1001"
+edge = "1002"
+"""
+
+
+@contextmanager
+def live_service(
+    sandbox: SandboxServer, tmp: Path, extra: str = "", workers: int = 1
+) -> Iterator[GunicornProcess]:
+    """The service under gunicorn against the sandbox, with LIVE_CONFIG plus `extra` TOML.
+
+    gunicorn's output goes to tmp/gunicorn.log.
+    """
+    config = tmp / "music.toml"
+    config.write_text(LIVE_CONFIG.format(base_url=sandbox.base_url) + extra)
+    env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
+    with GunicornProcess(env, workers=workers, threads=4, log_path=tmp / "gunicorn.log") as server:
+        yield server

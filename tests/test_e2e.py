@@ -15,30 +15,14 @@ from service.launch import GUNICORN_CONF, GunicornProcess
 from service.sandbox import SandboxServer
 
 from . import contract
-
-
-def config_text(base_url: str) -> str:
-    return f"""
-[upstream]
-base_url = "{base_url}"
-retries = 0
-read_timeout = 2
-
-[users]
-studio = "1001"
-edge = "1002"
-"""
+from .helpers import live_service
 
 
 @pytest.fixture(scope="module")
 def live(
     sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GunicornProcess]:
-    tmp = tmp_path_factory.mktemp("live")
-    config = tmp / "music.toml"
-    config.write_text(config_text(sandbox_server.base_url))
-    env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox_server.token}
-    with GunicornProcess(env, workers=2, threads=4, log_path=tmp / "gunicorn.log") as server:
+    with live_service(sandbox_server, tmp_path_factory.mktemp("live"), workers=2) as server:
         yield server
 
 

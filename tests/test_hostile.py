@@ -22,6 +22,7 @@ from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
 from . import contract
+from .helpers import live_service
 
 HEX_ID = re.compile(r"\A[0-9a-f]{32}\Z")
 # Planted in requests gunicorn refuses: its own error pages quote the offending bytes; ours must
@@ -29,28 +30,12 @@ HEX_ID = re.compile(r"\A[0-9a-f]{32}\Z")
 SECRET = b"Bearer-s3cr3t-hostile-7f3a"
 
 
-def config_text(base_url: str) -> str:
-    return f"""
-[upstream]
-base_url = "{base_url}"
-retries = 0
-read_timeout = 2
-
-[users]
-studio = "1001"
-"""
-
-
 @pytest.fixture(scope="module")
 def live(
     sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GunicornProcess]:
-    tmp = tmp_path_factory.mktemp("hostile")
-    config = tmp / "music.toml"
-    config.write_text(config_text(sandbox_server.base_url))
-    env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox_server.token}
     # One worker: "still serving" then means this very process survived every request.
-    with GunicornProcess(env, workers=1, threads=4, log_path=tmp / "gunicorn.log") as server:
+    with live_service(sandbox_server, tmp_path_factory.mktemp("hostile")) as server:
         yield server
 
 

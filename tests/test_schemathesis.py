@@ -28,10 +28,10 @@ from schemathesis import Case
 from schemathesis.core.transport import Response
 
 from service.clients import mint_key
-from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
 from . import contract
+from .helpers import live_service
 
 ORIGIN = "https://app.example.com"
 
@@ -79,17 +79,7 @@ class LiveApi:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-def config_text(base_url: str, key_sha256: str) -> str:
-    return f"""
-[upstream]
-base_url = "{base_url}"
-retries = 0
-read_timeout = 2
-
-[users]
-studio = "1001"
-edge = "1002"
-
+EXTRA_CONFIG = """
 [[clients]]
 name = "schemathesis"
 key_sha256 = "{key_sha256}"
@@ -100,7 +90,7 @@ rate_limit = "100000/minute"   # never reached: a 429 would be a finding, not no
 default = "100000/minute"
 
 [cors]
-origins = ["{ORIGIN}"]
+origins = ["{origin}"]
 """
 
 
@@ -110,11 +100,8 @@ def api(
 ) -> Iterator[LiveApi]:
     sandbox_server.state.reset()  # no faults left armed by other tests
     key, digest = mint_key()
-    tmp = tmp_path_factory.mktemp("schemathesis")
-    config = tmp / "music.toml"
-    config.write_text(config_text(sandbox_server.base_url, digest))
-    env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox_server.token}
-    with GunicornProcess(env, workers=1, threads=4, log_path=tmp / "gunicorn.log") as server:
+    extra = EXTRA_CONFIG.format(key_sha256=digest, origin=ORIGIN)
+    with live_service(sandbox_server, tmp_path_factory.mktemp("schemathesis"), extra) as server:
         yield LiveApi(server.url, key)
     sandbox_server.state.reset()
 
