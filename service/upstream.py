@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import time
 from datetime import UTC, datetime
@@ -13,7 +14,6 @@ from typing import Any
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from .config import Secret, UpstreamSettings
 from .errors import (
@@ -55,26 +55,12 @@ class UpstreamClient:
     def __init__(self, settings: UpstreamSettings, pool_size: int = 10) -> None:
         self.settings = settings
         self._url = settings.base_url + "/music/"
-        retry = Retry(
-            total=settings.retries,
-            connect=settings.retries,
-            read=False,  # a read timeout already cost read_timeout seconds; never repeat it
-            status=settings.retries,
-            other=0,
-            redirect=0,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"GET"}),
-            backoff_factor=0.1,
-            backoff_max=1.0,
-            backoff_jitter=0.05,
-            respect_retry_after_header=False,  # urllib3 would sleep whatever the upstream says
-            raise_on_status=False,
-            raise_on_redirect=False,
-        )
+        # Retries are _send's, not urllib3's Retry: urllib3 reads a retried 5xx answer's whole
+        # body into memory to reuse the connection, which a hostile upstream could abuse.
         self.session = requests.Session()
         self.session.auth = BearerAuth(settings.token)
         self.session.trust_env = False  # no .netrc or proxy variables may replace our token
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
@@ -90,20 +76,7 @@ class UpstreamClient:
         if cursor is not None:
             params["cursor"] = cursor
         started = time.monotonic()
-        try:
-            resp = self.session.get(
-                self._url,
-                params=params,
-                headers={"X-Request-ID": request_id, "Accept": "application/json"},
-                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
-                stream=True,
-                allow_redirects=False,
-            )
-        except requests.Timeout:
-            raise UpstreamTimeout("The upstream did not answer in time.") from None
-        except requests.RequestException as exc:
-            log.warning("upstream unreachable: %s", type(exc).__name__)
-            raise UpstreamUnreachable("The upstream could not be reached.") from None
+        resp = self._send(params, request_id)
         with resp:
             body = self._read_body(resp)
         log.info(
@@ -117,6 +90,37 @@ class UpstreamClient:
         if resp.status_code != 200:
             raise self._failure(resp, body, user_id)
         return _parse_page(body)
+
+    def _send(self, params: dict[str, str], request_id: str) -> requests.Response:
+        """The upstream's answer (body unread), retrying connection errors and 502/503/504."""
+        retries = self.settings.retries
+        for attempt in range(retries + 1):
+            if attempt:
+                time.sleep(backoff_seconds(attempt))
+            try:
+                resp = self.session.get(
+                    self._url,
+                    params=params,
+                    headers={"X-Request-ID": request_id, "Accept": "application/json"},
+                    timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                    stream=True,
+                    allow_redirects=False,
+                )
+            except requests.ReadTimeout:
+                # Never retried: it already cost read_timeout seconds.
+                raise UpstreamTimeout("The upstream did not answer in time.") from None
+            except requests.RequestException as exc:
+                if attempt < retries and isinstance(exc, requests.ConnectionError):
+                    continue
+                if isinstance(exc, requests.Timeout):
+                    raise UpstreamTimeout("The upstream did not answer in time.") from None
+                log.warning("upstream unreachable: %s", type(exc).__name__)
+                raise UpstreamUnreachable("The upstream could not be reached.") from None
+            if resp.status_code in RETRY_STATUSES and attempt < retries:
+                resp.close()  # drop the connection rather than read a body we will not use
+                continue
+            return resp
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _read_body(self, resp: requests.Response) -> bytes:
         """Read the body as a stream, refusing it past max_body_bytes or the read deadline."""
@@ -178,6 +182,12 @@ class UpstreamClient:
         message = _CONTROL_RE.sub(" ", message).strip()
         message = LONE_SURROGATE_RE.sub("\ufffd", message)
         return f"The upstream rejected the request: {message[:300]}"
+
+
+def backoff_seconds(attempt: int) -> float:
+    """The pause before retry number `attempt` (1, 2, …): 0.1 s doubling to 1 s, plus jitter."""
+    jitter = random.uniform(0, 0.05)  # noqa: S311 (spreading retries, not security)
+    return min(1.0, 0.1 * 2.0 ** (attempt - 1)) + jitter
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> int:
