@@ -115,7 +115,7 @@ class PageCache:
         """The page for key: fresh from the cache, or loaded once by one of the waiting callers."""
         if not self.enabled:
             return Lookup(CachedPage.make(load(), self.clock()), f"{NAME}; fwd=bypass", 0)
-        fresh = self._fresh(key)
+        fresh = self._fresh(self.backend.get(key))
         if fresh is not None:
             return fresh
         with self._lock:
@@ -130,7 +130,8 @@ class PageCache:
             return Lookup(outcome.page, outcome.cache_status + "; collapsed", outcome.max_age)
         try:
             # Another leader may have stored the page between our look and taking the flight.
-            outcome = self._fresh(key) or self._refresh(key, load)
+            stored = self.backend.get(key)
+            outcome = self._fresh(stored) or self._refresh(key, stored, load)
         except BaseException as exc:
             flight.result.set_exception(exc)
             raise
@@ -147,8 +148,7 @@ class PageCache:
             flight = self._flights.get(key)
             return flight.followers if flight else 0
 
-    def _fresh(self, key: str) -> Lookup | None:
-        page = self.backend.get(key)
+    def _fresh(self, page: CachedPage | None) -> Lookup | None:
         if page is None:
             return None
         left = self.ttl - (self.clock() - page.stored_at)
@@ -156,8 +156,7 @@ class PageCache:
             return None
         return Lookup(page, f"{NAME}; hit; ttl={math.floor(left)}", math.floor(left))
 
-    def _refresh(self, key: str, load: Callable[[], bytes]) -> Lookup:
-        old = self.backend.get(key)
+    def _refresh(self, key: str, old: CachedPage | None, load: Callable[[], bytes]) -> Lookup:
         try:
             body = load()
         except UpstreamFailure as exc:
