@@ -1,0 +1,102 @@
+"""Render deploy/nginx/nginx.conf for a run on this machine: the deploy tests and the fleet test.
+
+The file is a template (its header comment names the placeholders): `${MUSIC_LISTEN}` becomes
+the listen address, the line holding `${MUSIC_REPLICA}` is repeated once per replica address,
+and nginx's pid and temporary paths are pointed into a directory of the caller's, so nginx runs
+(or `nginx -t` checks it) without touching /run or /var/lib/nginx.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NGINX_TEMPLATE = REPO / "deploy" / "nginx" / "nginx.conf"
+GUNICORN_CONF = REPO / "deploy" / "gunicorn.conf.py"
+LISTEN = "${MUSIC_LISTEN}"
+REPLICA = "${MUSIC_REPLICA}"
+_TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+@dataclass(frozen=True)
+class RenderedNginx:
+    """A rendered configuration in its own directory, and the command line that uses it."""
+
+    conf: Path
+    prefix: Path
+
+    def command(self, *extra: str) -> list[str]:
+        """nginx's argv for this configuration (add "-t" to check it, "-g", "daemon off;" …)."""
+        binary = nginx_binary()
+        if binary is None:
+            raise FileNotFoundError("nginx is not installed")
+        pid = self.prefix / "nginx.pid"
+        return [binary, "-p", str(self.prefix), "-c", str(self.conf), "-g", f"pid {pid};", *extra]
+
+
+def nginx_binary() -> str | None:
+    """The nginx executable, if any (Debian installs it in /usr/sbin, often not on PATH)."""
+    return shutil.which("nginx") or shutil.which("nginx", path=os.pathsep.join(["/usr/sbin"]))
+
+
+def render_nginx_text(template: str, listen: str, replicas: Sequence[str], prefix: Path) -> str:
+    """The template with its placeholders filled in and its temporary paths under prefix."""
+    if not replicas:
+        raise ValueError("at least one replica address is needed")
+    directives = [line for line in template.splitlines() if not line.lstrip().startswith("#")]
+    if sum(REPLICA in line for line in directives) != 1 or not any(
+        LISTEN in line for line in directives
+    ):
+        raise ValueError(f"the template must hold {LISTEN} and exactly one {REPLICA} line")
+    lines: list[str] = []
+    for line in template.splitlines(keepends=True):
+        if line.lstrip().startswith("#"):
+            lines.append(line)  # the header names the placeholders; leave it as it is
+        elif REPLICA in line:
+            lines.extend(line.replace(REPLICA, address) for address in replicas)
+        elif line.strip() == "http {":
+            # nginx's compiled-in temporary paths need root; these are the caller's.
+            lines.append(line)
+            lines.extend(
+                f"    {name}_temp_path {prefix / 'temp' / name};\n" for name in _TEMP_PATHS
+            )
+        else:
+            lines.append(line.replace(LISTEN, listen))
+    return "".join(lines)
+
+
+def render_nginx(
+    directory: Path,
+    listen: str,
+    replicas: Sequence[str],
+    template: Path = NGINX_TEMPLATE,
+) -> RenderedNginx:
+    """Write deploy/nginx/nginx.conf rendered for these addresses into directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "temp").mkdir(exist_ok=True)
+    (directory / "logs").mkdir(exist_ok=True)  # nginx -t opens prefix/logs/error.log first
+    conf = directory / "nginx.conf"
+    text = render_nginx_text(template.read_text(encoding="utf-8"), listen, replicas, directory)
+    conf.write_text(text, encoding="utf-8")
+    return RenderedNginx(conf=conf, prefix=directory)
+
+
+def nginx_check(rendered: RenderedNginx) -> subprocess.CompletedProcess[str]:
+    """Run `nginx -t` on a rendered configuration (its output is in stderr)."""
+    return subprocess.run(
+        rendered.command("-t"), capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def gunicorn_setting(name: str) -> int:
+    """A numeric setting of deploy/gunicorn.conf.py (timeouts other deploy files must match)."""
+    value = runpy.run_path(str(GUNICORN_CONF))[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} in {GUNICORN_CONF} is not a number: {value!r}")
+    return int(value)
