@@ -151,6 +151,10 @@ class UpstreamClient:
                 with resp:
                     encoding = _content_encoding(resp)
                     body, wire = self._read_body(resp, ex)
+                if ex.expired:
+                    # Cut at the deadline, http.client may take the EOF for the end of the
+                    # headers or of the body: whatever arrived is not the answer.
+                    raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True)
             except UpstreamFailure:
                 if ex.expired:
                     raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True) from None

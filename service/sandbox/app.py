@@ -166,7 +166,7 @@ def compress(resp: Response, req: Request, encodings: tuple[str, ...]) -> Respon
         resp.headers["Content-Encoding"] = chosen
     if large:
         # An iterable body has no Content-Length: Werkzeug sends it chunked.
-        resp.response = [data[i : i + _CHUNK] for i in range(0, len(data), _CHUNK)]
+        resp.response = iter([data[i : i + _CHUNK] for i in range(0, len(data), _CHUNK)])
         resp.headers.pop("Content-Length", None)
     else:
         resp.set_data(data)
