@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import access, clients, cors, errors, limits, logs, meta, music
 from .cache import PageCache
 from .config import Settings, load_settings
+from .guards import Guards
 from .upstream import UpstreamClient
 
 __all__ = ["create_app"]
@@ -25,7 +26,8 @@ def create_app(
 ) -> Flask:
     """Build the WSGI app; without settings, read them from MUSIC_CONFIG and the environment.
 
-    clock is the cache's time source, for tests that age cached pages without waiting.
+    clock is the time source of the page cache and the upstream guards (cooldowns, breaker),
+    for tests that age pages and guard states without waiting.
     """
     settings = settings if settings is not None else load_settings()
     logs.redact([settings.upstream.token.reveal()])
@@ -47,7 +49,7 @@ def create_app(
     music.register(
         app,
         settings,
-        UpstreamClient(settings.upstream, pool_size),
+        UpstreamClient(settings.upstream, pool_size, guards=Guards(settings.upstream, clock=clock)),
         PageCache(settings.cache, clock=clock),
     )
     return app

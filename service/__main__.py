@@ -1,4 +1,4 @@
-"""Command line: `python -m service demo | check-config | mint-key | sandbox`."""
+"""Command line: `python -m service demo | check-config | mint-key | probe | sandbox`."""
 
 from __future__ import annotations
 
@@ -51,6 +51,24 @@ def mint_key(name: str) -> int:
     return 0
 
 
+def probe(user: str | None, type_: str, as_json: bool) -> int:
+    """Call the upstream once per alias (or the one named) and report; see service/probe.py."""
+    from .probe import EXIT_USAGE, exit_code, render_json, render_text, run_probe
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"music-facade: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if user is not None and user not in settings.users:
+        print(f"music-facade: '{user}' is not a configured user alias", file=sys.stderr)
+        return EXIT_USAGE
+    aliases = [user] if user is not None else sorted(settings.users)
+    reports = run_probe(settings, aliases, type_)
+    (render_json if as_json else render_text)(reports, sys.stdout)
+    return exit_code(reports)
+
+
 def demo(port: int) -> int:
     """Serve the sandbox upstream in this process and the service under gunicorn on `port`."""
     from .launch import GunicornProcess
@@ -101,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     m = sub.add_parser("mint-key", help="make a new random client key and its key_sha256 line")
     m.add_argument("--name", default="app", help="the client's name in the printed entry")
+    p = sub.add_parser(
+        "probe",
+        help="call the upstream once per configured alias and report status, latency, "
+        "encoding, sizes, records and schema drift (exit 0: all valid, 1: a failure, 2: usage)",
+    )
+    p.add_argument("--user", metavar="ALIAS", help="probe only this alias")
+    p.add_argument("--type", choices=("song", "instrumental"), default="song")
+    p.add_argument("--json", action="store_true", help="one JSON document for scripts")
     s = sub.add_parser("sandbox", help="run the sandbox upstream alone")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8081)
@@ -111,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         return check_config()
     if args.command == "mint-key":
         return mint_key(args.name)
+    if args.command == "probe":
+        return probe(args.user, args.type, args.json)
     return sandbox(args.host, args.port)
 
 

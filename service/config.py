@@ -59,6 +59,19 @@ class UpstreamSettings:
     read_timeout: float = 10.0
     retries: int = 2
     max_body_bytes: int = 5_000_000
+    deadline: float | None = None
+    """One bound on the whole exchange (connect, status line, headers, body, retries)."""
+    max_cooldown: float = 60.0
+    auth_failure_cooldown: float = 10.0
+    breaker_failures: int = 5
+    breaker_open: float = 15.0
+
+    @property
+    def exchange_deadline(self) -> float:
+        """Seconds one upstream exchange may take in all: deadline, else connect + read."""
+        if self.deadline is not None:
+            return self.deadline
+        return self.connect_timeout + self.read_timeout
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,11 @@ class Settings:
                 "read_timeout": up.read_timeout,
                 "retries": up.retries,
                 "max_body_bytes": up.max_body_bytes,
+                "deadline": up.exchange_deadline,
+                "max_cooldown": up.max_cooldown,
+                "auth_failure_cooldown": up.auth_failure_cooldown,
+                "breaker_failures": up.breaker_failures,
+                "breaker_open": up.breaker_open,
             },
             "users": dict(self.users),
             "cache": {
@@ -185,6 +203,11 @@ class _UpstreamSchema(_StrictSchema):
     read_timeout = _StrictNumber(validate=_positive("seconds"))
     retries = _StrictInt(validate=validate.Range(min=0, max=10))
     max_body_bytes = _StrictInt(validate=validate.Range(min=1024))
+    deadline = _StrictNumber(validate=_positive("seconds"))
+    max_cooldown = _StrictNumber(validate=validate.Range(min=1, max=3600))
+    auth_failure_cooldown = _StrictNumber(validate=validate.Range(min=0, max=3600))
+    breaker_failures = _StrictInt(validate=validate.Range(min=1, max=1000))
+    breaker_open = _StrictNumber(validate=_positive("seconds"))
 
 
 class _CacheSchema(_StrictSchema):

@@ -58,7 +58,25 @@ class UnknownUser(Problem):
 
 
 class UpstreamFailure(Problem):
-    """An upstream outcome the caller cannot fix; 5xx ones may be answered from a stale copy."""
+    """An upstream outcome the caller cannot fix; 5xx ones may be answered from a stale copy.
+
+    upstream_status is the upstream's HTTP status when it answered one (None: no answer, or a
+    guard refused the call); outage says whether the failure counts against the account's
+    circuit breaker (a 5xx-class answer, a timeout, an unreachable upstream).
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Mapping[str, list[str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        upstream_status: int | None = None,
+        outage: bool = False,
+    ) -> None:
+        super().__init__(detail, errors=errors, headers=headers)
+        self.upstream_status = upstream_status
+        self.outage = outage
 
     @property
     def stale_ok(self) -> bool:
@@ -88,6 +106,26 @@ class UpstreamTimeout(UpstreamFailure):
 
 class UpstreamUnreachable(UpstreamFailure):
     status, code, title = 502, "upstream_unreachable", "The upstream could not be reached"
+
+
+class UpstreamUnavailable(UpstreamFailure):
+    status, code, title = 503, "upstream_unavailable", "The upstream is failing; calls are paused"
+
+
+class GuardRefusal:
+    """Marks a failure answered from the account's guard state, without calling the upstream."""
+
+
+class CoolingDown(GuardRefusal, UpstreamRateLimited):
+    """The account is cooling down after a 429: 503 upstream_rate_limited, Retry-After left."""
+
+
+class AuthFailureRemembered(GuardRefusal, UpstreamAuthFailed):
+    """The account's credentials were refused moments ago: the refusal is repeated."""
+
+
+class BreakerOpen(GuardRefusal, UpstreamUnavailable):
+    """The account's circuit breaker is open: 503 upstream_unavailable, Retry-After left."""
 
 
 def _http_code(exc: HTTPException) -> str:

@@ -1,12 +1,22 @@
-"""UpstreamClient: the one way to call useapi.net: retries, timeouts, body cap, error mapping."""
+"""UpstreamClient: the one way to call useapi.net: guards, retries, one deadline, decoding, caps.
+
+Every call goes through the same steps, whatever the endpoint: the account's guards (cooldown,
+remembered auth failure, circuit breaker), one deadline for the whole exchange (watchdog.py),
+retries of connection errors and 502/503/504 in the client's own loop, a body decoded as a stream
+(gzip, deflate) and capped both on the wire and decoded, and one mapping of outcomes to problems.
+"""
 
 from __future__ import annotations
 
+import http.client
+import http.cookiejar
 import json
 import logging
 import random
 import re
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -19,23 +29,31 @@ from .config import Secret, UpstreamSettings
 from .errors import (
     UpstreamAuthFailed,
     UpstreamError,
+    UpstreamFailure,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from .guards import Guards
 from .tracks import LONE_SURROGATE_RE
+from .watchdog import POOL_CLASSES, Exchange, Watchdog
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RETRY_AFTER = 30
+DEFAULT_RETRY_AFTER = 10
 MAX_RETRY_AFTER = 3600
 # Statuses that mean the service's own token or account is wrong (596: useapi.net could not
 # refresh the account's session), never the caller's fault.
 AUTH_STATUSES = frozenset({401, 402, 403, 596})
 RETRY_STATUSES = frozenset({502, 503, 504})
+# Only what urllib3 decodes without optional packages; br/zstd would need brotli/zstandard.
+ACCEPT_ENCODING = "gzip, deflate"
+DECODABLE = frozenset({"gzip", "x-gzip", "deflate", "identity"})
+_TOKEN_RE = re.compile(r"\A[A-Za-z0-9._+-]{1,32}\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
 _READ_CHUNK = 64 * 1024
+TIMEOUT_DETAIL = "The upstream did not answer in time."
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -49,131 +67,253 @@ class BearerAuth(requests.auth.AuthBase):
         return r
 
 
-class UpstreamClient:
-    """Fetches pages of the music list; raises an UpstreamFailure for every non-200 outcome."""
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter over urllib3 pools whose connections report to the watchdog."""
 
-    def __init__(self, settings: UpstreamSettings, pool_size: int = 10) -> None:
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = POOL_CLASSES
+
+
+@dataclass(frozen=True)
+class UpstreamAnswer:
+    """A 200 JSON object from the upstream, with what the exchange cost."""
+
+    doc: dict[str, Any]
+    status: int
+    content_encoding: str
+    wire_bytes: int
+    decoded_bytes: int
+    seconds: float
+
+
+class UpstreamClient:
+    """Calls useapi.net; raises an UpstreamFailure for every outcome but a 200 JSON object."""
+
+    def __init__(
+        self, settings: UpstreamSettings, pool_size: int = 10, *, guards: Guards | None = None
+    ) -> None:
         self.settings = settings
-        self._url = settings.base_url + "/music/"
+        self.guards = guards if guards is not None else Guards(settings)
+        self.watchdog = Watchdog()
         # Retries are _send's, not urllib3's Retry: urllib3 reads a retried 5xx answer's whole
         # body into memory to reuse the connection, which a hostile upstream could abuse.
         self.session = requests.Session()
         self.session.auth = BearerAuth(settings.token)
         self.session.trust_env = False  # no .netrc or proxy variables may replace our token
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        # Keep no cookies: one caller's upstream cookies must never ride along on another's
+        # call, and an upstream that sets many would soon make every request too large.
+        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        adapter = _WatchedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
     def close(self) -> None:
-        """Release pooled connections."""
+        """Release pooled connections and the watchdog."""
         self.session.close()
+        self.watchdog.stop()
 
     def list_music(
         self, user_id: str, type_: str, cursor: str | None, request_id: str
     ) -> dict[str, Any]:
         """GET /music/ for one page and return its JSON object, unvalidated beyond that."""
+        return self.fetch_page(user_id, type_, cursor, request_id).doc
+
+    def fetch_page(
+        self, user_id: str, type_: str, cursor: str | None, request_id: str
+    ) -> UpstreamAnswer:
+        """GET /music/ for one page, with what the exchange cost (for the probe)."""
         params = {"user_id": user_id, "type": type_}
         if cursor is not None:
             params["cursor"] = cursor
+        return self.get_json(user_id, "/music/", params, request_id)
+
+    def get_json(
+        self, user_id: str, path: str, params: dict[str, str], request_id: str
+    ) -> UpstreamAnswer:
+        """GET base_url + path on behalf of account user_id, through the account's guards."""
+        self.guards.admit(user_id)  # raises the refusal without any upstream call
+        try:
+            answer = self._exchange(path, params, request_id, user_id)
+        except UpstreamFailure as exc:
+            self.guards.failed(user_id, exc)
+            raise
+        self.guards.succeeded(user_id)
+        return answer
+
+    def _exchange(
+        self, path: str, params: dict[str, str], request_id: str, user_id: str
+    ) -> UpstreamAnswer:
         started = time.monotonic()
-        resp = self._send(params, request_id)
-        with resp:
-            body = self._read_body(resp)
+        with self.watchdog.exchange(self.settings.exchange_deadline) as ex:
+            try:
+                resp = self._send(self.settings.base_url + path, params, request_id, ex)
+                with resp:
+                    encoding = _content_encoding(resp)
+                    body, wire = self._read_body(resp, ex)
+                if ex.expired:
+                    # Cut at the deadline, http.client may take the EOF for the end of the
+                    # headers or of the body: whatever arrived is not the answer.
+                    raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True)
+            except UpstreamFailure:
+                if ex.expired:
+                    raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True) from None
+                raise
+        seconds = time.monotonic() - started
         log.info(
             "upstream answered",
             extra={
                 "upstream_status": resp.status_code,
-                "upstream_ms": round((time.monotonic() - started) * 1000, 1),
-                "upstream_bytes": len(body),
+                "upstream_ms": round(seconds * 1000, 1),
+                "upstream_bytes": wire,
+                "upstream_decoded_bytes": len(body),
+                "upstream_encoding": encoding,
             },
         )
         if resp.status_code != 200:
             raise self._failure(resp, body, user_id)
-        return _parse_page(body)
+        doc = _parse_page(body)
+        if "error" in doc and "records" not in doc:
+            # A 200 that carries an error is a failure: it must never become a cached page.
+            message = self._upstream_message(doc, user_id) or "no message"
+            log.warning("upstream answered 200 with an error body")
+            raise UpstreamError(
+                f"The upstream answered 200 with an error: {message}",
+                upstream_status=200,
+                outage=True,
+            )
+        return UpstreamAnswer(doc, resp.status_code, encoding, wire, len(body), seconds)
 
-    def _send(self, params: dict[str, str], request_id: str) -> requests.Response:
+    def _send(
+        self, url: str, params: dict[str, str], request_id: str, ex: Exchange
+    ) -> requests.Response:
         """The upstream's answer (body unread), retrying connection errors and 502/503/504."""
         retries = self.settings.retries
         for attempt in range(retries + 1):
             if attempt:
-                time.sleep(backoff_seconds(attempt))
+                time.sleep(max(0.0, min(backoff_seconds(attempt), ex.remaining())))
+            left = ex.remaining()
+            if left <= 0:
+                raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True)
             try:
                 resp = self.session.get(
-                    self._url,
+                    url,
                     params=params,
-                    headers={"X-Request-ID": request_id, "Accept": "application/json"},
-                    timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                    headers={
+                        "X-Request-ID": request_id,
+                        "Accept": "application/json",
+                        "Accept-Encoding": ACCEPT_ENCODING,
+                    },
+                    timeout=(
+                        min(self.settings.connect_timeout, left),
+                        min(self.settings.read_timeout, left),
+                    ),
                     stream=True,
                     allow_redirects=False,
                 )
-            except requests.ReadTimeout:
-                # Never retried: it already cost read_timeout seconds.
-                raise UpstreamTimeout("The upstream did not answer in time.") from None
             except requests.RequestException as exc:
+                if ex.expired:
+                    raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True) from None
+                malformed = _malformed_answer(exc)
+                if malformed is not None:
+                    # The upstream answered, but not in HTTP we accept (a 70 KB header line,
+                    # too many headers): asking again would get the same.
+                    log.warning("upstream answer malformed: %s", type(malformed).__name__)
+                    raise UpstreamError(
+                        "The upstream's answer had malformed or oversized headers."
+                    ) from None
+                if isinstance(exc, requests.ReadTimeout):
+                    # Never retried: it already cost read_timeout seconds.
+                    raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True) from None
                 if attempt < retries and isinstance(exc, requests.ConnectionError):
                     continue
                 if isinstance(exc, requests.Timeout):
-                    raise UpstreamTimeout("The upstream did not answer in time.") from None
+                    raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True) from None
                 log.warning("upstream unreachable: %s", type(exc).__name__)
-                raise UpstreamUnreachable("The upstream could not be reached.") from None
+                raise UpstreamUnreachable(
+                    "The upstream could not be reached.", outage=True
+                ) from None
             if resp.status_code in RETRY_STATUSES and attempt < retries:
                 resp.close()  # drop the connection rather than read a body we will not use
                 continue
             return resp
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _read_body(self, resp: requests.Response) -> bytes:
-        """Read the body as a stream, refusing it past max_body_bytes or the read deadline."""
+    def _read_body(self, resp: requests.Response, ex: Exchange) -> tuple[bytes, int]:
+        """The decoded body and its size on the wire, refused past max_body_bytes (either)."""
         cap = self.settings.max_body_bytes
+        too_large = f"The upstream's answer is larger than {cap} bytes."
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
-            raise UpstreamError(f"The upstream's answer is larger than {cap} bytes.")
-        deadline = time.monotonic() + self.settings.read_timeout
+            raise UpstreamError(too_large, upstream_status=resp.status_code)
         buf = bytearray()
         try:
-            while chunk := resp.raw.read1(_READ_CHUNK):
+            # decode_content: urllib3 (>= 2.7) inflates at most about one chunk per read, so
+            # a small compressed body cannot balloon past the cap in memory.
+            while chunk := resp.raw.read(_READ_CHUNK, decode_content=True):
                 buf += chunk
-                if len(buf) > cap:
-                    raise UpstreamError(f"The upstream's answer is larger than {cap} bytes.")
-                # read_timeout bounds each wait; this bounds a body that drips in slowly.
-                if time.monotonic() > deadline:
+                if len(buf) > cap or resp.raw.tell() > cap:
+                    raise UpstreamError(too_large, upstream_status=resp.status_code)
+                if ex.remaining() <= 0:
                     raise UpstreamTimeout("The upstream's answer did not arrive in time.")
         except urllib3.exceptions.ReadTimeoutError:
-            raise UpstreamTimeout("The upstream's answer did not arrive in time.") from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise UpstreamTimeout(
+                "The upstream's answer did not arrive in time.", outage=True
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError, EOFError, ValueError) as exc:
+            if ex.expired:
+                raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True) from None
             log.warning("upstream body broken: %s", type(exc).__name__)
-            raise UpstreamError("The upstream's answer was cut off or undecodable.") from None
-        return bytes(buf)
+            raise UpstreamError(
+                "The upstream's answer was cut off or undecodable.",
+                upstream_status=resp.status_code,
+            ) from None
+        return bytes(buf), resp.raw.tell()
 
-    def _failure(
-        self, resp: requests.Response, body: bytes, user_id: str
-    ) -> UpstreamRejected | UpstreamAuthFailed | UpstreamRateLimited | UpstreamError:
+    def _failure(self, resp: requests.Response, body: bytes, user_id: str) -> UpstreamFailure:
         status = resp.status_code
         if status == 400:
-            message = self._upstream_message(body, user_id)
-            return UpstreamRejected(message or "The upstream rejected the request.")
+            message = self._upstream_message(_json_or_none(body), user_id)
+            return UpstreamRejected(
+                f"The upstream rejected the request: {message}"
+                if message
+                else "The upstream rejected the request.",
+                upstream_status=status,
+            )
         if status in AUTH_STATUSES:
             log.error("upstream refused the service's credentials: status %s", status)
             return UpstreamAuthFailed(
                 f"The upstream refused the service's own credentials (status {status}). "
                 "Operators: check the useapi.net token (USEAPI_TOKEN / USEAPI_TOKEN_FILE), "
-                "the subscription, and that the TemPolor account is configured at useapi.net."
+                "the subscription, and that the TemPolor account is configured at useapi.net.",
+                upstream_status=status,
             )
         if status == 429:
-            seconds = retry_after_seconds(resp.headers.get("Retry-After"))
+            seconds = retry_after_seconds(
+                resp.headers.get("Retry-After"), cap=self.settings.max_cooldown
+            )
             return UpstreamRateLimited(
                 "The upstream is rate limiting the service; retry later.",
                 headers={"Retry-After": str(seconds)},
+                upstream_status=status,
+            )
+        if 300 <= status < 400:
+            log.warning("upstream redirected: status %s", status)
+            return UpstreamError(
+                f"The upstream redirected (status {status}); redirects are never followed, "
+                "so the token cannot travel to another host. Operators: check "
+                "[upstream] base_url.",
+                upstream_status=status,
             )
         log.warning("upstream error status %s", status)
-        return UpstreamError(f"The upstream answered with status {status}.")
+        return UpstreamError(
+            f"The upstream answered with status {status}.",
+            upstream_status=status,
+            outage=status >= 500,
+        )
 
-    def _upstream_message(self, body: bytes, user_id: str) -> str | None:
+    def _upstream_message(self, doc: Any, user_id: str) -> str | None:
         """The upstream's 'error' text, made safe to show: no ids, no token, no control bytes."""
-        try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError):
-            return None
         message = doc.get("error") if isinstance(doc, dict) else None
         if not isinstance(message, str) or not message.strip():
             return None
@@ -181,7 +321,42 @@ class UpstreamClient:
         message = message.replace(user_id, "<user>")
         message = _CONTROL_RE.sub(" ", message).strip()
         message = LONE_SURROGATE_RE.sub("\ufffd", message)
-        return f"The upstream rejected the request: {message[:300]}"
+        return message[:300]
+
+
+def _content_encoding(resp: requests.Response) -> str:
+    """The answer's Content-Encoding ("identity" if none); UpstreamError if not decodable."""
+    value = resp.headers.get("Content-Encoding", "")
+    codings = [c.strip().lower() for c in value.split(",") if c.strip()]
+    unknown = [c for c in codings if c not in DECODABLE]
+    if unknown:
+        shown = unknown[0] if _TOKEN_RE.match(unknown[0]) else "an unreadable value"
+        log.warning("upstream content encoding not decodable: %s", shown)
+        raise UpstreamError(
+            f"The upstream's answer used a content encoding the service cannot decode ({shown}).",
+            upstream_status=resp.status_code,
+        )
+    return ", ".join(codings) or "identity"
+
+
+def _causes(exc: BaseException, depth: int = 0) -> Iterator[BaseException]:
+    """exc and what it wraps: causes, contexts, urllib3's reason, exception arguments."""
+    yield exc
+    if depth > 6:
+        return
+    inner = [exc.__cause__, exc.__context__, getattr(exc, "reason", None), *exc.args]
+    for item in inner:
+        if isinstance(item, BaseException) and item is not exc:
+            yield from _causes(item, depth + 1)
+
+
+def _malformed_answer(exc: BaseException) -> BaseException | None:
+    """The http.client error inside exc if the upstream's status line or headers were bad."""
+    for cause in _causes(exc):
+        # RemoteDisconnected is an HTTPException too, but it is a connection error: retry it.
+        if isinstance(cause, http.client.HTTPException) and not isinstance(cause, ConnectionError):
+            return cause
+    return None
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -190,26 +365,35 @@ def backoff_seconds(attempt: int) -> float:
     return min(1.0, 0.1 * 2.0 ** (attempt - 1)) + jitter
 
 
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> int:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), bounded; else a default."""
-    if value is None:
-        return DEFAULT_RETRY_AFTER
-    value = value.strip()
+def retry_after_seconds(
+    value: str | None, now: datetime | None = None, cap: float = MAX_RETRY_AFTER
+) -> int:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date), 1..cap; else a default."""
+    seconds = DEFAULT_RETRY_AFTER
+    value = (value or "").strip()
     if value.isdigit():
         seconds = int(value)
-    else:
+    elif value:
         try:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
-            return DEFAULT_RETRY_AFTER
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = int((when - (now or datetime.now(UTC))).total_seconds())
-    return min(max(seconds, 1), MAX_RETRY_AFTER)
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = int((when - (now or datetime.now(UTC))).total_seconds())
+    return int(min(max(seconds, 1), cap, MAX_RETRY_AFTER))
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _parse_page(body: bytes) -> dict[str, Any]:
@@ -217,7 +401,9 @@ def _parse_page(body: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
-        raise UpstreamError("The upstream's answer was not valid JSON.") from None
+        raise UpstreamError(
+            "The upstream's answer was not valid JSON.", upstream_status=200
+        ) from None
     if not isinstance(doc, dict):
-        raise UpstreamError("The upstream's answer was not a JSON object.")
+        raise UpstreamError("The upstream's answer was not a JSON object.", upstream_status=200)
     return doc

@@ -44,6 +44,24 @@ def test_defaults(tmp_path: Path) -> None:
     assert (s.upstream.retries, s.upstream.max_body_bytes) == (2, 5_000_000)
     assert (s.cache.ttl, s.cache.max_entries, s.cache.stale_if_error) == (30.0, 1024, 300.0)
     assert s.upstream.token.reveal() == TOKEN
+    up = s.upstream
+    assert (up.max_cooldown, up.auth_failure_cooldown) == (60.0, 10.0)
+    assert (up.breaker_failures, up.breaker_open) == (5, 15.0)
+    assert up.deadline is None
+    assert up.exchange_deadline == 13.05  # connect_timeout + read_timeout
+
+
+def test_guard_and_deadline_keys(tmp_path: Path) -> None:
+    s = load(
+        tmp_path,
+        MINIMAL
+        + "[upstream]\ndeadline = 4\nmax_cooldown = 30\nauth_failure_cooldown = 0\n"
+        + "breaker_failures = 3\nbreaker_open = 20\n",
+    )
+    up = s.upstream
+    assert (up.exchange_deadline, up.max_cooldown, up.auth_failure_cooldown) == (4.0, 30.0, 0.0)
+    assert (up.breaker_failures, up.breaker_open) == (3, 20.0)
+    assert s.describe()["upstream"]["breaker_failures"] == 3
 
 
 def test_full_file(tmp_path: Path) -> None:
@@ -95,6 +113,12 @@ def test_no_implicit_user_with_several_aliases(tmp_path: Path) -> None:
         (MINIMAL + "[upstream]\nconnect_timeout = 0\n", "upstream.connect_timeout:"),
         (MINIMAL + "[upstream]\nread_timeout = -2\n", "upstream.read_timeout:"),
         (MINIMAL + "[upstream]\nmax_body_bytes = 10\n", "upstream.max_body_bytes:"),
+        (MINIMAL + "[upstream]\ndeadline = 0\n", "upstream.deadline:"),
+        (MINIMAL + "[upstream]\nmax_cooldown = 0\n", "upstream.max_cooldown:"),
+        (MINIMAL + "[upstream]\nauth_failure_cooldown = -1\n", "upstream.auth_failure_cooldown:"),
+        (MINIMAL + "[upstream]\nbreaker_failures = 0\n", "upstream.breaker_failures:"),
+        (MINIMAL + "[upstream]\nbreaker_failures = 2.5\n", "upstream.breaker_failures:"),
+        (MINIMAL + "[upstream]\nbreaker_open = '15'\n", "upstream.breaker_open:"),
         (MINIMAL + "[upstream]\nbase_url = 'ftp://x'\n", "upstream.base_url: Not a valid URL."),
         (MINIMAL + "upstream = 3\n", "upstream: Invalid input type."),
         ("", "users: Missing data for required field."),

@@ -227,7 +227,9 @@ def test_account_statuses(client: FlaskClient, sandbox: SandboxServer, status: i
     problem(client.get("/music?user=studio"), 502, "upstream_auth_failed")
 
 
-@pytest.mark.parametrize(("given", "expected"), [("7", "7"), (None, "30"), ("soon", "30")])
+@pytest.mark.parametrize(
+    ("given", "expected"), [("7", "7"), (None, "10"), ("soon", "10"), ("3600", "60")]
+)
 def test_rate_limited(
     client: FlaskClient, sandbox: SandboxServer, given: str | None, expected: str
 ) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
 import time
+import zlib
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -511,6 +514,17 @@ BAD_FAULTS: list[Any] = [
     {"kind": "drip", "interval": 0},
     {"kind": "deep", "depth": 0},
     {"kind": "malformed", "extra": 1},
+    {"kind": "cdn", "status": 500},
+    {"kind": "redirect", "status": 200},
+    {"kind": "redirect", "location": "a b"},
+    {"kind": "gzip_bomb", "decoded_bytes": 0},
+    {"kind": "unknown_encoding", "encoding": "a\r\nb"},
+    {"kind": "error_body", "code": 1000},
+    {"kind": "cookies", "count": 0},
+    {"kind": "huge_headers", "line_bytes": -1},
+    {"kind": "rate_limited", "form": "weeks"},
+    {"kind": "header_drip", "interval": 0},
+    {"kind": "drift", "x": 1},
 ]
 
 
@@ -652,3 +666,109 @@ def test_own_state_token_and_page_size() -> None:
         assert len(odd["records"]) == 13
         assert odd["hasNext"] is False
     assert state.call_count() == 6
+
+
+# --- the CDN edge -----------------------------------------------------------------------------
+
+
+def _get(sandbox: SandboxServer, **headers: str) -> requests.Response:
+    return requests.get(
+        sandbox.base_url + "/music/",
+        params={"user_id": "1001"},
+        headers={"Authorization": f"Bearer {sandbox.token}", **headers},
+        stream=True,
+        timeout=5,
+        allow_redirects=False,
+    )
+
+
+def test_compresses_when_accepted_and_says_vary(sandbox: SandboxServer) -> None:
+    with _get(sandbox, **{"Accept-Encoding": "gzip"}) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert resp.headers["Vary"] == "Accept-Encoding"
+        raw = resp.raw.read(decode_content=False)
+    assert gzip.decompress(raw) == _get(sandbox, **{"Accept-Encoding": "identity"}).content
+    with _get(sandbox, **{"Accept-Encoding": "identity"}) as plain:
+        assert "Content-Encoding" not in plain.headers
+        assert plain.headers["Transfer-Encoding"] == "chunked"  # a large page
+    with _get(sandbox, **{"Accept-Encoding": "deflate"}) as deflated:
+        assert deflated.headers["Content-Encoding"] == "deflate"
+        assert json.loads(zlib.decompress(deflated.raw.read(decode_content=False)))["records"]
+
+
+def test_small_answers_keep_content_length(sandbox: SandboxServer) -> None:
+    with _get(sandbox, **{"Accept-Encoding": "gzip", "Authorization": "Bearer x"}) as resp:
+        assert resp.status_code == 401
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert "Content-Length" in resp.headers
+
+
+def test_cdn_error_page(sandbox: SandboxServer) -> None:
+    sandbox.state.set_fault("*", {"kind": "cdn", "status": 522})
+    resp = _get(sandbox)
+    assert resp.status_code == 522
+    assert resp.headers["Content-Type"].startswith("text/html")
+    assert "522: Connection Timed Out" in resp.text
+
+
+def test_redirect_and_error_body(sandbox: SandboxServer) -> None:
+    sandbox.state.set_fault("*", {"kind": "redirect", "status": 307}, times=1)
+    resp = _get(sandbox)
+    assert resp.status_code == 307
+    assert resp.headers["Location"] == "https://elsewhere.example/v1/tempolor/music/"
+    sandbox.state.set_fault("*", {"kind": "error_body"}, times=1)
+    assert _get(sandbox).json() == {"error": "Internal server error", "code": 500}
+
+
+def test_gzip_bomb_is_small_on_the_wire(sandbox: SandboxServer) -> None:
+    sandbox.state.set_fault("*", {"kind": "gzip_bomb", "decoded_bytes": 1 << 30})
+    with _get(sandbox) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert int(resp.headers["Content-Length"]) < 1_100_000
+        first = resp.raw.read(1 << 16, decode_content=True)
+    assert first.strip() == b""
+
+
+def test_unknown_encoding_cookies_and_huge_headers(sandbox: SandboxServer) -> None:
+    sandbox.state.set_fault("*", {"kind": "unknown_encoding", "encoding": "br"}, times=1)
+    with _get(sandbox, **{"Accept-Encoding": "gzip"}) as resp:
+        assert resp.headers["Content-Encoding"] == "br"
+    sandbox.state.set_fault("*", {"kind": "cookies", "count": 2, "bytes": 10})
+    first, second = _get(sandbox), _get(sandbox)
+    assert len(first.cookies) == len(second.cookies) == 2
+    assert set(first.cookies.keys()).isdisjoint(second.cookies.keys())
+    sandbox.state.set_fault("*", {"kind": "huge_headers", "count": 150}, times=1)
+    with socket.create_connection(
+        (urlsplit(sandbox.origin).hostname, urlsplit(sandbox.origin).port)
+    ) as s:
+        s.sendall(
+            f"GET /v1/tempolor/music/?user_id=1001 HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {sandbox.token}\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert head.count(b"\r\nX-Edge-") == 150
+
+
+@pytest.mark.parametrize("form", ["seconds", "date"])
+def test_rate_limited_retry_after_forms(sandbox: SandboxServer, form: str) -> None:
+    sandbox.state.set_fault("*", {"kind": "rate_limited", "seconds": 30, "form": form})
+    resp = _get(sandbox)
+    assert resp.status_code == 429
+    value = resp.headers["Retry-After"]
+    if form == "seconds":
+        assert value == "30"
+    else:
+        assert value.endswith(" GMT")
+
+
+def test_header_drip_sends_the_status_line_first(sandbox: SandboxServer) -> None:
+    sandbox.state.set_fault("*", {"kind": "header_drip", "interval": 0.05, "seconds": 0.3})
+    started = time.monotonic()
+    resp = _get(sandbox)
+    assert time.monotonic() - started >= 0.3
+    assert resp.status_code == 200
+    assert resp.headers["X-Edge-Drip"].startswith("...")
+    assert resp.json()["records"]

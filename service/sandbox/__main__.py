@@ -23,10 +23,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8081, help="port to listen on (0: any)")
     parser.add_argument("--page-size", type=int, default=10, help="records per page")
+    parser.add_argument(
+        "--encodings",
+        default="gzip,deflate",
+        help="what JSON answers are compressed with when the request accepts it, in order of "
+        "preference (comma-separated; '' sends them uncompressed)",
+    )
     args = parser.parse_args(argv)
     if args.page_size < 1:
         parser.error("--page-size must be at least 1")
-    server = SandboxServer(host=args.host, port=args.port, page_size=args.page_size, quiet=False)
+    encodings = tuple(e.strip() for e in args.encodings.split(",") if e.strip())
+    if not set(encodings) <= {"gzip", "deflate"}:
+        parser.error("--encodings takes gzip and/or deflate")
+    server = SandboxServer(
+        host=args.host,
+        port=args.port,
+        page_size=args.page_size,
+        quiet=False,
+        encodings=encodings,
+    )
     server.bind()
     print(f"sandbox upstream base URL: {server.base_url}", flush=True)
     print(f"sandbox upstream token:    {server.token}", flush=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import json
 import threading
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,6 +23,13 @@ FAULT_HEADER = "X-Sandbox-Fault"
 MUSIC_PATH = "/v1/tempolor/music/"
 RAW_HEADERS_KEY = "sandbox.raw_headers"
 """WSGI environ key where SandboxServer's request handler leaves the headers exactly as sent."""
+RAW_WRITER_KEY = "sandbox.raw_writer"
+"""WSGI environ key of SandboxServer's writer straight to the socket (for header_drip)."""
+ENCODINGS = ("gzip", "deflate")
+"""What the sandbox compresses JSON with, in order of preference, as a CDN edge does."""
+CHUNKED_OVER = 8 * 1024
+"""JSON answers larger than this (before compression) are sent chunked, without Content-Length."""
+_CHUNK = 4 * 1024
 ALL_ACCOUNTS = "*"
 
 
@@ -47,8 +56,9 @@ class _ArmedFault:
 class SandboxState:
     """The sandbox's mutable state, shared by every request thread: call log and faults."""
 
-    def __init__(self) -> None:
+    def __init__(self, encodings: tuple[str, ...] = ENCODINGS) -> None:
         self._lock = threading.Lock()
+        self._default_encodings = self.encodings = _check_encodings(encodings)
         self._calls: list[SandboxCall] = []
         self._faults: dict[str, _ArmedFault] = {}
         self._release = threading.Event()
@@ -119,12 +129,53 @@ class SandboxState:
             released, self._release = self._release, threading.Event()
         released.set()
 
+    def set_encodings(self, encodings: tuple[str, ...]) -> None:
+        """Compress with these (in order of preference; () for none) until reset."""
+        self.encodings = _check_encodings(encodings)
+
     def reset(self) -> None:
-        """Forget every call and fault, and release whatever is waiting."""
+        """Forget every call and fault, restore the encodings, release whatever is waiting."""
         with self._lock:
             self._calls.clear()
             self._faults.clear()
+            self.encodings = self._default_encodings
         self.release()
+
+
+def _check_encodings(encodings: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = sorted(set(encodings) - set(ENCODINGS))
+    if unknown:
+        raise ValueError(f"unknown encoding(s) {', '.join(unknown)}; known: gzip, deflate")
+    return tuple(encodings)
+
+
+def compress(resp: Response, req: Request, encodings: tuple[str, ...]) -> Response:
+    """Compress a JSON answer as an edge does; send it chunked when it is large."""
+    resp.vary.add("Accept-Encoding")
+    if resp.is_streamed or resp.mimetype != JSON or "Content-Encoding" in resp.headers:
+        return resp
+    data = resp.get_data()
+    large = len(data) > CHUNKED_OVER
+    accepted = req.accept_encodings
+    chosen = next((e for e in encodings if accepted[e] > 0), None)
+    if chosen == "gzip":
+        data = gzip_bytes(data)
+    elif chosen == "deflate":
+        data = zlib.compress(data)  # HTTP's "deflate" is the zlib format
+    if chosen:
+        resp.headers["Content-Encoding"] = chosen
+    if large:
+        # An iterable body has no Content-Length: Werkzeug sends it chunked.
+        resp.response = iter([data[i : i + _CHUNK] for i in range(0, len(data), _CHUNK)])
+        resp.headers.pop("Content-Length", None)
+    else:
+        resp.set_data(data)
+    return resp
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """gzip with a fixed mtime, so equal pages compress to equal bytes."""
+    return gzip.compress(data, mtime=0)
 
 
 def encode_cursor(user_id: str, music_type: str, offset: int) -> str:
@@ -234,11 +285,20 @@ def create_sandbox(
         else:
             fault = sandbox.take_fault(user_id)
         if fault is not None:
-            ctx = FaultContext(release, lambda: answer(user_id))
+            ctx = FaultContext(
+                release, lambda: answer(user_id), request.environ.get(RAW_WRITER_KEY)
+            )
             replacement = fault.apply(ctx)
             if replacement is not None:
                 return replacement
         return answer(user_id)
+
+    @app.after_request
+    def edge(resp: Response) -> Response:
+        """The music endpoint's JSON answers leave compressed, as through a CDN edge."""
+        if request.path.rstrip("/") == MUSIC_PATH.rstrip("/"):
+            return compress(resp, request, sandbox.encodings)
+        return resp
 
     @app.get("/_sandbox/calls")
     def calls() -> Response:

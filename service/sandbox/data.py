@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+# The model is the service's (the probe checks real records against it); the sandbox builds on it.
+from service.upstream_model import RECORD_FIELDS as RECORD_FIELDS
+
 SONG = "song"
 INSTRUMENTAL = "instrumental"
 TYPES = (SONG, INSTRUMENTAL)
@@ -18,79 +21,6 @@ USEAPI_ACCOUNT = "12345"
 # 2025-05-15T09:06:40Z, in epoch milliseconds, as the upstream sends times.
 _NEWEST = 1_747_300_000_000
 _MINUTE = 60_000
-
-RECORD_FIELDS: Mapping[str, Any] = MappingProxyType(
-    {
-        "bizType": "string",
-        "childType": "string",
-        "matChildType": "string",
-        "sourceType": "string",
-        "itemId": "string",
-        "job_id": "string",
-        "genItemId": "string",
-        "userId": "string",
-        "titleEn": "string",
-        "cover": "string",
-        "mp3OssId": "string",
-        "wavOssId": "string",
-        "ossWatermarkMp3": "string",
-        "officialPlaylistSong": "boolean",
-        "status": "number",
-        "status_name": "string",
-        "status_final": "boolean",
-        "progress": "number",
-        "downloadTotal": "number",
-        "likeTotal": "number",
-        "collectTotal": "number",
-        "musicMaterial": {
-            "style": "string",
-            "chord": "string",
-            "mood": "string",
-            "inst": "string",
-            "instInfo": "string",
-            "scene": "string",
-            "otherInfo": "string",
-            "otherInfoCn": "string",
-            "key": "string",
-            "bpm": "number",
-            "dur": "number",
-            "seed": "number",
-            "src": "string",
-            "ossSrc": "string",
-            "waveformOssId": "string",
-            "waveformUrl": "string",
-            "batchId": "string",
-        },
-        "readStatus": "boolean",
-        "downloadStatus": "boolean",
-        "createTime": "number",
-        "updateTime": "number",
-        "materialQualityScore": "number",
-        "ltmMaterialExtendDto": {
-            "lyricsPrompt": "string",
-            "description": "string",
-            "ltmVocalModel": "boolean",
-            "ltmMidiModel": "boolean",
-            "lrcTimestamp": "string",
-            "genItemId": "string",
-            "prompt": "string",
-            "genMode": "number",
-            "model": "string",
-            "modelShowName": "string",
-            "dynamicModel": "string",
-            "oriCacheDir": "string",
-        },
-        "editType": "string",
-        "operatorType": "string",
-        "rootItemId": "string",
-        "parentItemId": "string",
-        "canExtend": "boolean",
-        "canEditLyrics": "boolean",
-        "canFixVocals": "boolean",
-        "canReplaced": "boolean",
-    }
-)
-"""Every field of the upstream's record model and its JSON type; nested objects as mappings."""
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import functools
+import gzip
+import itertools
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -36,12 +41,24 @@ class Released(ConnectionAbortedError):
     """
 
 
+class RawAnswered(ConnectionAbortedError):
+    """A fault wrote its whole answer straight to the socket; Werkzeug must add nothing.
+
+    A ConnectionError, so Werkzeug's server ends the exchange quietly.
+    """
+
+
+RawWriter = Callable[[bytes], None]
+"""Writes bytes straight to the client's socket, below Werkzeug's response writer."""
+
+
 @dataclass(frozen=True)
 class FaultContext:
-    """What producing a fault may use: the release event and the normal answer."""
+    """What producing a fault may use: the release event, the normal answer, the raw socket."""
 
     release: threading.Event
     normal: Callable[[], Response]
+    raw: RawWriter | None = None
 
 
 @dataclass(frozen=True)
@@ -187,8 +204,240 @@ class WrongTypes(Fault):
         return Response(wrong_types_page(), status=200, content_type=JSON)
 
 
+CDN_REASONS: Mapping[int, str] = {
+    520: "Web Server Returned an Unknown Error",
+    521: "Web Server Is Down",
+    522: "Connection Timed Out",
+    523: "Origin Is Unreachable",
+    524: "A Timeout Occurred",
+    525: "SSL Handshake Failed",
+    526: "Invalid SSL Certificate",
+}
+"""The CDN edge's own statuses (Cloudflare's names), answered with an HTML page."""
+
+_CDN_PAGE = """<!DOCTYPE html>
+<html lang="en-US"><head><title>api.useapi.net | {status}: {reason}</title>
+<meta charset="UTF-8" /></head>
+<body><div id="cf-error-details"><h1>{reason}</h1><span>Error code {status}</span>
+<p>Visit <a href="https://www.cloudflare.com/">cloudflare.com</a> for more information.</p>
+<p>Ray ID: 8f3a2b1c4d5e6f70 &bull; {when}</p></div></body></html>
+"""
+
+
+@dataclass(frozen=True)
+class Cdn(Fault):
+    """The CDN edge's own HTML error page (520-526), as when the origin is in trouble."""
+
+    kind: ClassVar[str] = "cdn"
+    status: int = 522
+
+    def apply(self, ctx: FaultContext) -> Response | None:
+        """The edge's HTML page with its status line."""
+        name = reason(self.status)
+        when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        page = _CDN_PAGE.format(status=self.status, reason=name, when=when)
+        return Response(
+            page, status=f"{self.status} {name}", content_type="text/html; charset=UTF-8"
+        )
+
+
+@dataclass(frozen=True)
+class Redirect(Fault):
+    """A redirect to another host (where the bearer token must never follow)."""
+
+    kind: ClassVar[str] = "redirect"
+    status: int = 302
+    location: str = "https://elsewhere.example/v1/tempolor/music/"
+
+    def apply(self, ctx: FaultContext) -> Response | None:
+        """The redirect, with a small JSON body as some edges send."""
+        body = json.dumps({"error": "moved", "location": self.location})
+        resp = Response(body, status=f"{self.status} {reason(self.status)}", content_type=JSON)
+        resp.headers["Location"] = self.location
+        return resp
+
+
+@dataclass(frozen=True)
+class GzipBomb(Fault):
+    """200 whose gzip body is about 1/1000 of its decoded size (1 GiB decoded by default)."""
+
+    kind: ClassVar[str] = "gzip_bomb"
+    decoded_bytes: int = 1 << 30
+
+    def apply(self, ctx: FaultContext) -> Response | None:
+        """The bomb, with its honest (wire) Content-Length."""
+        resp = Response(gzip_bomb(self.decoded_bytes), status=200, content_type=JSON)
+        resp.headers["Content-Encoding"] = "gzip"
+        return resp
+
+
+@dataclass(frozen=True)
+class UnknownEncoding(Fault):
+    """The normal answer labelled with a content encoding the client never asked for."""
+
+    kind: ClassVar[str] = "unknown_encoding"
+    encoding: str = "zstd"
+
+    def apply(self, ctx: FaultContext) -> Response | None:
+        """The normal answer's bytes under a foreign Content-Encoding."""
+        resp = ctx.normal()
+        resp.headers["Content-Encoding"] = self.encoding
+        return resp
+
+
+@dataclass(frozen=True)
+class ErrorBody(Fault):
+    """200 whose body is an error document, as a failing origin behind some gateways sends."""
+
+    kind: ClassVar[str] = "error_body"
+    error: str = "Internal server error"
+    code: int = 500
+
+    def apply(self, ctx: FaultContext) -> Response | None:
+        """200 {"error": ..., "code": ...}."""
+        return Response(json.dumps({"error": self.error, "code": self.code}), content_type=JSON)
+
+
+_COOKIE_SERIAL = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Cookies(Fault):
+    """The normal answer plus `count` new cookies of about `bytes` bytes each, every time."""
+
+    kind: ClassVar[str] = "cookies"
+    count: int = 3
+    bytes: int = 4000
+
+    def apply(self, ctx: FaultContext) -> Response | None:
+        """Set-Cookie headers with fresh names, so a client that keeps them piles them up."""
+        resp = ctx.normal()
+        for _ in range(self.count):
+            serial = next(_COOKIE_SERIAL)
+            resp.headers.add(
+                "Set-Cookie", f"edge_{serial}={'c' * self.bytes}; Path=/; Max-Age=86400"
+            )
+        return resp
+
+
+@dataclass(frozen=True)
+class HugeHeaders(Fault):
+    """The normal answer with one header line of `line_bytes`, or `count` extra headers."""
+
+    kind: ClassVar[str] = "huge_headers"
+    line_bytes: int = 70_000
+    count: int = 0
+
+    def apply(self, ctx: FaultContext) -> Response | None:
+        """The normal answer, its headers inflated."""
+        resp = ctx.normal()
+        if self.line_bytes:
+            resp.headers["X-Edge-Trace"] = "t" * self.line_bytes
+        for index in range(self.count):
+            resp.headers[f"X-Edge-{index}"] = str(index)
+        return resp
+
+
+@dataclass(frozen=True)
+class RateLimited(Fault):
+    """429 with Retry-After as delta-seconds or as an HTTP-date `seconds` from now."""
+
+    kind: ClassVar[str] = "rate_limited"
+    seconds: int = 7
+    form: str = "seconds"
+
+    def apply(self, ctx: FaultContext) -> Response | None:
+        """The upstream's 429."""
+        body = json.dumps({"error": "Too Many Requests", "code": 429})
+        resp = Response(body, status=429, content_type=JSON)
+        if self.form == "date":
+            when = datetime.now(UTC) + timedelta(seconds=self.seconds)
+            resp.headers["Retry-After"] = format_datetime(when, usegmt=True)
+        else:
+            resp.headers["Retry-After"] = str(self.seconds)
+        return resp
+
+
+@dataclass(frozen=True)
+class Drift(Fault):
+    """The normal page with its records drifted from the model: a new field, a renamed one,
+    a number sent as a string."""
+
+    kind: ClassVar[str] = "drift"
+
+    def apply(self, ctx: FaultContext) -> Response | None:
+        """The normal page, each record drifted."""
+        normal = ctx.normal()
+        page = json.loads(normal.get_data())
+        for record in page.get("records") or []:
+            if isinstance(record, dict):
+                record["aiScore"] = 0.5
+                if "titleEn" in record:
+                    record["title_en"] = record.pop("titleEn")
+                if isinstance(record.get("createTime"), int):
+                    record["createTime"] = str(record["createTime"])
+        return Response(json.dumps(page), status=normal.status_code, content_type=JSON)
+
+
+@dataclass(frozen=True)
+class HeaderDrip(Fault):
+    """The status line at once, then one header byte per `interval` for `seconds`, then the
+    rest of the normal answer: written to the socket below Werkzeug."""
+
+    kind: ClassVar[str] = "header_drip"
+    interval: float = 4.0
+    seconds: float = 60.0
+
+    def apply(self, ctx: FaultContext) -> Response | None:
+        """Drip; needs SandboxServer's request handler (the raw socket)."""
+        if ctx.raw is None:
+            raise RuntimeError("header_drip needs the sandbox's own server (SandboxServer)")
+        normal = ctx.normal()
+        body = normal.get_data()
+        ctx.raw(f"HTTP/1.1 {normal.status_code} {reason(normal.status_code)}\r\n".encode())
+        ctx.raw(b"X-Edge-Drip: ")
+        deadline = time.monotonic() + self.seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if ctx.release.wait(min(self.interval, left)):
+                raise Released("header drip released")
+            ctx.raw(b".")
+        head = f"\r\nContent-Type: {JSON}\r\nContent-Length: {len(body)}\r\n"
+        ctx.raw(head.encode() + b"Connection: close\r\n\r\n" + body)
+        raise RawAnswered("header drip answered")
+
+
+@functools.cache
+def gzip_bomb(decoded_bytes: int) -> bytes:
+    """Spaces (valid JSON whitespace) gzipped as repeated 1 MiB members: built in milliseconds."""
+    member_size = min(decoded_bytes, 1 << 20)
+    member = gzip.compress(b" " * member_size, compresslevel=9, mtime=0)
+    full, rest = divmod(decoded_bytes, member_size)
+    tail = gzip.compress(b" " * rest, compresslevel=9, mtime=0) if rest else b""
+    return member * full + tail
+
+
 KINDS: Mapping[str, type[Fault]] = {
-    cls.kind: cls for cls in (Latency, Status, Malformed, Hang, Oversized, Drip, Deep, WrongTypes)
+    cls.kind: cls
+    for cls in (
+        Latency,
+        Status,
+        Malformed,
+        Hang,
+        Oversized,
+        Drip,
+        Deep,
+        WrongTypes,
+        Cdn,
+        Redirect,
+        GzipBomb,
+        UnknownEncoding,
+        ErrorBody,
+        Cookies,
+        HugeHeaders,
+        RateLimited,
+        Drift,
+        HeaderDrip,
+    )
 }
 
 
@@ -196,6 +445,8 @@ def reason(status: int) -> str:
     """The HTTP reason phrase for a status; useapi.net's 596 is a "pending error"."""
     if status == 596:
         return "pending error"
+    if status in CDN_REASONS:
+        return CDN_REASONS[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -261,6 +512,33 @@ def _parse_status(params: Mapping[str, Any]) -> Fault:
     return Status(status, body, dict(headers), content_type)
 
 
+def _string(params: Mapping[str, Any], name: str, default: str, pattern: str) -> str:
+    value = params.get(name, default)
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        raise ValueError(f"{name} must be a string matching {pattern}")
+    return value
+
+
+def _parse_redirect(params: Mapping[str, Any]) -> Fault:
+    status = _integer(params, "status", 302, 300, 399)
+    location = _string(params, "location", Redirect.location, r"[!-~]{1,2000}")
+    return Redirect(status, location)
+
+
+def _parse_unknown_encoding(params: Mapping[str, Any]) -> Fault:
+    return UnknownEncoding(_string(params, "encoding", "zstd", r"[A-Za-z0-9._-]{1,64}"))
+
+
+def _parse_error_body(params: Mapping[str, Any]) -> Fault:
+    error = _string(params, "error", ErrorBody.error, r"[^\x00-\x1f]{0,500}")
+    return ErrorBody(error, _integer(params, "code", 500, 100, 599))
+
+
+def _parse_rate_limited(params: Mapping[str, Any]) -> Fault:
+    form = _string(params, "form", "seconds", r"seconds|date")
+    return RateLimited(_integer(params, "seconds", 7, 0, 86_400), form)
+
+
 _PARSERS: Mapping[str, Callable[[Mapping[str, Any]], Fault]] = {
     "latency": lambda p: Latency(_number(p, "seconds", 0.5, 0, _MAX_SECONDS)),
     "status": _parse_status,
@@ -272,6 +550,23 @@ _PARSERS: Mapping[str, Callable[[Mapping[str, Any]], Fault]] = {
     ),
     "deep": lambda p: Deep(_integer(p, "depth", 100_000, 1, _MAX_DEPTH)),
     "wrong_types": lambda p: WrongTypes(),
+    "cdn": lambda p: Cdn(_integer(p, "status", 522, 520, 526)),
+    "redirect": _parse_redirect,
+    "gzip_bomb": lambda p: GzipBomb(_integer(p, "decoded_bytes", 1 << 30, 1, 1 << 34)),
+    "unknown_encoding": _parse_unknown_encoding,
+    "error_body": _parse_error_body,
+    "cookies": lambda p: Cookies(
+        _integer(p, "count", 3, 1, 100), _integer(p, "bytes", 4000, 1, 16_000)
+    ),
+    "huge_headers": lambda p: HugeHeaders(
+        _integer(p, "line_bytes", 70_000 if "count" not in p else 0, 0, 1 << 20),
+        _integer(p, "count", 0, 0, 10_000),
+    ),
+    "rate_limited": _parse_rate_limited,
+    "drift": lambda p: Drift(),
+    "header_drip": lambda p: HeaderDrip(
+        _number(p, "interval", 4.0, 0.001, 60), _number(p, "seconds", 60, 0, _MAX_SECONDS)
+    ),
 }
 _PARAMS: Mapping[str, frozenset[str]] = {
     "latency": frozenset({"seconds"}),
@@ -282,6 +577,16 @@ _PARAMS: Mapping[str, frozenset[str]] = {
     "drip": frozenset({"interval", "seconds"}),
     "deep": frozenset({"depth"}),
     "wrong_types": frozenset(),
+    "cdn": frozenset({"status"}),
+    "redirect": frozenset({"status", "location"}),
+    "gzip_bomb": frozenset({"decoded_bytes"}),
+    "unknown_encoding": frozenset({"encoding"}),
+    "error_body": frozenset({"error", "code"}),
+    "cookies": frozenset({"count", "bytes"}),
+    "huge_headers": frozenset({"line_bytes", "count"}),
+    "rate_limited": frozenset({"seconds", "form"}),
+    "drift": frozenset(),
+    "header_drip": frozenset({"interval", "seconds"}),
 }
 
 

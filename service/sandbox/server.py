@@ -8,7 +8,13 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from service.sandbox.app import RAW_HEADERS_KEY, SANDBOX_TOKEN, SandboxState, create_sandbox
+from service.sandbox.app import (
+    RAW_HEADERS_KEY,
+    RAW_WRITER_KEY,
+    SANDBOX_TOKEN,
+    SandboxState,
+    create_sandbox,
+)
 
 API_PREFIX = "/v1/tempolor"
 # serve_forever notices shutdown() only between polls: keep stop() prompt.
@@ -22,7 +28,14 @@ class _RequestHandler(WSGIRequestHandler):
         """The WSGI environ plus the raw header list (Werkzeug drops names with "_")."""
         environ = super().make_environ()
         environ[RAW_HEADERS_KEY] = list(self.headers.items())
+        environ[RAW_WRITER_KEY] = self._write_raw
         return environ
+
+    def _write_raw(self, data: bytes) -> None:
+        """Bytes straight to the socket, for faults below Werkzeug's response writer."""
+        self.close_connection = True
+        self.wfile.write(data)
+        self.wfile.flush()
 
 
 class _QuietRequestHandler(_RequestHandler):
@@ -39,13 +52,16 @@ class SandboxServer:
         self,
         state: SandboxState | None = None,
         *,
+        encodings: tuple[str, ...] | None = None,
         token: str = SANDBOX_TOKEN,
         page_size: int = 10,
         host: str = "127.0.0.1",
         port: int = 0,
         quiet: bool = True,
     ) -> None:
-        self.state = state if state is not None else SandboxState()
+        if state is None:
+            state = SandboxState() if encodings is None else SandboxState(encodings)
+        self.state = state
         self.token = token
         self.app = create_sandbox(self.state, token=token, page_size=page_size)
         self._host = host
