@@ -11,7 +11,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import access, clients, cors, errors, limits, logs, meta, music
-from .cache import PageCache
+from .cache import MemoryBackend, PageCache
 from .config import Settings, load_settings
 from .guards import Guards
 from .upstream import UpstreamClient
@@ -46,10 +46,27 @@ def create_app(
     meta.register(app)
     if not settings.clients:
         log.warning("no [[clients]] configured: /music is open to anyone who can reach it")
+    cache = PageCache(settings.cache, clock=clock)
+    if settings.redis is not None:
+        _share(app, settings, cache)
+    guards = Guards(settings.upstream, clock=clock)
     music.register(
-        app,
-        settings,
-        UpstreamClient(settings.upstream, pool_size, guards=Guards(settings.upstream, clock=clock)),
-        PageCache(settings.cache, clock=clock),
+        app, settings, UpstreamClient(settings.upstream, pool_size, guards=guards), cache
     )
     return app
+
+
+def _share(app: Flask, settings: Settings, cache: PageCache) -> None:
+    """Put the page cache and its single flight in Redis, shared by every replica."""
+    from .shared import SharedStore
+    from .shared.flights import FleetFlights
+    from .shared.pages import SharedBackend
+
+    assert settings.redis is not None
+    logs.redact(settings.redis.secrets())
+    store = SharedStore(settings.redis)
+    assert isinstance(cache.backend, MemoryBackend)
+    retention = settings.cache.ttl + settings.cache.stale_if_error + 1
+    cache.backend = SharedBackend(store, cache.backend, retention, cache.is_fresh)
+    cache.fleet = FleetFlights(store, settings.upstream.worst_case_seconds + 1)
+    app.extensions["store"] = store

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from limits import parse_many
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -73,6 +74,12 @@ class UpstreamSettings:
             return self.deadline
         return self.connect_timeout + self.read_timeout
 
+    @property
+    def worst_case_seconds(self) -> float:
+        """The longest one upstream call may take, retries and their pauses included."""
+        attempts = self.retries + 1
+        return attempts * (self.connect_timeout + self.read_timeout * 2) + self.retries * 1.05
+
 
 @dataclass(frozen=True)
 class CacheSettings:
@@ -106,6 +113,48 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    """The shared store of a load-balanced fleet (absent: every process keeps its own state)."""
+
+    url: Secret  # may hold a password
+    password: Secret | None = None  # from MUSIC_REDIS_PASSWORD_FILE
+    prefix: str = "music-facade"
+    timeout: float = 0.25  # seconds, for every Redis call and connection
+    backoff_max: float = 30.0  # seconds between retries while Redis is down
+    max_connections: int = 64  # per process
+
+    def describe(self) -> dict[str, Any]:
+        """The settings with the password masked (in the URL too)."""
+        return {
+            "url": mask_url(self.url.reveal()),
+            "password": "******** (from MUSIC_REDIS_PASSWORD_FILE)" if self.password else None,
+            "prefix": self.prefix,
+            "timeout": self.timeout,
+            "backoff_max": self.backoff_max,
+            "max_connections": self.max_connections,
+        }
+
+    def secrets(self) -> list[str]:
+        """Every secret string these settings hold, for log redaction."""
+        found = [self.password.reveal()] if self.password else []
+        password = urlsplit(self.url.reveal()).password
+        return [*found, *([unquote(password), password] if password else [])]
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ********."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"{user}:********@{host}{port}").geturl()
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole, validated configuration of one service process."""
 
@@ -117,6 +166,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     cors_origins: tuple[str, ...] = ()
     proxy_hops: int = 0
+    redis: RedisSettings | None = None
 
     @property
     def implicit_user(self) -> str | None:
@@ -163,6 +213,7 @@ class Settings:
             "limits": {"default": self.limits.default, "per_address": self.limits.per_address},
             "cors": {"origins": list(self.cors_origins)},
             "server": {"proxy_hops": self.proxy_hops},
+            "redis": self.redis.describe() if self.redis else None,
         }
 
 
@@ -278,6 +329,25 @@ class _ServerSchema(_StrictSchema):
     proxy_hops = _StrictInt(validate=validate.Range(min=0, max=5))
 
 
+def _check_redis_url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        # Never echo the value: it may hold a password.
+        raise ValidationError("must be a redis:// or rediss:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValidationError("must be a redis:// or rediss:// URL with a valid port") from None
+
+
+class _RedisSchema(_StrictSchema):
+    url = fields.String(validate=_check_redis_url)
+    prefix = fields.String(validate=validate.Regexp(r"\A[A-Za-z0-9_.:-]{1,64}\Z"))
+    timeout = _StrictNumber(validate=validate.Range(min=0.01, max=5))
+    backoff_max = _StrictNumber(validate=validate.Range(min=0.5, max=600))
+    max_connections = _StrictInt(validate=validate.Range(min=2, max=10_000))
+
+
 class _FileSchema(_StrictSchema):
     default_user = fields.String(validate=validate.Regexp(ALIAS_PATTERN))
     upstream = fields.Nested(_UpstreamSchema)
@@ -295,6 +365,7 @@ class _FileSchema(_StrictSchema):
     limits = fields.Nested(_LimitsSchema)
     cors = fields.Nested(_CorsSchema)
     server = fields.Nested(_ServerSchema)
+    redis = fields.Nested(_RedisSchema)
 
     @validates_schema
     def _check_users(self, data: dict[str, Any], **kw: Any) -> None:
@@ -366,7 +437,36 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         limits=LimitSettings(**data.get("limits", {})),
         cors_origins=tuple(data.get("cors", {}).get("origins", [])),
         proxy_hops=data.get("server", {}).get("proxy_hops", 0),
+        redis=_redis_settings(data.get("redis", {}), environ),
     )
+
+
+def _redis_settings(section: dict[str, Any], environ: Mapping[str, str]) -> RedisSettings | None:
+    """[redis] with MUSIC_REDIS_URL and MUSIC_REDIS_PASSWORD_FILE applied; None without a URL."""
+    options = dict(section)
+    url = environ.get("MUSIC_REDIS_URL") or options.pop("url", None)
+    options.pop("url", None)
+    if not url:
+        if options:
+            raise ConfigError("redis.url: required when [redis] is present (or MUSIC_REDIS_URL)")
+        return None
+    try:
+        _check_redis_url(url)
+    except ValidationError as exc:
+        where = "MUSIC_REDIS_URL" if environ.get("MUSIC_REDIS_URL") else "redis.url"
+        raise ConfigError(f"{where}: {exc.messages[0]}") from None
+    password = None
+    path = environ.get("MUSIC_REDIS_PASSWORD_FILE")
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"MUSIC_REDIS_PASSWORD_FILE: cannot read {path}: {reason}") from None
+        if not value:
+            raise ConfigError("MUSIC_REDIS_PASSWORD_FILE: the file is empty")
+        password = Secret(value)
+    return RedisSettings(url=Secret(url), password=password, **options)
 
 
 def _load_token(token_file: str | None, environ: Mapping[str, str]) -> tuple[Secret, str]:

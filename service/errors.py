@@ -128,6 +128,22 @@ class BreakerOpen(GuardRefusal, UpstreamUnavailable):
     """The account's circuit breaker is open: 503 upstream_unavailable, Retry-After left."""
 
 
+def failure_from_body(doc: Mapping[str, Any]) -> UpstreamFailure:
+    """The UpstreamFailure another process answered (fleet single flight), rebuilt by its code."""
+    code = doc.get("code")
+    detail = str(doc.get("detail") or "The upstream failed.")
+    headers = doc.get("headers")
+    found: type[UpstreamFailure] = UpstreamError
+    pending: list[type[UpstreamFailure]] = [UpstreamFailure]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code and not issubclass(cls, GuardRefusal):
+            found = cls
+            break
+        pending.extend(cls.__subclasses__())
+    return found(detail, headers=headers if isinstance(headers, dict) else None)
+
+
 def _http_code(exc: HTTPException) -> str:
     """werkzeug's 'Method Not Allowed' → 'method_not_allowed'."""
     name = exc.name or "error"
