@@ -47,17 +47,18 @@ def create_app(
     if not settings.clients:
         log.warning("no [[clients]] configured: /music is open to anyone who can reach it")
     cache = PageCache(settings.cache, clock=clock)
-    if settings.redis is not None:
-        _share(app, settings, cache)
     guards = Guards(settings.upstream, clock=clock)
+    if settings.redis is not None:
+        _share(app, settings, cache, guards)
     music.register(
         app, settings, UpstreamClient(settings.upstream, pool_size, guards=guards), cache
     )
     return app
 
 
-def _share(app: Flask, settings: Settings, cache: PageCache) -> None:
-    """Put the page cache and its single flight in Redis, shared by every replica."""
+def _share(app: Flask, settings: Settings, cache: PageCache, guards: Guards) -> None:
+    """Put pages, single flights and upstream guards in Redis, shared by every replica."""
+    from .guards.shared import SharedGuardStore
     from .shared import SharedStore
     from .shared.flights import FleetFlights
     from .shared.pages import SharedBackend
@@ -68,5 +69,6 @@ def _share(app: Flask, settings: Settings, cache: PageCache) -> None:
     assert isinstance(cache.backend, MemoryBackend)
     retention = settings.cache.ttl + settings.cache.stale_if_error + 1
     cache.backend = SharedBackend(store, cache.backend, retention, cache.is_fresh)
-    cache.fleet = FleetFlights(store, settings.upstream.worst_case_seconds + 1)
+    cache.fleet = FleetFlights(store, settings.upstream.exchange_deadline + 1)
+    guards.store = SharedGuardStore(store, guards.clock)
     app.extensions["store"] = store

@@ -74,12 +74,6 @@ class UpstreamSettings:
             return self.deadline
         return self.connect_timeout + self.read_timeout
 
-    @property
-    def worst_case_seconds(self) -> float:
-        """The longest one upstream call may take, retries and their pauses included."""
-        attempts = self.retries + 1
-        return attempts * (self.connect_timeout + self.read_timeout * 2) + self.retries * 1.05
-
 
 @dataclass(frozen=True)
 class CacheSettings:

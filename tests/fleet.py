@@ -116,9 +116,7 @@ def fleet(sandbox: SandboxServer, tmp: Path, app_key: str, app_digest: str,
         )
         env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
         replicas = [
-            stack.enter_context(
-                GunicornProcess(env, workers=2, log_path=tmp / f"replica-{i}.log")
-            )
+            stack.enter_context(GunicornProcess(env, workers=2, log_path=tmp / f"replica-{i}.log"))
             for i in (1, 2)
         ]
         listen = f"127.0.0.1:{free_port()}"

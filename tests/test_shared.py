@@ -264,3 +264,44 @@ def test_redis_password_never_reaches_the_logs(
     logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
     assert "wrong-password-123" not in logged
     assert "correct-horse-battery" not in logged
+
+
+def test_a_429_seen_by_one_replica_cools_the_account_down_on_every_replica(
+    replica: Replica, sandbox: SandboxServer
+) -> None:
+    now = [1_000_000.0]
+    one, two = replica(clock=lambda: now[0]), replica(clock=lambda: now[0])
+    sandbox.state.set_fault(
+        "1001", {"kind": "status", "status": 429, "headers": {"Retry-After": "20"}}, times=1
+    )
+    first = one.test_client().get(PAGE)
+    assert first.status_code == 503
+    assert first.get_json()["code"] == "upstream_rate_limited"
+    refused = two.test_client().get(PAGE)  # another replica: no upstream call
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "20"
+    assert sandbox.state.call_count() == 1
+    now[0] += 21  # the cooldown is over for everyone
+    assert two.test_client().get(PAGE).status_code == 200
+    assert sandbox.state.call_count() == 2
+
+
+def test_an_open_breaker_is_shared_and_one_replica_probes(
+    replica: Replica, sandbox: SandboxServer
+) -> None:
+    now = [2_000_000.0]
+    one = replica(clock=lambda: now[0], upstream_breaker_failures=2, upstream_breaker_open=15)
+    two = replica(clock=lambda: now[0], upstream_breaker_failures=2, upstream_breaker_open=15)
+    sandbox.state.set_fault("1002", {"kind": "status", "status": 500}, times=2)
+    assert one.test_client().get("/music?user=edge").status_code == 502
+    assert two.test_client().get("/music?user=edge&type=instrumental").status_code == 502
+    # Two failures across two replicas opened the shared breaker: no call from either.
+    for app in (one, two):
+        resp = app.test_client().get("/music?user=edge&cursor=x")
+        assert resp.status_code == 503
+        assert resp.get_json()["code"] == "upstream_unavailable"
+    assert sandbox.state.call_count() == 2
+    now[0] += 16  # half-open: the next call probes, succeeds, and closes it for all
+    assert two.test_client().get("/music?user=edge").status_code == 200
+    assert one.test_client().get("/music?user=edge&type=instrumental").status_code == 200
+    assert sandbox.state.call_count() == 4
