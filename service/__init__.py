@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import time
 from collections.abc import Callable
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import access, clients, cors, errors, limits, logs, meta, music
 from .cache import MemoryBackend, PageCache
 from .config import Settings, load_settings
 from .guards import Guards
+from .proxies import TrustedProxyFix
 from .upstream import UpstreamClient
 
 __all__ = ["create_app"]
@@ -35,8 +36,10 @@ def create_app(
     pool_size = int(os.environ.get("MUSIC_THREADS", "8"))
     app = Flask(__name__)
     if settings.proxy_hops:
-        # Behind N trusted proxies the caller is the Nth address from the right in X-Forwarded-For.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+        # Behind N trusted proxies the caller is the Nth address from the right in X-Forwarded-For,
+        # believed only when the connecting peer is one of those proxies.
+        networks = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
     # Order matters: request id first, then who is calling, then limits, then the views.
     access.register(app)
     errors.register(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -160,6 +161,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     cors_origins: tuple[str, ...] = ()
     proxy_hops: int = 0
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
     redis: RedisSettings | None = None
 
     @property
@@ -206,7 +208,10 @@ class Settings:
             ],
             "limits": {"default": self.limits.default, "per_address": self.limits.per_address},
             "cors": {"origins": list(self.cors_origins)},
-            "server": {"proxy_hops": self.proxy_hops},
+            "server": {
+                "proxy_hops": self.proxy_hops,
+                "trusted_proxies": list(self.trusted_proxies),
+            },
             "redis": self.redis.describe() if self.redis else None,
         }
 
@@ -319,8 +324,28 @@ class _CorsSchema(_StrictSchema):
     origins = fields.List(fields.String(validate=_check_origin), required=True)
 
 
+def _check_network(value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValidationError(
+            f"'{value}' is not an address or network such as '10.0.0.0/8' or '127.0.0.1'"
+        ) from None
+
+
 class _ServerSchema(_StrictSchema):
     proxy_hops = _StrictInt(validate=validate.Range(min=0, max=5))
+    trusted_proxies = fields.List(fields.String(validate=_check_network))
+
+    @validates_schema
+    def _check_trust(self, data: dict[str, Any], **kw: Any) -> None:
+        # X-Forwarded-For from anyone would let a client pick its own address (rate limits).
+        if data.get("proxy_hops", 0) and not data.get("trusted_proxies"):
+            raise ValidationError(
+                "proxy_hops needs trusted_proxies: the load balancer's addresses (CIDR list) "
+                "whose X-Forwarded-For may be believed",
+                "trusted_proxies",
+            )
 
 
 def _check_redis_url(value: str) -> None:
@@ -431,6 +456,7 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         limits=LimitSettings(**data.get("limits", {})),
         cors_origins=tuple(data.get("cors", {}).get("origins", [])),
         proxy_hops=data.get("server", {}).get("proxy_hops", 0),
+        trusted_proxies=tuple(data.get("server", {}).get("trusted_proxies", [])),
         redis=_redis_settings(data.get("redis", {}), environ),
     )
 

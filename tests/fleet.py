@@ -47,6 +47,7 @@ rate_limit = "100000/minute"
 
 [server]
 proxy_hops = 1
+trusted_proxies = ["127.0.0.1/32"]
 
 [redis]
 url = "{redis_url}"
