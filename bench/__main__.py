@@ -95,7 +95,7 @@ def main() -> None:
             config = Path(tmp) / f"{name}.toml"
             config.write_text(CONFIG.format(base_url=sandbox.base_url, ttl=ttl, extra=extra))
             env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
-            services[name] = GunicornProcess(env, workers=1, threads=8).start()
+            services[name] = GunicornProcess(env, workers=1).start()
         try:
             cached, uncached = services["cached"].url, services["uncached"].url
             keyed = services["keyed"].url

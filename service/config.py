@@ -92,6 +92,22 @@ class LimitSettings:
     per_address: str | None = None  # only when no client is configured
 
 
+# --- issue 8: the bulkhead (a cap on concurrent upstream calls per worker) -------------------
+
+
+@dataclass(frozen=True)
+class BulkheadSettings:
+    """[upstream] max_concurrent_calls and max_wait: how many calls run, how long a miss waits."""
+
+    max_concurrent_calls: int = 100
+    max_wait: float = 5.0
+
+
+BULKHEAD_KEYS = ("max_concurrent_calls", "max_wait")
+
+# --- end issue 8 -------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Settings:
     """The whole, validated configuration of one service process."""
@@ -104,6 +120,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     cors_origins: tuple[str, ...] = ()
     proxy_hops: int = 0
+    bulkhead: BulkheadSettings = field(default_factory=BulkheadSettings)  # issue 8
 
     @property
     def implicit_user(self) -> str | None:
@@ -126,6 +143,9 @@ class Settings:
                 "read_timeout": up.read_timeout,
                 "retries": up.retries,
                 "max_body_bytes": up.max_body_bytes,
+                # issue 8
+                "max_concurrent_calls": self.bulkhead.max_concurrent_calls,
+                "max_wait": self.bulkhead.max_wait,
             },
             "users": dict(self.users),
             "cache": {
@@ -185,6 +205,9 @@ class _UpstreamSchema(_StrictSchema):
     read_timeout = _StrictNumber(validate=_positive("seconds"))
     retries = _StrictInt(validate=validate.Range(min=0, max=10))
     max_body_bytes = _StrictInt(validate=validate.Range(min=1024))
+    # issue 8: the bulkhead
+    max_concurrent_calls = _StrictInt(validate=validate.Range(min=1, max=10_000))
+    max_wait = _StrictNumber(validate=validate.Range(min=0, max=60))
 
 
 class _CacheSchema(_StrictSchema):
@@ -326,6 +349,7 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
     token, source = _load_token(upstream.pop("token_file", None), environ)
     if "base_url" in upstream:
         upstream["base_url"] = upstream["base_url"].rstrip("/")
+    bulkhead = {k: upstream.pop(k) for k in BULKHEAD_KEYS if k in upstream}  # issue 8
     return Settings(
         upstream=UpstreamSettings(token=token, token_source=source, **upstream),
         users=dict(data["users"]),
@@ -343,6 +367,7 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         limits=LimitSettings(**data.get("limits", {})),
         cors_origins=tuple(data.get("cors", {}).get("origins", [])),
         proxy_hops=data.get("server", {}).get("proxy_hops", 0),
+        bulkhead=BulkheadSettings(**bulkhead),  # issue 8
     )
 
 

@@ -90,6 +90,23 @@ class UpstreamUnreachable(UpstreamFailure):
     status, code, title = 502, "upstream_unreachable", "The upstream could not be reached"
 
 
+# --- issue 8: the bulkhead ---------------------------------------------------------------------
+
+BUSY_RETRY_AFTER = 1
+
+
+class UpstreamBusy(UpstreamFailure):
+    """Every upstream slot of this worker stayed taken for the bulkhead's whole max_wait."""
+
+    status, code, title = 503, "upstream_busy", "The service is making too many upstream calls"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+
+
+# --- end issue 8 -------------------------------------------------------------------------------
+
+
 def _http_code(exc: HTTPException) -> str:
     """werkzeug's 'Method Not Allowed' → 'method_not_allowed'."""
     name = exc.name or "error"

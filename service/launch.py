@@ -29,28 +29,26 @@ class GunicornProcess:
         host: str = "127.0.0.1",
         port: int = 0,
         workers: int = 1,
-        threads: int = 8,
         log_path: Path | None = None,
         quiet: bool = True,
     ) -> None:
         self.env = dict(env)
-        self.workers, self.threads = workers, threads
+        self.workers = workers
         self.log_path = log_path
         self.quiet = quiet  # without a log_path: discard gunicorn's output, or let it through
-        self.sock = socket.create_server((host, port), backlog=128)
+        self.sock = socket.create_server((host, port), backlog=2048)
         self.url = "http://{}:{}".format(*self.sock.getsockname()[:2])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout: float = 30.0) -> GunicornProcess:
         """Start gunicorn and return once /healthz answers 200."""
         fd = self.sock.fileno()
-        env = {**os.environ, **self.env, "MUSIC_THREADS": str(self.threads)}
+        env = {**os.environ, **self.env}
         cmd = [
             sys.executable, "-m", "gunicorn",
             "-c", str(GUNICORN_CONF),
             "--bind", f"fd://{fd}",
             "--workers", str(self.workers),
-            "--threads", str(self.threads),
             "service:create_app()",
         ]  # fmt: skip
         if self.log_path:

@@ -7,6 +7,7 @@ import json
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.wrappers import Response as BaseResponse
 
+from .bulkhead import Bulkhead
 from .cache import Lookup, PageCache
 from .clients import authorize, require_client
 from .config import Settings
@@ -21,10 +22,13 @@ bp = Blueprint("music", __name__)
 class Music:
     """The pieces behind /music for one process: settings, upstream client and page cache."""
 
-    def __init__(self, settings: Settings, client: UpstreamClient, cache: PageCache) -> None:
+    def __init__(
+        self, settings: Settings, client: UpstreamClient, cache: PageCache, bulkhead: Bulkhead
+    ) -> None:
         self.settings = settings
         self.client = client
         self.cache = cache
+        self.bulkhead = bulkhead
 
     def alias(self, given: str | None) -> str:
         """The alias a query names, or the implicit one; it must be configured."""
@@ -43,7 +47,9 @@ class Music:
         user_id = self.settings.users[alias]
 
         def load() -> bytes:
-            raw = self.client.list_music(user_id, query.type, query.cursor, request_id)
+            # Only a single flight's leader loads, so only leaders take a bulkhead slot.
+            with self.bulkhead.slot():
+                raw = self.client.list_music(user_id, query.type, query.cursor, request_id)
             return json.dumps(reshape_page(raw), ensure_ascii=False, separators=(",", ":")).encode()
 
         # \x1f cannot occur in any part (user ids and cursors are visible ASCII).
@@ -73,7 +79,9 @@ def list_music() -> BaseResponse:
     return resp.make_conditional(request)
 
 
-def register(app: Flask, settings: Settings, client: UpstreamClient, cache: PageCache) -> None:
+def register(
+    app: Flask, settings: Settings, client: UpstreamClient, cache: PageCache, bulkhead: Bulkhead
+) -> None:
     """Mount /music with its pieces."""
-    app.extensions["music"] = Music(settings, client, cache)
+    app.extensions["music"] = Music(settings, client, cache, bulkhead)
     app.register_blueprint(bp)
