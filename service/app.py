@@ -29,25 +29,33 @@ def create_app(
     """
     settings = settings if settings is not None else load_settings()
     logs.redact([settings.upstream.token.reveal()])
-    app = Flask(__name__)
-    if settings.proxy_hops:
-        # Behind N trusted proxies the caller is the Nth address from the right in X-Forwarded-For.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
-    # Order matters: request id first, then who is calling, then limits, then the views.
-    access.register(app)
-    errors.register(app)
-    clients.register(app, settings.clients)
-    limits.register(app, settings.limits, bool(settings.clients), music.bp)
-    cors.register(app, settings.cors_origins)
-    meta.register(app)
-    if not settings.clients:
-        log.warning("no [[clients]] configured: /music is open to anyone who can reach it")
-    music.register(
-        app,
+    app = Flask("service")
+    registry = clients.ClientRegistry(settings.clients)
+    rate_limits = limits.Limits(settings.limits, registry.required)
+    cross_origin = cors.Cors(settings.cors_origins)
+    the_music = music.Music(
         settings,
         # One pooled connection per bulkhead slot: no churn, and no more than the slots.
         UpstreamClient(settings.upstream, settings.bulkhead.max_concurrent_calls),
         PageCache(settings.cache, clock=clock),
         Bulkhead(settings.bulkhead),
     )
+    # Flask's routes (/healthz, /openapi.yaml, OPTIONS, 404, 405) run these hooks, which call
+    # the same rule functions as /music's handler. Order matters: request id first (its
+    # after-hook, registered first, runs last and logs the final response), then the caller.
+    access.register(app)
+    errors.register(app)
+    clients.register(app, registry)
+    cors.register(app, cross_origin)
+    meta.register(app)
+    music.register(app, the_music)
+    app.extensions["limits"] = rate_limits
+    # GET and HEAD /music, hits and misses, never build a Flask request (service.music).
+    handler = music.MusicHandler(app.wsgi_app, the_music, registry, rate_limits, cross_origin)
+    app.wsgi_app = handler  # type: ignore[method-assign]
+    if settings.proxy_hops:
+        # Behind N trusted proxies the caller is the Nth address from the right in X-Forwarded-For.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+    if not settings.clients:
+        log.warning("no [[clients]] configured: /music is open to anyone who can reach it")
     return app

@@ -1,17 +1,25 @@
-"""Rate limits per client (or per address in open mode), with RateLimit headers and 429 problems."""
+"""Rate limits per client (or per address in open mode), with RateLimit headers and 429 problems.
+
+The `limits` library directly (Flask-Limiter wraps it, and resolved the limit of every request
+through Flask's machinery): each configured limit string is parsed once, and a request costs a
+storage hit and a window read per limit. Counters live in this worker's memory.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+from dataclasses import dataclass
+from functools import lru_cache
 
-from flask import Blueprint, Flask, Response, request
-from flask_limiter import Limiter, RateLimitExceeded
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
 
-from .clients import caller
+from .clients import Caller
 from .config import LimitSettings
-from .errors import Problem, problem_response
+from .errors import Problem
 
 log = logging.getLogger(__name__)
 
@@ -20,69 +28,86 @@ class RateLimited(Problem):
     status, code, title = 429, "rate_limited", "Too many requests"
 
 
+@dataclass(frozen=True)
+class LimitState:
+    """The limit a request counted against (the breached one, else the shortest window)."""
+
+    item: RateLimitItem
+    remaining: int
+    reset_at: float
+    breached: bool
+
+    def headers(self) -> list[tuple[str, str]]:
+        """RateLimit (IETF draft) and X-RateLimit-* headers, and Retry-After when breached."""
+        amount, window = self.item.amount, self.item.get_expiry()
+        reset_in = max(0, math.ceil(self.reset_at - time.time()))
+        remaining = 0 if self.breached else max(0, self.remaining)
+        headers = [
+            ("RateLimit-Policy", f'"music";q={amount};w={window}'),
+            ("RateLimit", f'"music";r={remaining};t={reset_in}'),
+            ("X-RateLimit-Limit", str(amount)),
+            ("X-RateLimit-Remaining", str(remaining)),
+            ("X-RateLimit-Reset", str(int(self.reset_at))),
+        ]
+        if self.breached:
+            headers.append(("Retry-After", str(max(1, reset_in))))
+        return headers
+
+
+@lru_cache(maxsize=256)
+def _parsed(limit: str) -> tuple[RateLimitItem, ...]:
+    """A limit string's items, shortest window first (config validated them at start)."""
+    return tuple(sorted(parse_many(limit), key=lambda item: item.get_expiry()))
+
+
 class Limits:
-    """One app's limiter: which bucket a request counts against, and how much it holds."""
+    """One worker's limiter: which bucket a request counts against, and how much it holds."""
 
     def __init__(self, settings: LimitSettings, clients_required: bool) -> None:
         self.settings = settings
         self.clients_required = clients_required
-        self.limiter = Limiter(
-            key_func=self.bucket,
-            storage_uri="memory://",  # per worker process; a shared store comes with replicas
-            strategy="sliding-window-counter",
-            headers_enabled=False,  # set by _headers: Flask-Limiter puts Retry-After on 200s
-            swallow_errors=True,  # a limiter fault must not take /music down; it is logged
-        )
+        self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
 
-    def bucket(self) -> str:
-        """The identified client's name, else the caller's address."""
-        client = caller().client
-        return f"client:{client.name}" if client else f"addr:{request.remote_addr}"
-
-    def limit(self) -> str:
-        """The limit of the current request's bucket."""
-        client = caller().client
+    def _bucket_and_limit(self, who: Caller, remote_addr: str | None) -> tuple[str, str] | None:
+        """The bucket and limit for a caller; None: not counted (open mode without per_address)."""
+        client = who.client
         if client is not None:
-            return client.rate_limit or self.settings.default
-        if not self.clients_required and self.settings.per_address:
-            return self.settings.per_address
-        return self.settings.default
+            return f"client:{client.name}", client.rate_limit or self.settings.default
+        if not self.clients_required:
+            if self.settings.per_address is None:
+                return None
+            return f"addr:{remote_addr}", self.settings.per_address
+        return f"addr:{remote_addr}", self.settings.default
 
-    def exempt(self) -> bool:
-        """Preflights never count; in open mode nothing counts unless per_address is set."""
-        if request.method == "OPTIONS":
-            return True
-        return not self.clients_required and self.settings.per_address is None
+    def check(self, who: Caller, remote_addr: str | None) -> LimitState | None:
+        """Count one request; raise RateLimited (with the headers) when over a limit."""
+        found = self._bucket_and_limit(who, remote_addr)
+        if found is None:
+            return None
+        bucket, limit = found
+        try:
+            state = self._hit(bucket, _parsed(limit))
+        except Exception:  # a limiter fault must not take /music down; it is logged
+            log.exception("rate limiter failed; request not counted")
+            return None
+        if state.breached:
+            log.warning(
+                "rate limit exceeded", extra={"client": who.client.name if who.client else None}
+            )
+            raise RateLimited(
+                f"Over the limit of {state.item} requests; slow down.",
+                headers=dict(state.headers()),
+            )
+        return state
 
-    def _headers(self, resp: Response) -> Response:
-        current = self.limiter.current_limit
-        if current is None:
-            return resp
-        amount = current.limit.amount
-        window = current.limit.get_expiry()
-        reset_in = max(0, math.ceil(current.reset_at - time.time()))
-        remaining = 0 if current.breached else max(0, current.remaining)
-        resp.headers["RateLimit-Policy"] = f'"music";q={amount};w={window}'
-        resp.headers["RateLimit"] = f'"music";r={remaining};t={reset_in}'
-        resp.headers["X-RateLimit-Limit"] = str(amount)
-        resp.headers["X-RateLimit-Remaining"] = str(remaining)
-        resp.headers["X-RateLimit-Reset"] = str(current.reset_at)
-        if current.breached:
-            resp.headers["Retry-After"] = str(max(1, reset_in))
-        return resp
-
-    def _exceeded(self, exc: RateLimitExceeded) -> Response:
-        who = caller().client
-        log.warning("rate limit exceeded", extra={"client": who.name if who else None})
-        problem = RateLimited(f"Over the limit of {exc.limit.limit} requests; slow down.")
-        return problem_response(problem.status, problem.body())
-
-
-def register(app: Flask, settings: LimitSettings, clients_required: bool, bp: Blueprint) -> None:
-    """Limit the routes of `bp`; every other route (health, spec, metrics) is never counted."""
-    limits = Limits(settings, clients_required)
-    limits.limiter.init_app(app)
-    limits.limiter.limit(limits.limit, exempt_when=limits.exempt)(bp)
-    app.register_error_handler(RateLimitExceeded, limits._exceeded)
-    app.after_request(limits._headers)
-    app.extensions["limits"] = limits
+    def _hit(self, bucket: str, items: tuple[RateLimitItem, ...]) -> LimitState:
+        state = None
+        for item in items:
+            allowed = self.limiter.hit(item, "music", bucket)
+            stats = self.limiter.get_window_stats(item, "music", bucket)
+            if not allowed:
+                return LimitState(item, 0, stats.reset_time, breached=True)
+            if state is None:  # the shortest window's, when none is breached
+                state = LimitState(item, stats.remaining, stats.reset_time, breached=False)
+        assert state is not None  # parse_many never returns an empty list
+        return state
