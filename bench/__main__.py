@@ -136,6 +136,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--only",
+        choices=["hits"],
+        help="just the hit rows (for iterating on the hit path)",
+    )
     args = parser.parse_args()
     secs = args.seconds
 
@@ -166,9 +171,10 @@ def main() -> None:
             get(keyed.url, PAGE, auth)
             table = Table()
             for rnd in range(args.rounds):
-                run_round(rnd, secs, table, svc.url, keyed.url, bare.url, upstream, auth)
+                run_round(rnd, secs, table, svc.url, keyed.url, bare.url, upstream, auth, args.only)
                 print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
-            rss_row(table, envs["service"], bare, start, body)
+            if args.only is None:
+                rss_row(table, envs["service"], bare, start, body)
             print(
                 f"\n{args.rounds} rounds x {secs:g} s per measurement, wrk -t1, loopback; "
                 f"gunicorn -c deploy/gunicorn.conf.py, {args.workers} workers "
@@ -176,7 +182,8 @@ def main() -> None:
             )
             table.print()
             print()
-            probe_rows(svc.url)
+            if args.only is None:
+                probe_rows(svc.url)
         finally:
             for proc in started:
                 proc.stop()
@@ -191,6 +198,7 @@ def run_round(
     bare: str,
     upstream: str,
     auth: dict[str, str],
+    only: str | None = None,
 ) -> None:
     """One round of every row; odd rounds run each baseline first."""
 
@@ -200,6 +208,10 @@ def run_round(
             return row(), b
         r = row()
         return r, base()
+
+    if only == "hits":
+        hit_rows(rnd, secs, table, svc, keyed, bare, auth, pair)
+        return
 
     # 1. A cached page while SLOW_CALLERS callers wait on a 2 s upstream (distinct pages).
     def loaded() -> WrkResult:
@@ -241,6 +253,37 @@ def run_round(
         "req/s",
         ">= 0.9",
     )
+    hit_rows(rnd, secs, table, svc, keyed, bare, auth, pair)
+    # 5. A miss on a 50 ms upstream, one at a time, against calling the upstream directly.
+    direct_url = upstream + "/v1/tempolor/music/?user_id=d50&type=song"
+    miss, direct = pair(
+        lambda: wrk(svc, secs, 1, distinct_prefix=f"/music?user=fast&cursor=r{rnd}f"),
+        lambda: wrk(direct_url, secs, 1, headers={"Authorization": "Bearer bench-token"}),
+    )
+    added = miss.p50 - direct.p50
+    table.add(
+        "miss, 50 ms upstream: added p50 ms (ratio: service p50 ÷ direct p50)",
+        added,
+        miss.p50 / direct.p50,
+        "ms",
+        "<= 1 ms",
+    )
+
+
+Pair = Callable[[Callable[[], WrkResult], Callable[[], WrkResult]], tuple[WrkResult, ...]]
+
+
+def hit_rows(
+    rnd: int,
+    secs: float,
+    table: Table,
+    svc: str,
+    keyed: str,
+    bare: str,
+    auth: dict[str, str],
+    pair: Pair,
+) -> None:
+    """Rows 3 and 4: cache hits, plain and keyed, against bare Flask in the same round."""
     # 3, 4. Hits: the service, keyed, and bare Flask returning the same bytes.
     hit, base = pair(lambda: wrk(svc + PAGE, secs, 32), lambda: wrk(bare + "/music", secs, 32))
     key_hit = wrk(keyed + PAGE, secs, 32, headers=auth)
@@ -263,20 +306,6 @@ def run_round(
         ">= 0.9",
     )
     table.add("  bare Flask req/s (the baseline)", base_rps, 1.0, "req/s", "")
-    # 5. A miss on a 50 ms upstream, one at a time, against calling the upstream directly.
-    direct_url = upstream + "/v1/tempolor/music/?user_id=d50&type=song"
-    miss, direct = pair(
-        lambda: wrk(svc, secs, 1, distinct_prefix=f"/music?user=fast&cursor=r{rnd}f"),
-        lambda: wrk(direct_url, secs, 1, headers={"Authorization": "Bearer bench-token"}),
-    )
-    added = miss.p50 - direct.p50
-    table.add(
-        "miss, 50 ms upstream: added p50 ms (ratio: service p50 ÷ direct p50)",
-        added,
-        miss.p50 / direct.p50,
-        "ms",
-        "<= 1 ms",
-    )
 
 
 def rss_row(

@@ -29,6 +29,7 @@ def create_app(
     """
     settings = settings if settings is not None else load_settings()
     logs.redact([settings.upstream.token.reveal()])
+    logs.skip_unused_record_fields()
     app = Flask("service")
     registry = clients.ClientRegistry(settings.clients)
     rate_limits = limits.Limits(settings.limits, registry.required)

@@ -2,13 +2,15 @@
 
 The `limits` library directly (Flask-Limiter wraps it, and resolved the limit of every request
 through Flask's machinery): each configured limit string is parsed once, and a request costs a
-storage hit and a window read per limit. Counters live in this worker's memory.
+storage hit and a window read per limit. Counters live in this worker's memory
+(SweptMemoryStorage); any `limits` storage with sliding-window support can replace it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -54,6 +56,52 @@ class LimitState:
         return headers
 
 
+class SweptMemoryStorage(MemoryStorage):
+    """limits' MemoryStorage, minus its expiry timer: expired counters are swept inline.
+
+    MemoryStorage starts a timer thread 10 ms after every hit (a greenlet under gevent) to drop
+    expired counters, and guards each counter with a re-entrant lock; measured under the gevent
+    worker, that made a keyed hit cost a third more than one without a limit. Reads already
+    ignore expired counters, so only memory needs the sweep, every SWEEP_EVERY increments.
+    """
+
+    SWEEP_EVERY = 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timer.cancel()
+        self._lock = threading.Lock()
+        self._since_sweep = 0
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        """Add amount to a counter (expiring `expiry` seconds after its first increment)."""
+        self.get(key)  # drops the counter if it expired
+        with self._lock:
+            value = self.storage[key] = self.storage[key] + amount
+            if value == amount:
+                self.expirations[key] = time.time() + expiry
+            self._since_sweep += 1
+            if self._since_sweep >= self.SWEEP_EVERY:
+                self._since_sweep = 0
+                self._sweep()
+        return value
+
+    def decr(self, key: str, amount: int = 1) -> int:
+        """Take amount off a counter, not below 0."""
+        self.get(key)
+        with self._lock:
+            value = self.storage[key] = max(self.storage[key] - amount, 0)
+        return value
+
+    def _sweep(self) -> None:
+        now = time.time()
+        for key, expires in list(self.expirations.items()):
+            if expires <= now:
+                self.storage.pop(key, None)
+                self.expirations.pop(key, None)
+                self.locks.pop(key, None)
+
+
 @lru_cache(maxsize=256)
 def _parsed(limit: str) -> tuple[RateLimitItem, ...]:
     """A limit string's items, shortest window first (config validated them at start)."""
@@ -66,7 +114,7 @@ class Limits:
     def __init__(self, settings: LimitSettings, clients_required: bool) -> None:
         self.settings = settings
         self.clients_required = clients_required
-        self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.limiter = SlidingWindowCounterRateLimiter(SweptMemoryStorage())
 
     def _bucket_and_limit(self, who: Caller, remote_addr: str | None) -> tuple[str, str] | None:
         """The bucket and limit for a caller; None: not counted (open mode without per_address)."""
