@@ -44,6 +44,9 @@ limit_request_line = 4094
 limit_request_fields = 64
 limit_request_field_size = 8190
 logconfig_dict = logging_config(os.environ.get("MUSIC_LOG_LEVEL", "INFO"))
+# The app writes the access line (with request id, client and cache outcome); this logger skips
+# building gunicorn's own, which gunicorn.access (WARNING in logconfig_dict) would drop.
+logger_class = "service.worker.AccessQuietLogger"
 proc_name = "music-facade"
 # gunicorn 27's control socket is one fixed path per user; unused here, and several instances on
 # one machine (tests, side-by-side deployments) would fight over it.

@@ -7,9 +7,9 @@ them directly, and Flask's hooks (register) call the same ones for every other r
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from flask import Flask, Response, g, request
 
@@ -23,7 +23,7 @@ def request_id(given: str | None) -> str:
     """The request's id: the caller's X-Request-ID when it is safe, else a fresh one."""
     if given and _REQUEST_ID_RE.match(given):
         return given
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, without building a UUID
 
 
 def common_headers(rid: str) -> list[tuple[str, str]]:

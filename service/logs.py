@@ -21,6 +21,10 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) |
 }
 
 
+# One encoder for every line: json.dumps with any option builds a new one per call.
+_ENCODER = json.JSONEncoder(default=str)
+
+
 class JsonLines(logging.Formatter):
     """One JSON object per record: time, level, logger, message, exc_info, then the extras.
 
@@ -59,7 +63,7 @@ class JsonLines(logging.Formatter):
         for name, value in vars(record).items():
             if name not in _RECORD_ATTRS:
                 doc[name] = value
-        return json.dumps(doc, default=str)
+        return _ENCODER.encode(doc)
 
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:
@@ -125,16 +129,22 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record in place when it holds a secret; never drop it."""
         secrets = self._secrets()
-        message = record.getMessage()
+        # Formatted once, here: the formatter then finds it done.
+        message = record.msg = record.getMessage()
+        record.args = None
         if record.exc_info:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
-        texts = [message] + [v for v in vars(record).values() if isinstance(v, str)]
+        # What may hold a secret: the message, a traceback, a stack, and the extra fields (a
+        # record's own attributes name code locations, never data).
+        fields = vars(record)
+        texts = [message, record.exc_text or "", record.stack_info or ""]
+        texts += [fields[k] for k in fields.keys() - _RECORD_ATTRS if isinstance(fields[k], str)]
         blob = "\0".join(texts)
         if not any(secret in blob for secret in secrets):
             return True
-        record.msg, record.args = self._clean(message, secrets), None
-        for name, value in list(vars(record).items()):
+        record.msg = self._clean(message, secrets)
+        for name, value in list(fields.items()):
             if isinstance(value, str) and name != "msg":
                 setattr(record, name, self._clean(value, secrets))
         return True

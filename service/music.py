@@ -119,7 +119,7 @@ class MusicHandler:
         authorization = environ.get("HTTP_AUTHORIZATION")
         presented(authorization)
         who = self.registry.identify(authorization)
-        user = None
+        user = cache_status = None
         limit_headers: list[tuple[str, str]] = []
         try:
             state = self.limits.check(who, environ.get("REMOTE_ADDR"))
@@ -133,21 +133,25 @@ class MusicHandler:
             authorize(who.client, alias)  # before the cache: a cached page is no excuse
             user = alias
             lookup = self.music.page(alias, query, rid)
+            cache_status = lookup.cache_status
             status, body, headers = page_parts(lookup, environ.get("HTTP_IF_NONE_MATCH"))
+            headers += limit_headers
         except Problem as exc:
             status = exc.status
             body, headers = problem_parts(exc.body(), rid, exc.headers)
             headers.append(("Content-Length", str(len(body))))
+            present = {name for name, _ in headers}  # a 429 carries its own rate-limit headers
+            headers += [h for h in limit_headers if h[0] not in present]
         except Exception as exc:
             log.error("unexpected error", exc_info=exc)
             status = 500
             body, headers = problem_parts(Problem(INTERNAL_DETAIL).body(), rid)
             headers.append(("Content-Length", str(len(body))))
-        headers += [h for h in limit_headers if h[0] not in dict(headers)]
-        headers += self.cors.headers(environ.get("HTTP_ORIGIN"))
+            headers += limit_headers
+        if self.cors.enabled:
+            headers += self.cors.headers(environ.get("HTTP_ORIGIN"))
         headers += access.common_headers(rid)
         start_response(_STATUS_LINES[status], headers)
-        cache_status = next((v for k, v in headers if k == "Cache-Status"), None)
         access.log_access(
             method,
             "/music",
