@@ -33,6 +33,7 @@ class WrkResult:
     """One wrk run: throughput, latency percentiles and max (ms), and failed responses."""
 
     rps: float
+    avg: float
     p50: float
     p99: float
     max: float
@@ -57,6 +58,7 @@ def parse(report: str) -> WrkResult:
     errors = re.search(r"connect (\d+), read (\d+), write (\d+), timeout (\d+)", report)
     return WrkResult(
         rps=float(rps.group(1)),
+        avg=_ms(latency.group(1), latency.group(2)),
         p50=_ms(*p50.groups()),
         p99=_ms(*p99.groups()),
         max=_ms(latency.group(5), latency.group(6)),
