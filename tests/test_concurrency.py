@@ -115,3 +115,30 @@ def test_clients_that_never_read_do_not_block_others(live: GunicornProcess) -> N
                 conn.settimeout(0.5)
                 conn.sendall(pipelined)
         still_serving(live)
+
+
+def test_single_flight_under_the_gevent_worker(
+    live: GunicornProcess, sandbox: SandboxServer
+) -> None:
+    # The cache's threading.Lock and concurrent.futures.Future, monkey-patched: followers of a
+    # flight wait on the leader's future without blocking the worker, and get its page.
+    sandbox.state.set_fault("1001", {"kind": "hang", "seconds": 60})
+    results: list[requests.Response] = []
+
+    def same_page() -> None:
+        results.append(requests.get(f"{live.url}/music?user=studio", timeout=30))
+
+    threads = [threading.Thread(target=same_page) for _ in range(32)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: sandbox.state.call_count("1001") == 1)
+        still_serving(live)
+    finally:
+        sandbox.state.release()
+        for t in threads:
+            t.join()
+    assert [r.status_code for r in results] == [200] * 32
+    assert len({r.content for r in results}) == 1
+    assert sandbox.state.call_count("1001") == 1
+    assert any("collapsed" in r.headers["Cache-Status"] for r in results)
