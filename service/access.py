@@ -46,24 +46,23 @@ def log_access(
     """One INFO line per request (set the service.access logger to WARNING to turn it off)."""
     if not log.isEnabledFor(logging.INFO):
         return
-    log.info(
-        "%s %s %s",
-        method,
-        path,
-        status,
-        extra={
-            "request_id": rid,
-            "method": method,
-            "path": path,
-            # Not the raw query: a careless caller may put a key in it. The parsed alias instead.
-            "user": user,
-            "client": client,
-            "status": status,
-            "duration_ms": round((time.monotonic() - started) * 1000, 2),
-            "cache": cache,
-            "remote_addr": remote_addr,
-        },
+    # logging's own record path (Logger.info → makeRecord with `extra`) without its per-key
+    # collision checks: the fields below are fixed and never collide with a record's own.
+    record = logging.LogRecord(
+        log.name, logging.INFO, __file__, 0, "%s %s %s", (method, path, status), None
     )
+    fields = record.__dict__
+    fields["request_id"] = rid
+    fields["method"] = method
+    fields["path"] = path
+    # Not the raw query: a careless caller may put a key in it. The parsed alias instead.
+    fields["user"] = user
+    fields["client"] = client
+    fields["status"] = status
+    fields["duration_ms"] = round((time.monotonic() - started) * 1000, 2)
+    fields["cache"] = cache
+    fields["remote_addr"] = remote_addr
+    log.handle(record)
 
 
 def _begin() -> None:

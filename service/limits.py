@@ -12,8 +12,8 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
@@ -30,8 +30,7 @@ class RateLimited(Problem):
     status, code, title = 429, "rate_limited", "Too many requests"
 
 
-@dataclass(frozen=True)
-class LimitState:
+class LimitState(NamedTuple):
     """The limit a request counted against (the breached one, else the shortest window)."""
 
     item: RateLimitItem
@@ -127,6 +126,20 @@ class SweptMemoryStorage(MemoryStorage):
             self._add(current_key, amount, 2 * expiry, now)
             return True
 
+    def hit_sliding_window(
+        self, key: str, limit: int, expiry: int
+    ) -> tuple[bool, int, float, int, float]:
+        """acquire_sliding_window_entry and the window after it, in one pass (Limits' fast path)."""
+        now = time.time()
+        with self._lock:
+            previous, previous_ttl, current, current_ttl, current_key = self._window(
+                key, expiry, now
+            )
+            if math.floor(previous * previous_ttl / expiry + current) + 1 > limit:
+                return False, previous, previous_ttl, current, current_ttl
+            current = self._add(current_key, 1, 2 * expiry, now)
+            return True, previous, previous_ttl, current, current_ttl
+
     def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
         """Previous and current window counts and how long each has left."""
         with self._lock:
@@ -173,7 +186,7 @@ class Limits:
             return None
         bucket, limit = found
         try:
-            state = self._hit(bucket, _parsed(limit))
+            state = self._hit(_counters(limit, bucket))
         except Exception:  # a limiter fault must not take /music down; it is logged
             log.exception("rate limiter failed; request not counted")
             return None
@@ -187,38 +200,45 @@ class Limits:
             )
         return state
 
-    def _hit(self, bucket: str, items: tuple[RateLimitItem, ...]) -> LimitState:
+    def _hit(self, counters: tuple[_Counter, ...]) -> LimitState:
         """Count a hit against each limit (shortest window first), stopping at a breached one.
 
         The storage's sliding-window calls directly, with each counter's key made once: the
         strategy object's hit + get_window_stats spent most of their time making keys.
         """
         state = None
-        for item in items:
-            key, amount, expiry = _key(item, bucket), item.amount, item.get_expiry()
-            if not self.storage.acquire_sliding_window_entry(key, amount, expiry, 1):
-                return LimitState(item, 0, self._reset_at(key, expiry), breached=True)
+        swept = self.storage if isinstance(self.storage, SweptMemoryStorage) else None
+        for item, key, amount, expiry in counters:
+            if swept is not None:  # one pass instead of two
+                allowed, *window = swept.hit_sliding_window(key, amount, expiry)
+            else:
+                allowed = self.storage.acquire_sliding_window_entry(key, amount, expiry, 1)
+                window = list(self.storage.get_sliding_window(key, expiry))
+            previous, previous_ttl, current, current_ttl = window
+            reset_at = _reset_at(expiry, previous, previous_ttl, current, current_ttl)
+            if not allowed:
+                return LimitState(item, 0, reset_at, True)
             if state is None:  # the shortest window's, when none is breached
-                previous, previous_ttl, current, current_ttl = self.storage.get_sliding_window(
-                    key, expiry
-                )
                 used = math.floor(previous * previous_ttl / expiry + current)
-                reset_at = _reset_at(expiry, previous, previous_ttl, current, current_ttl)
-                state = LimitState(item, max(0, amount - used), reset_at, breached=False)
+                state = LimitState(item, max(0, amount - used), reset_at, False)
         assert state is not None  # parse_many never returns an empty list
         return state
 
-    def _reset_at(self, key: str, expiry: int) -> float:
-        return _reset_at(expiry, *self.storage.get_sliding_window(key, expiry))
+
+_Counter = tuple[RateLimitItem, str, int, int]
 
 
 @lru_cache(maxsize=4096)
-def _key(item: RateLimitItem, bucket: str) -> str:
-    return item.key_for("music", bucket)
+def _counters(limit: str, bucket: str) -> tuple[_Counter, ...]:
+    """A bucket's counters for a limit string: item, storage key, amount, window (seconds)."""
+    return tuple(
+        (item, item.key_for("music", bucket), item.amount, item.get_expiry())
+        for item in _parsed(limit)
+    )
 
 
 def _reset_at(
-    expiry: int, previous: int, previous_ttl: float, current: int, current_ttl: float
+    expiry: int, previous: float, previous_ttl: float, current: float, current_ttl: float
 ) -> float:
     """When the next request frees up (limits' SlidingWindowCounterRateLimiter.get_window_stats)."""
     now = time.time()

@@ -60,9 +60,8 @@ class JsonLines(logging.Formatter):
             doc["exc_info"] = record.exc_text
         if record.stack_info:
             doc["stack_info"] = self.formatStack(record.stack_info)
-        for name, value in vars(record).items():
-            if name not in _RECORD_ATTRS:
-                doc[name] = value
+        attrs = _RECORD_ATTRS
+        doc.update({name: value for name, value in vars(record).items() if name not in attrs})
         return _ENCODER.encode(doc)
 
 
