@@ -1,151 +1,384 @@
-"""Benchmark: requests per second through gunicorn, as ratios to /healthz measured in the same run.
+"""Benchmark: each figure of issue 8's table as a ratio to a baseline measured in the same run.
 
-    ./run bench [--seconds 2] [--rounds 3] [--clients 8]
+    ./run bench [--seconds 3] [--rounds 5]
 
-Starts the sandbox upstream and three services under gunicorn (cache on; cache off; cache on
-with a client key and a rate limit that is never reached), then
-measures each scenario in alternating rounds with keep-alive clients on loopback. The machines
-are shared and noisy, so the numbers that mean something are the ratios to /healthz, the
-cheapest request the same stack can answer, measured in the same rounds.
+Starts a stub upstream (bench/upstream.py: any page, after the delay its user id names), the
+service under deploy/gunicorn.conf.py (production worker class and settings, 2 workers), the
+same with a client key and rate limit, and bare Flask returning the same page bytes under the
+same configuration (bench/baseline.py). Then, in alternating rounds, each row with its
+baseline next to it; the table shows each row's median and its spread (min-max) over rounds.
+Then the three hostile-client probes. Load comes from wrk (see bench/wrk.py for why).
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from service.clients import mint_key
 from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+
+from . import probes
+from .wrk import WrkResult, wrk
 
 CONFIG = """
 [upstream]
 base_url = "{base_url}"
 retries = 0
 [users]
-studio = "1001"
+page = "d0"
+fast = "d50"
+mid = "d200"
+slow = "d2000"
 [cache]
-ttl = {ttl}
+ttl = 3600
 {extra}"""
 
 CLIENT = """
 [[clients]]
 name = "bench"
 key_sha256 = "{digest}"
-users = ["studio"]
+users = ["*"]
 rate_limit = "1000000/minute"
 """
 
+PAGE = "/music?user=page"
+SLOW_CALLERS = 64
+MID_CALLERS = 64
+MID_DELAY = 0.2
 
-def load(url: str, path: str, headers: dict[str, str], seconds: float, clients: int) -> float:
-    """Requests per second that `clients` keep-alive connections get for `path` in `seconds`."""
-    parts = urlsplit(url)
-    counts = [0] * clients
-    deadline = time.monotonic() + seconds
-    failures: list[str] = []
 
-    def client(i: int) -> None:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
-        try:
-            while time.monotonic() < deadline:
-                conn.request("GET", path, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status not in (200, 304):
-                    failures.append(f"{path}: {resp.status}")
-                    return
-                counts[i] += 1
-        finally:
-            conn.close()
+@contextmanager
+def stub_upstream() -> Iterator[str]:
+    """bench/upstream.py in a child process; yields its base URL."""
+    sock = socket.create_server(("127.0.0.1", 0), backlog=2048)
+    # Accepted sockets inherit it: gevent's server writes headers and body separately, and
+    # with Nagle the body would wait for the client's delayed ACK (40 ms on Linux).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    host, port = sock.getsockname()[:2]
+    cmd = [sys.executable, "-m", "bench.upstream", "--fd", str(sock.fileno())]
+    proc = subprocess.Popen(cmd, pass_fds=(sock.fileno(),))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                get(f"http://{host}:{port}", "/v1/tempolor/music/?user_id=d0")
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield f"http://{host}:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
+        sock.close()
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failures:
-        raise RuntimeError(failures[0])
-    return sum(counts) / (time.monotonic() - started)
+
+def get(base: str, path: str, headers: dict[str, str] | None = None) -> bytes:
+    """One GET on a new connection; the body of a 200, else an error."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{path}: {resp.status}")
+        return body
+    finally:
+        conn.close()
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident set size in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+class Table:
+    """Rows of per-round values and their baselines, printed as medians with spread."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, str, list[float], list[float]]] = {}
+
+    def add(self, name: str, value: float, ratio: float, unit: str, target: str) -> None:
+        self.rows.setdefault(name, (unit, target, [], []))
+        self.rows[name][2].append(value)
+        self.rows[name][3].append(ratio)
+
+    def print(self) -> None:
+        print("| figure | median (min-max) | ratio: median (min-max) | target |")
+        print("|---|---|---|---|")
+        for name, (unit, target, values, ratios) in self.rows.items():
+            v, r = _spread(values, unit), _spread(ratios, "")
+            print(f"| {name} | {v} | {r} | {target} |")
+
+
+def _spread(values: list[float], unit: str) -> str:
+    fmt = "{:.0f}" if unit in ("req/s", "MB") or statistics.median(values) >= 100 else "{:.2f}"
+    med, lo, hi = (fmt.format(x) for x in (statistics.median(values), min(values), max(values)))
+    return f"{med} {unit} ({lo}-{hi})".replace("  ", " ").strip()
 
 
 def main() -> None:
-    """Run every scenario and print a table of ratios to the /healthz baseline."""
+    """Start everything, run the rounds and the probes, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--clients", type=int, default=8)
-    args = parser.parse_args()
-
-    with SandboxServer() as sandbox, tempfile.TemporaryDirectory() as tmp:
-        key, digest = mint_key()
-        services = {}
-        for name, ttl, extra in (
-            ("cached", 3600, ""),
-            ("uncached", 0, ""),
-            ("keyed", 3600, CLIENT.format(digest=digest)),
-        ):
-            config = Path(tmp) / f"{name}.toml"
-            config.write_text(CONFIG.format(base_url=sandbox.base_url, ttl=ttl, extra=extra))
-            env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
-            services[name] = GunicornProcess(env, workers=1, threads=8).start()
-        try:
-            cached, uncached = services["cached"].url, services["uncached"].url
-            keyed = services["keyed"].url
-            auth = {"Authorization": f"Bearer {key}"}
-            page = "/music?user=studio&type=song"
-            etag = _etag(cached, page)
-            scenarios: dict[str, Callable[[], float]] = {
-                "GET /healthz (baseline)": lambda: load(
-                    cached, "/healthz", {}, args.seconds, args.clients
-                ),
-                "GET /music, cache hit": lambda: load(cached, page, {}, args.seconds, args.clients),
-                "GET /music, cache hit, client key + rate limit": lambda: load(
-                    keyed, page, auth, args.seconds, args.clients
-                ),
-                "GET /music, If-None-Match → 304": lambda: load(
-                    cached, page, {"If-None-Match": etag}, args.seconds, args.clients
-                ),
-                "GET /music, cache off (upstream + reshape)": lambda: load(
-                    uncached, page, {}, args.seconds, args.clients
-                ),
-            }
-            results: dict[str, list[float]] = {name: [] for name in scenarios}
-            for _ in range(args.rounds):
-                for name, run in scenarios.items():
-                    results[name].append(run())
-        finally:
-            for service in services.values():
-                service.stop()
-
-    base = statistics.median(results["GET /healthz (baseline)"])
-    print(
-        f"{args.rounds} rounds x {args.seconds:g} s, {args.clients} keep-alive clients, "
-        "1 gunicorn gthread worker x 8 threads, loopback"
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--only",
+        choices=["hits"],
+        help="just the hit rows (for iterating on the hit path)",
     )
-    print(f"{'scenario':<45} {'median req/s':>12} {'ratio to /healthz':>18}")
-    for name, values in results.items():
-        median = statistics.median(values)
-        print(f"{name:<45} {median:>12.0f} {median / base:>18.2f}")
+    args = parser.parse_args()
+    secs = args.seconds
+
+    with stub_upstream() as upstream, tempfile.TemporaryDirectory() as tmp:
+        key, digest = mint_key()
+        base_url = upstream + "/v1/tempolor"
+        envs = {}
+        for name, extra in (("service", ""), ("keyed", CLIENT.format(digest=digest))):
+            config = Path(tmp) / f"{name}.toml"
+            config.write_text(CONFIG.format(base_url=base_url, extra=extra))
+            envs[name] = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": "bench-token"}
+        started: list[GunicornProcess] = []
+
+        def start(env: dict[str, str], workers: int, app: str) -> GunicornProcess:
+            log = Path(tmp) / f"gunicorn-{len(started)}.log"
+            started.append(GunicornProcess(env, workers=workers, log_path=log, app=app).start())
+            return started[-1]
+
+        try:
+            svc = start(envs["service"], args.workers, "service:create_app()")
+            keyed = start(envs["keyed"], args.workers, "service:create_app()")
+            body = Path(tmp) / "page.json"
+            body.write_bytes(get(svc.url, PAGE))
+            bare_env = {**envs["service"], "BENCH_BODY_FILE": str(body)}
+            bare = start(bare_env, args.workers, "bench.baseline:create_app()")
+            assert get(bare.url, "/music") == get(svc.url, PAGE) == body.read_bytes()
+            auth = {"Authorization": f"Bearer {key}"}
+            get(keyed.url, PAGE, auth)
+            table = Table()
+            for rnd in range(args.rounds):
+                run_round(rnd, secs, table, svc.url, keyed.url, bare.url, upstream, auth, args.only)
+                print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
+            if args.only is None:
+                rss_row(table, envs["service"], bare, start, body)
+            print(
+                f"\n{args.rounds} rounds x {secs:g} s per measurement, wrk -t1, loopback; "
+                f"gunicorn -c deploy/gunicorn.conf.py, {args.workers} workers "
+                f"(service.worker.ProblemWorker, gevent); {os.cpu_count()} CPUs\n"
+            )
+            table.print()
+            print()
+            if args.only is None:
+                probe_rows(svc.url)
+        finally:
+            for proc in started:
+                proc.stop()
 
 
-def _etag(url: str, path: str) -> str:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
-    try:
-        conn.request("GET", path)
+def run_round(
+    rnd: int,
+    secs: float,
+    table: Table,
+    svc: str,
+    keyed: str,
+    bare: str,
+    upstream: str,
+    auth: dict[str, str],
+    only: str | None = None,
+) -> None:
+    """One round of every row; odd rounds run each baseline first."""
+
+    def pair(row: Callable[[], WrkResult], base: Callable[[], WrkResult]) -> tuple[WrkResult, ...]:
+        if rnd % 2:
+            b = base()
+            return row(), b
+        r = row()
+        return r, base()
+
+    if only == "hits":
+        hit_rows(rnd, secs, table, svc, keyed, bare, auth, pair)
+        return
+
+    # 1. A cached page while SLOW_CALLERS callers wait on a 2 s upstream (distinct pages).
+    def loaded() -> WrkResult:
+        load = subprocess.Popen(
+            [
+                "wrk", "-t1", f"-c{SLOW_CALLERS}", f"-d{secs + 3:g}s", "--timeout=10s",
+                "-s", _lua(), svc, f"/music?user=slow&cursor=r{rnd}s{time.time_ns()}x",
+            ],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            time.sleep(2.5)  # the first 2 s calls are in flight, the next ones queued behind
+            return wrk(svc + PAGE, secs, 1)
+        finally:
+            load.wait()
+
+    hot, quiet = pair(loaded, lambda: wrk(svc + PAGE, secs, 1))
+    table.add(
+        "cached page p99 while 64 callers wait on a 2 s upstream (ratio: to p99 without them)",
+        hot.p99,
+        hot.p99 / quiet.p99,
+        "ms",
+        "p99 < 20 ms",
+    )
+    table.add(
+        "  … its max",
+        hot.max,
+        hot.max / quiet.max,
+        "ms",
+        "",
+    )
+    # 2. MID_CALLERS concurrent distinct misses on a 200 ms upstream: throughput ÷ ideal.
+    # Throughput by Little's law (callers ÷ mean latency): wrk's own count leaves out the
+    # wave of requests still in flight when it stops, up to a tenth of a 2 s run.
+    ideal = MID_CALLERS / MID_DELAY
+    mid = wrk(svc, secs, MID_CALLERS, distinct_prefix=f"/music?user=mid&cursor=r{rnd}m")
+    if mid.bad:
+        raise RuntimeError(f"failed responses in the slow-upstream run: {mid}")
+    mid_rps = MID_CALLERS / (mid.avg / 1000)
+    table.add(
+        f"64 concurrent distinct pages, 200 ms upstream: req/s (ratio: to ideal {ideal:.0f})",
+        mid_rps,
+        mid_rps / ideal,
+        "req/s",
+        ">= 0.9",
+    )
+    hit_rows(rnd, secs, table, svc, keyed, bare, auth, pair)
+    # 5. A miss on a 50 ms upstream, one at a time, against calling the upstream directly.
+    direct_url = upstream + "/v1/tempolor/music/?user_id=d50&type=song"
+    miss, direct = pair(
+        lambda: wrk(svc, secs, 1, distinct_prefix=f"/music?user=fast&cursor=r{rnd}f"),
+        lambda: wrk(direct_url, secs, 1, headers={"Authorization": "Bearer bench-token"}),
+    )
+    added = miss.p50 - direct.p50
+    table.add(
+        "miss, 50 ms upstream: added p50 ms (ratio: service p50 ÷ direct p50)",
+        added,
+        miss.p50 / direct.p50,
+        "ms",
+        "<= 1 ms",
+    )
+
+
+Pair = Callable[[Callable[[], WrkResult], Callable[[], WrkResult]], tuple[WrkResult, ...]]
+
+
+def hit_rows(
+    rnd: int,
+    secs: float,
+    table: Table,
+    svc: str,
+    keyed: str,
+    bare: str,
+    auth: dict[str, str],
+    pair: Pair,
+) -> None:
+    """Rows 3 and 4: cache hits, plain and keyed, against bare Flask in the same round."""
+    # 3, 4. Hits: the service, keyed, and bare Flask returning the same bytes.
+    hit, base = pair(lambda: wrk(svc + PAGE, secs, 32), lambda: wrk(bare + "/music", secs, 32))
+    key_hit = wrk(keyed + PAGE, secs, 32, headers=auth)
+    for result in (hit, base, key_hit):
+        if result.bad:
+            raise RuntimeError(f"failed responses in a hit run: {result}")
+    base_rps = base.rps
+    table.add(
+        "cache hit req/s (ratio: to bare Flask, same bytes, same gunicorn settings)",
+        hit.rps,
+        hit.rps / base_rps,
+        "req/s",
+        ">= 1.0",
+    )
+    table.add(
+        "keyed cache hit (client key + rate limit) req/s (ratio: to bare Flask)",
+        key_hit.rps,
+        key_hit.rps / base_rps,
+        "req/s",
+        ">= 0.9",
+    )
+    table.add("  bare Flask req/s (the baseline)", base_rps, 1.0, "req/s", "")
+
+
+def rss_row(
+    table: Table,
+    env: dict[str, str],
+    bare: GunicornProcess,
+    start: Callable[[dict[str, str], int, str], GunicornProcess],
+    body: Path,
+) -> None:
+    """RSS of one worker holding 1024 cached pages, against a bare Flask worker's."""
+    one = start(env, 1, "service:create_app()")
+    host, port = one.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    for i in range(1024):
+        conn.request("GET", f"/music?user=page&cursor=rss{i}")
         resp = conn.getresponse()
         resp.read()
-        return resp.headers["ETag"]
-    finally:
-        conn.close()
+        assert resp.status == 200
+    conn.close()
+    worker = rss_mb(one.worker_pids()[0])
+    base = max(rss_mb(pid) for pid in bare.worker_pids())
+    table.add(
+        "RSS per worker with 1024 cached pages, MB (ratio: to a bare Flask worker)",
+        worker,
+        worker / base,
+        "MB",
+        "<= 120 MB",
+    )
+
+
+def probe_rows(url: str) -> None:
+    """The three hostile-client probes against the service."""
+    host, port = url.removeprefix("http://").split(":")
+    paths = ["/healthz", PAGE]
+    print(f"hostile-client probes: worst (median) of {probes.SAMPLE} requests to {paths}")
+    print("| probe | worst ms | median ms | all 200 | target |")
+    print("|---|---|---|---|---|")
+    runs: list[tuple[str, Callable[[], probes.ProbeResult]]] = [
+        ("256 slow-header sockets", lambda: probes.slow_headers(host, int(port), paths)),
+        (
+            "256 sockets pipelining /openapi.yaml, never reading",
+            lambda: probes.never_read(host, int(port), paths, "/openapi.yaml"),
+        ),
+        ("1000 idle connections", lambda: probes.idle(host, int(port), paths)),
+    ]
+    for name, run in runs:
+        result = run()
+        print(
+            f"| {name} | {result.worst:.1f} | {result.median:.1f} | {result.ok} | worst < 250 ms |"
+        )
+
+
+_LUA_PATH: list[str] = []
+
+
+def _lua() -> str:
+    """A file holding wrk's distinct-paths script (written once per run)."""
+    if not _LUA_PATH:
+        from .wrk import DISTINCT_LUA
+
+        fd, path = tempfile.mkstemp(suffix=".lua")
+        with os.fdopen(fd, "w") as f:
+            f.write(DISTINCT_LUA)
+        _LUA_PATH.append(path)
+    return _LUA_PATH[0]
 
 
 if __name__ == "__main__":

@@ -2,23 +2,40 @@
 
 Every value can be overridden on the command line or with GUNICORN_CMD_ARGS; the MUSIC_*
 variables below are the knobs operators normally turn.
+
+The model: one gevent worker per core (service.worker.ProblemWorker, gunicorn's gevent worker
+answering the requests gunicorn refuses with problem+json). A connection is a greenlet, so a
+worker holds thousands of them: callers waiting on a slow upstream, idle keep-alive connections
+and slow clients cost memory, not a thread each, and a cached page or /healthz never queues
+behind them. What a slow upstream can hold is capped by the app, not here: [upstream]
+max_concurrent_calls (the bulkhead, default 100 per worker, also the upstream connection pool
+size) and max_wait (how long a miss waits for a slot before 503 upstream_busy, default 5 s).
+
+This file must not import requests (or anything that imports it): the master runs it before
+the workers monkey-patch ssl/socket; see service/worker.py.
 """
 
 import os
+import resource
 import sys
 
 from service.config import ConfigError, load_settings
 from service.logs import logging_config
 
 bind = os.environ.get("MUSIC_BIND", "0.0.0.0:8080")
-# An I/O-bound proxy: threads wait on the upstream; one process per core is plenty. gunicorn's
-# gthread worker, except that requests gunicorn itself refuses get problem+json, not HTML.
 worker_class = "service.worker.ProblemWorker"
 workers = int(os.environ.get("MUSIC_WORKERS", "2"))
-threads = int(os.environ.get("MUSIC_THREADS", "8"))  # create_app sizes its upstream pool by it
-# gthread's heartbeat does not depend on requests finishing; this only catches a stuck process.
-timeout = 60
+# Connections one worker serves at once: in-flight requests (>= 1000 waiting on the upstream:
+# bulkhead slots, callers waiting for a slot, followers of single flights) plus idle keep-alive
+# and slow connections. Each costs one greenlet (a few KB) and one file descriptor; past it the
+# worker stops accepting and connections wait in the listen backlog.
+worker_connections = int(os.environ.get("MUSIC_WORKER_CONNECTIONS", "4000"))
+backlog = 2048
+# The heartbeat runs in its own greenlet: this only catches a worker stuck on the CPU.
+timeout = 30
 graceful_timeout = 20
+# Also the bound on reading a request's headers: a slow-header or idle connection is closed
+# after this many seconds without a complete request.
 keepalive = 5
 # Refuse oversized request lines and headers before Flask sees them (414 / 431 problems from
 # ProblemWorker). A line of 4094 bytes still holds /music's longest valid query (a 64-character
@@ -27,10 +44,22 @@ limit_request_line = 4094
 limit_request_fields = 64
 limit_request_field_size = 8190
 logconfig_dict = logging_config(os.environ.get("MUSIC_LOG_LEVEL", "INFO"))
+# The app writes the access line (with request id, client and cache outcome); this logger skips
+# building gunicorn's own, which gunicorn.access (WARNING in logconfig_dict) would drop.
+logger_class = "service.worker.AccessQuietLogger"
 proc_name = "music-facade"
 # gunicorn 27's control socket is one fixed path per user; unused here, and several instances on
 # one machine (tests, side-by-side deployments) would fight over it.
 control_socket_disable = True
+
+
+def _raise_nofile_limit() -> None:
+    """Let every worker hold worker_connections sockets plus upstream connections and files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = worker_connections + 1024
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = hard if hard == resource.RLIM_INFINITY else min(hard, max(wanted, soft))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
 def on_starting(server: object) -> None:
@@ -40,3 +69,4 @@ def on_starting(server: object) -> None:
     except ConfigError as exc:
         print(f"music-facade: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
+    _raise_nofile_limit()  # the workers, forked later, inherit it

@@ -1,11 +1,15 @@
-"""Per-request plumbing: the request id, headers every response carries, and the access log."""
+"""Per-request plumbing: the request id, headers every response carries, and the access log.
+
+These are rule functions, free of any framework: /music's WSGI handler (service.music) calls
+them directly, and Flask's hooks (register) call the same ones for every other route.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from flask import Flask, Response, g, request
 
@@ -15,37 +19,77 @@ log = logging.getLogger("service.access")
 _REQUEST_ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 
 
+def request_id(given: str | None) -> str:
+    """The request's id: the caller's X-Request-ID when it is safe, else a fresh one."""
+    if given and _REQUEST_ID_RE.match(given):
+        return given
+    return os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, without building a UUID
+
+
+def common_headers(rid: str) -> list[tuple[str, str]]:
+    """The headers every response of the service carries."""
+    return [("X-Request-ID", rid), ("X-Content-Type-Options", "nosniff")]
+
+
+def log_access(
+    method: str,
+    path: str,
+    status: int,
+    rid: str | None,
+    started: float,
+    *,
+    user: str | None,
+    client: str | None,
+    cache: str | None,
+    remote_addr: str | None,
+) -> None:
+    """One INFO line per request (set the service.access logger to WARNING to turn it off)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    # logging's own record path (Logger.info → makeRecord with `extra`) without its per-key
+    # collision checks: the fields below are fixed and never collide with a record's own.
+    record = logging.LogRecord(
+        log.name, logging.INFO, __file__, 0, "%s %s %s", (method, path, status), None
+    )
+    fields = record.__dict__
+    fields["request_id"] = rid
+    fields["method"] = method
+    fields["path"] = path
+    # Not the raw query: a careless caller may put a key in it. The parsed alias instead.
+    fields["user"] = user
+    fields["client"] = client
+    fields["status"] = status
+    fields["duration_ms"] = round((time.monotonic() - started) * 1000, 2)
+    fields["cache"] = cache
+    fields["remote_addr"] = remote_addr
+    log.handle(record)
+
+
 def _begin() -> None:
     g.started = time.monotonic()
-    given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+    g.request_id = request_id(request.headers.get("X-Request-ID"))
 
 
 def _finish(resp: Response) -> Response:
-    resp.headers["X-Request-ID"] = g.get("request_id", "")
-    resp.headers["X-Content-Type-Options"] = "nosniff"
-    log.info(
-        "%s %s %s",
+    rid = g.get("request_id", "")
+    for name, value in common_headers(rid):
+        resp.headers[name] = value
+    who = g.get("caller")
+    log_access(
         request.method,
         request.path,
         resp.status_code,
-        extra={
-            "request_id": g.get("request_id"),
-            "method": request.method,
-            "path": request.path,
-            # Not the raw query: a careless caller may put a key in it. The parsed alias instead.
-            "user": g.get("user"),
-            "client": who.client.name if (who := g.get("caller")) and who.client else None,
-            "status": resp.status_code,
-            "duration_ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 2),
-            "cache": resp.headers.get("Cache-Status"),
-            "remote_addr": request.remote_addr,
-        },
+        g.get("request_id"),
+        g.get("started", time.monotonic()),
+        user=g.get("user"),
+        client=who.client.name if who and who.client else None,
+        cache=resp.headers.get("Cache-Status"),
+        remote_addr=request.remote_addr,
     )
     return resp
 
 
 def register(app: Flask) -> None:
-    """Give every request an id and every response the common headers and a log line."""
+    """Give every Flask request an id and every response the common headers and a log line."""
     app.before_request(_begin)
     app.after_request(_finish)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 from dataclasses import dataclass
 
 from flask import Flask, current_app, g, request
 
+from . import logs
 from .config import ClientSettings
 from .errors import Problem
 
@@ -54,11 +54,13 @@ def mint_key() -> tuple[str, str]:
 
 
 class ClientRegistry:
-    """The configured clients, looked up by a presented key's digest in constant time."""
+    """The configured clients, looked up by a presented key's SHA-256 digest."""
 
     def __init__(self, clients: tuple[ClientSettings, ...]) -> None:
         self.clients = clients
-        self._digests = [(bytes.fromhex(d), c) for c in clients for d in c.key_sha256]
+        # A dict lookup by digest: its timing can depend on the digest, never on the key, and
+        # learning digests does not help find a key (SHA-256 preimage resistance).
+        self._by_digest = {bytes.fromhex(d): c for c in clients for d in c.key_sha256}
 
     @property
     def required(self) -> bool:
@@ -77,37 +79,22 @@ class ClientRegistry:
                 None,
                 Unauthorized("The Authorization header is not 'Bearer <key>'.", "invalid_request"),
             )
-        digest = hashlib.sha256(key.encode()).digest()
-        found = None
-        # Compare against every digest, without stopping early, so timing says nothing.
-        for candidate, client in self._digests:
-            if hmac.compare_digest(candidate, digest):
-                found = client
+        found = self._by_digest.get(hashlib.sha256(key.encode()).digest())
         if found is None:
             return Caller(None, Unauthorized("The client key is not valid.", "invalid_token"))
         return Caller(found)
 
 
+def presented(authorization: str | None) -> None:
+    """Whatever the caller presented is a secret for this request's log lines (logs.redact)."""
+    logs.PRESENTED.set(authorization.partition(" ")[2].strip() if authorization else None)
+
+
 def _identify() -> None:
     registry: ClientRegistry = current_app.extensions["clients"]
     authorization = request.headers.get("Authorization")
-    # Whatever the caller presented is a secret for this request's log lines (logs.redact).
-    g.credential = authorization.partition(" ")[2].strip() if authorization else None
+    presented(authorization)
     g.caller = registry.identify(authorization)
-
-
-def caller() -> Caller:
-    """The current request's caller (identified before any limit or view runs)."""
-    found: Caller = g.caller
-    return found
-
-
-def require_client() -> ClientSettings | None:
-    """The calling client; raise 401 when a key is required and missing or wrong."""
-    who = caller()
-    if who.problem is not None:
-        raise who.problem
-    return who.client
 
 
 def authorize(client: ClientSettings | None, alias: str) -> None:
@@ -116,7 +103,7 @@ def authorize(client: ClientSettings | None, alias: str) -> None:
         raise UserNotAllowed(f"Client '{client.name}' may not read '{alias}'.")
 
 
-def register(app: Flask, clients: tuple[ClientSettings, ...]) -> None:
-    """Identify every request's caller before rate limits and views run."""
-    app.extensions["clients"] = ClientRegistry(clients)
+def register(app: Flask, registry: ClientRegistry) -> None:
+    """Identify every Flask request's caller (for its log line and the log redaction)."""
+    app.extensions["clients"] = registry
     app.before_request(_identify)

@@ -150,6 +150,17 @@ def mask_url(url: str) -> str:
 
 
 @dataclass(frozen=True)
+class BulkheadSettings:
+    """[upstream] max_concurrent_calls and max_wait: how many calls run, how long a miss waits."""
+
+    max_concurrent_calls: int = 100
+    max_wait: float = 5.0
+
+
+BULKHEAD_KEYS = ("max_concurrent_calls", "max_wait")
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole, validated configuration of one service process."""
 
@@ -163,6 +174,7 @@ class Settings:
     proxy_hops: int = 0
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
     redis: RedisSettings | None = None
+    bulkhead: BulkheadSettings = field(default_factory=BulkheadSettings)
 
     @property
     def implicit_user(self) -> str | None:
@@ -190,6 +202,8 @@ class Settings:
                 "auth_failure_cooldown": up.auth_failure_cooldown,
                 "breaker_failures": up.breaker_failures,
                 "breaker_open": up.breaker_open,
+                "max_concurrent_calls": self.bulkhead.max_concurrent_calls,
+                "max_wait": self.bulkhead.max_wait,
             },
             "users": dict(self.users),
             "cache": {
@@ -258,6 +272,8 @@ class _UpstreamSchema(_StrictSchema):
     auth_failure_cooldown = _StrictNumber(validate=validate.Range(min=0, max=3600))
     breaker_failures = _StrictInt(validate=validate.Range(min=1, max=1000))
     breaker_open = _StrictNumber(validate=_positive("seconds"))
+    max_concurrent_calls = _StrictInt(validate=validate.Range(min=1, max=10_000))
+    max_wait = _StrictNumber(validate=validate.Range(min=0, max=60))
 
 
 class _CacheSchema(_StrictSchema):
@@ -439,6 +455,7 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
     token, source = _load_token(upstream.pop("token_file", None), environ)
     if "base_url" in upstream:
         upstream["base_url"] = upstream["base_url"].rstrip("/")
+    bulkhead = {k: upstream.pop(k) for k in BULKHEAD_KEYS if k in upstream}
     return Settings(
         upstream=UpstreamSettings(token=token, token_source=source, **upstream),
         users=dict(data["users"]),
@@ -458,6 +475,7 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         proxy_hops=data.get("server", {}).get("proxy_hops", 0),
         trusted_proxies=tuple(data.get("server", {}).get("trusted_proxies", [])),
         redis=_redis_settings(data.get("redis", {}), environ),
+        bulkhead=BulkheadSettings(**bulkhead),
     )
 
 

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "tag:music-facade,2026:problem/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+INTERNAL_DETAIL = "The service failed unexpectedly; the error was logged."
 
 
 class Problem(Exception):
@@ -128,6 +129,18 @@ class BreakerOpen(GuardRefusal, UpstreamUnavailable):
     """The account's circuit breaker is open: 503 upstream_unavailable, Retry-After left."""
 
 
+BUSY_RETRY_AFTER = 1
+
+
+class UpstreamBusy(UpstreamFailure):
+    """Every upstream slot of this worker stayed taken for the bulkhead's whole max_wait."""
+
+    status, code, title = 503, "upstream_busy", "The service is making too many upstream calls"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+
+
 def failure_from_body(doc: Mapping[str, Any]) -> UpstreamFailure:
     """The UpstreamFailure another process answered (fleet single flight), rebuilt by its code."""
     code = doc.get("code")
@@ -141,7 +154,13 @@ def failure_from_body(doc: Mapping[str, Any]) -> UpstreamFailure:
             found = cls
             break
         pending.extend(cls.__subclasses__())
-    return found(detail, headers=headers if isinstance(headers, dict) else None)
+    # Built without the class's own __init__ (some fix their headers): the same code, status,
+    # detail and headers as the leader answered.
+    failure = found.__new__(found)
+    UpstreamFailure.__init__(
+        failure, detail, headers=headers if isinstance(headers, dict) else None
+    )
+    return failure
 
 
 def _http_code(exc: HTTPException) -> str:
@@ -150,19 +169,25 @@ def _http_code(exc: HTTPException) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
+def problem_parts(
+    doc: dict[str, Any], request_id: str | None, headers: Mapping[str, str] | None = None
+) -> tuple[bytes, list[tuple[str, str]]]:
+    """A problem document's body (with the request id) and headers, for any responder."""
+    doc["request_id"] = request_id
+    # ASCII escapes: any str serialises, whatever a message picked up on its way here.
+    body = json.dumps(doc, separators=(",", ":")).encode("ascii")
+    out = [(k, v) for k, v in (headers or {}).items() if k.lower() != "cache-control"]
+    out += [("Content-Type", PROBLEM_MEDIA_TYPE), ("Cache-Control", "no-store")]
+    return body, out
+
+
 def problem_response(
     status: int, doc: dict[str, Any], headers: Mapping[str, str] | None = None
 ) -> Response:
-    """Serialize a problem document with the request id and error headers."""
-    doc["request_id"] = g.get("request_id")
-    resp = Response(
-        # ASCII escapes: any str serialises, whatever a message picked up on its way here.
-        json.dumps(doc, separators=(",", ":")),
-        status=status,
-        mimetype=PROBLEM_MEDIA_TYPE,
-    )
-    resp.headers.update(headers or {})
-    resp.headers["Cache-Control"] = "no-store"
+    """A Flask response carrying a problem document with the request id and error headers."""
+    body, all_headers = problem_parts(doc, g.get("request_id"), headers)
+    resp = Response(body, status=status)
+    resp.headers.update(all_headers)
     return resp
 
 
@@ -189,7 +214,7 @@ def _handle_http(exc: HTTPException) -> Response:
 
 def _handle_unexpected(exc: Exception) -> Response:
     log.error("unexpected error", exc_info=exc)
-    return _handle_problem(Problem("The service failed unexpectedly; the error was logged."))
+    return _handle_problem(Problem(INTERNAL_DETAIL))
 
 
 def register(app: Flask) -> None:

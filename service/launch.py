@@ -17,7 +17,7 @@ GUNICORN_CONF = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.co
 
 
 class GunicornProcess:
-    """gunicorn serving 'service:create_app()' on a socket this process opened (port 0 = random).
+    """gunicorn serving `app` on a socket this process opened (port 0 = random).
 
     The listening socket is made here and handed to gunicorn as fd://N, so the port is known
     before gunicorn starts and no other process can take it in between.
@@ -29,29 +29,29 @@ class GunicornProcess:
         host: str = "127.0.0.1",
         port: int = 0,
         workers: int = 1,
-        threads: int = 8,
         log_path: Path | None = None,
         quiet: bool = True,
+        app: str = "service:create_app()",
     ) -> None:
         self.env = dict(env)
-        self.workers, self.threads = workers, threads
+        self.app = app
+        self.workers = workers
         self.log_path = log_path
         self.quiet = quiet  # without a log_path: discard gunicorn's output, or let it through
-        self.sock = socket.create_server((host, port), backlog=128)
+        self.sock = socket.create_server((host, port), backlog=2048)
         self.url = "http://{}:{}".format(*self.sock.getsockname()[:2])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout: float = 30.0) -> GunicornProcess:
         """Start gunicorn and return once /healthz answers 200."""
         fd = self.sock.fileno()
-        env = {**os.environ, **self.env, "MUSIC_THREADS": str(self.threads)}
+        env = {**os.environ, **self.env}
         cmd = [
             sys.executable, "-m", "gunicorn",
             "-c", str(GUNICORN_CONF),
             "--bind", f"fd://{fd}",
             "--workers", str(self.workers),
-            "--threads", str(self.threads),
-            "service:create_app()",
+            self.app,
         ]  # fmt: skip
         if self.log_path:
             with open(self.log_path, "ab") as out:
@@ -61,6 +61,12 @@ class GunicornProcess:
             self.proc = subprocess.Popen(cmd, env=env, pass_fds=(fd,), stdout=sink, stderr=sink)
         self._wait_ready(ready_timeout)
         return self
+
+    def worker_pids(self) -> list[int]:
+        """The pids of gunicorn's worker processes (Linux: the master's children)."""
+        assert self.proc is not None
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [int(pid) for pid in children.split()]
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -1,30 +1,54 @@
-"""GET /music: validate, resolve the alias, get the page (cache → upstream → reshape), respond."""
+"""GET /music: who asks, may they, what, for which account; then the page (cache → upstream).
+
+`MusicHandler` answers GET and HEAD /music, hits and misses alike, as a plain WSGI handler in
+front of Flask (a request context, routing and a Response object cost more than the whole of
+a cache hit). It calls the same rule functions Flask's hooks call for every other route, in
+this order: request id → identify → rate limit → parse query → alias → authorize (before the
+cache) → page → If-None-Match → headers (CORS, rate limit, common) → access log.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
-from werkzeug.wrappers import Response as BaseResponse
+from flask import Flask
+from werkzeug.http import parse_etags
 
+from . import access
+from .bulkhead import Bulkhead
 from .cache import Lookup, PageCache
-from .clients import authorize, require_client
+from .clients import ClientRegistry, authorize, presented
 from .config import Settings
-from .errors import InvalidQuery, UnknownUser
+from .cors import Cors
+from .errors import INTERNAL_DETAIL, InvalidQuery, Problem, UnknownUser, problem_parts
+from .limits import Limits
 from .query import MusicQuery, parse_query
 from .tracks import reshape_page
 from .upstream import UpstreamClient
 
-bp = Blueprint("music", __name__)
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
 class Music:
     """The pieces behind /music for one process: settings, upstream client and page cache."""
 
-    def __init__(self, settings: Settings, client: UpstreamClient, cache: PageCache) -> None:
+    def __init__(
+        self, settings: Settings, client: UpstreamClient, cache: PageCache, bulkhead: Bulkhead
+    ) -> None:
         self.settings = settings
         self.client = client
         self.cache = cache
+        self.bulkhead = bulkhead
 
     def alias(self, given: str | None) -> str:
         """The alias a query names, or the implicit one; it must be configured."""
@@ -43,7 +67,9 @@ class Music:
         user_id = self.settings.users[alias]
 
         def load() -> bytes:
-            raw = self.client.list_music(user_id, query.type, query.cursor, request_id)
+            # Only a single flight's leader loads, so only leaders take a bulkhead slot.
+            with self.bulkhead.slot():
+                raw = self.client.list_music(user_id, query.type, query.cursor, request_id)
             return json.dumps(reshape_page(raw), ensure_ascii=False, separators=(",", ":")).encode()
 
         # \x1f cannot occur in any part (user ids and cursors are visible ASCII).
@@ -51,29 +77,101 @@ class Music:
         return self.cache.get(key, load)
 
 
-def music() -> Music:
-    """This app's Music."""
-    found: Music = current_app.extensions["music"]
-    return found
+def page_parts(
+    lookup: Lookup, if_none_match: str | None
+) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """Status, body and headers for a page, honouring If-None-Match (weak comparison)."""
+    page = lookup.page
+    headers = [
+        ("ETag", f'"{page.etag}"'),
+        ("Cache-Control", f"private, max-age={lookup.max_age}"),
+        ("Cache-Status", lookup.cache_status),
+    ]
+    if if_none_match and parse_etags(if_none_match).contains_weak(page.etag):
+        return 304, b"", headers
+    headers += [("Content-Type", "application/json"), ("Content-Length", str(len(page.body)))]
+    return 200, page.body, headers
 
 
-@bp.get("/music")
-def list_music() -> BaseResponse:
-    """A page of tracks: who asks, what, for which account, may they; then the page."""
-    client = require_client()
-    query = parse_query(request.query_string)
-    alias = music().alias(query.user)
-    authorize(client, alias)  # before the cache: a cached page is no excuse to skip the scope
-    g.user = alias
-    lookup = music().page(alias, query, g.request_id)
-    resp = Response(lookup.page.body, mimetype="application/json")
-    resp.set_etag(lookup.page.etag)
-    resp.headers["Cache-Control"] = f"private, max-age={lookup.max_age}"
-    resp.headers["Cache-Status"] = lookup.cache_status
-    return resp.make_conditional(request)
+class MusicHandler:
+    """WSGI: GET and HEAD /music answered here; every other request goes on to Flask."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        music: Music,
+        registry: ClientRegistry,
+        limits: Limits,
+        cors: Cors,
+    ) -> None:
+        self.app = app
+        self.music = music
+        self.registry = registry
+        self.limits = limits
+        self.cors = cors
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        if environ.get("PATH_INFO") != "/music" or method not in ("GET", "HEAD"):
+            return self.app(environ, start_response)
+        started = time.monotonic()
+        rid = access.request_id(environ.get("HTTP_X_REQUEST_ID"))
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        presented(authorization)
+        who = self.registry.identify(authorization)
+        user = cache_status = None
+        limit_headers: list[tuple[str, str]] = []
+        try:
+            state = self.limits.check(who, environ.get("REMOTE_ADDR"))
+            if state is not None:
+                limit_headers = state.headers()
+            if who.problem is not None:
+                raise who.problem
+            # PEP 3333: the query's bytes arrive as latin-1 text.
+            query = parse_query(environ.get("QUERY_STRING", "").encode("latin-1"))
+            alias = self.music.alias(query.user)
+            authorize(who.client, alias)  # before the cache: a cached page is no excuse
+            user = alias
+            lookup = self.music.page(alias, query, rid)
+            cache_status = lookup.cache_status
+            status, body, headers = page_parts(lookup, environ.get("HTTP_IF_NONE_MATCH"))
+            headers += limit_headers
+        except Problem as exc:
+            status = exc.status
+            body, headers = problem_parts(exc.body(), rid, exc.headers)
+            headers.append(("Content-Length", str(len(body))))
+            present = {name for name, _ in headers}  # a 429 carries its own rate-limit headers
+            headers += [h for h in limit_headers if h[0] not in present]
+        except Exception as exc:
+            log.error("unexpected error", exc_info=exc)
+            status = 500
+            body, headers = problem_parts(Problem(INTERNAL_DETAIL).body(), rid)
+            headers.append(("Content-Length", str(len(body))))
+            headers += limit_headers
+        if self.cors.enabled:
+            headers += self.cors.headers(environ.get("HTTP_ORIGIN"))
+        headers += access.common_headers(rid)
+        start_response(_STATUS_LINES[status], headers)
+        access.log_access(
+            method,
+            "/music",
+            status,
+            rid,
+            started,
+            user=user,
+            client=who.client.name if who.client else None,
+            cache=cache_status,
+            remote_addr=environ.get("REMOTE_ADDR"),
+        )
+        return [] if method == "HEAD" else [body]
 
 
-def register(app: Flask, settings: Settings, client: UpstreamClient, cache: PageCache) -> None:
-    """Mount /music with its pieces."""
-    app.extensions["music"] = Music(settings, client, cache)
-    app.register_blueprint(bp)
+def _routing_only() -> str:
+    """Never called: MusicHandler answers GET and HEAD /music before Flask sees them."""
+    raise AssertionError("GET /music reached Flask; MusicHandler is not installed")
+
+
+def register(app: Flask, music: Music) -> None:
+    """Give Flask the /music rule (so it answers OPTIONS and 405 like on any route)."""
+    app.extensions["music"] = music
+    app.add_url_rule("/music", "music", _routing_only, methods=["GET"])

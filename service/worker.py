@@ -1,4 +1,11 @@
-"""gunicorn's gthread worker, answering requests gunicorn itself refuses with problem+json.
+"""gunicorn's gevent worker, answering requests gunicorn itself refuses with problem+json.
+
+Why gevent: the service is an I/O-bound proxy. A greenlet per connection costs a few KB, so a
+worker holds thousands of connections, idle, slow or waiting on the upstream, while a request
+for a cached page (or /healthz) still runs at once; with a thread per request it queued behind
+them. `gevent.monkey.patch_all()` (in `init_process`, before the app is imported) makes
+`socket`, `ssl`, `threading` (the cache's locks and futures, the bulkhead's semaphore) and
+`time.sleep` cooperative.
 
 gunicorn rejects some requests before the app sees them (request line too long, too many or too
 large headers, a bad method token or HTTP version, malformed headers or chunked bodies …) and
@@ -7,19 +14,25 @@ bytes. `ProblemWorker` answers the same cases as RFC 9457 `application/problem+j
 other error of the service, with a fixed `detail` (never the request's bytes: they may carry
 secrets), a fresh request id, and `Connection: close`.
 
-Use it with `worker_class = "service.worker.ProblemWorker"` (deploy/gunicorn.conf.py).
+Use it with `worker_class = "service.worker.ProblemWorker"` (deploy/gunicorn.conf.py). gunicorn's
+master imports this module (and deploy/gunicorn.conf.py imports service.config): neither may
+import requests or anything else that binds `ssl`/`socket` names before the worker patches them,
+which is why `service/__init__.py` imports the app lazily; `init_process` logs an error naming
+any module that did.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import ssl
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from gunicorn import util
+from gunicorn import glogging, util
 from gunicorn.http.errors import (
     ChunkMissingTerminator,
     ExpectationFailed,
@@ -42,9 +55,9 @@ from gunicorn.http.errors import (
     ObsoleteFolding,
     UnsupportedTransferCoding,
 )
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.ggevent import GeventWorker
 
-from .errors import PROBLEM_MEDIA_TYPE, Problem
+from .errors import INTERNAL_DETAIL, PROBLEM_MEDIA_TYPE, Problem
 
 # The request was answered by the app; set on gunicorn's request object by handle_request.
 _ANSWERED = "_music_facade_answered"
@@ -140,7 +153,11 @@ CLIENT_ERRORS: tuple[tuple[ExceptionClasses, Rejection], ...] = (
 # Errors in the app's own response headers subclass InvalidHeader(Name) but are not the client's.
 SERVER_ERRORS = (InvalidResponseHeader, InvalidResponseHeaderName)
 
-INTERNAL_DETAIL = "The service failed unexpectedly; the error was logged."
+# The kernel's send buffer per client connection (it doubles the value). Left to autotuning it
+# grows to megabytes, so a client that pipelines requests and never reads has the worker spend
+# its CPU rendering and writing responses nobody takes; capped, that greenlet blocks after a
+# couple of responses and costs nothing more. Enough for /music's pages and the OpenAPI document.
+SEND_BUFFER_BYTES = 16 * 1024
 
 
 def rejection_for(exc: BaseException) -> Rejection | None:
@@ -171,13 +188,73 @@ def problem_bytes(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + (b"" if head else body)
 
 
-class ProblemWorker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker whose own error answers are problem+json, not HTML."""
+def unpatchable_modules() -> list[str]:
+    """Modules that hold the original `ssl.SSLContext` or `socket.socket` under another name.
 
-    def handle_request(self, req: Any, conn: Any) -> Any:
-        """Serve one request through the app, then mark it answered (see handle_error)."""
-        keepalive = super().handle_request(req, conn)
+    Such a module, imported before monkey-patching (in gunicorn's master, say), keeps blocking
+    sockets that would stall every greenlet of the worker; urllib3 does so at import.
+    """
+    originals = {id(ssl.SSLContext), id(socket.socket)}
+    found = []
+    for name, module in list(sys.modules.items()):
+        if name in ("ssl", "socket", "_ssl", "_socket") or module is None:
+            continue
+        try:
+            values = list(vars(module).values())
+        except TypeError:
+            continue
+        if any(id(v) in originals for v in values):
+            found.append(name)
+    return sorted(found)
+
+
+class AccessQuietLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's logger, minus the access line nobody reads.
+
+    The app logs its own access line (service.access) and deploy/gunicorn.conf.py sets
+    gunicorn.access to WARNING, yet gunicorn builds its INFO line's fields for every request
+    anyway (about a tenth of a cached page's cost). Use with `logger_class`.
+    """
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        """gunicorn's access line, when its logger would write it."""
+        if self.access_log.isEnabledFor(logging.INFO):
+            super().access(resp, req, environ, request_time)
+
+
+class ProblemWorker(GeventWorker):  # type: ignore[misc]
+    """gunicorn's gevent worker whose own error answers are problem+json, not HTML."""
+
+    def init_process(self) -> None:
+        """Check that nothing captured blocking sockets before gevent patches, then run."""
+        early = [m for m in unpatchable_modules() if not m.startswith(("gunicorn.", "gevent"))]
+        if early:
+            # Loud, not fatal: the service works, but those modules' sockets block the worker.
+            self.log.error("imported before gevent patched ssl/socket: %s", ", ".join(early))
+        super().init_process()
+
+    def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
+        """Serve one connection, with a bounded send buffer (SEND_BUFFER_BYTES)."""
+        if client.family in (socket.AF_INET, socket.AF_INET6):
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        super().handle(listener, client, addr)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        """Serve one request through the app, mark it answered, then discard its unread body.
+
+        gunicorn would discard the body while parsing the next request, where a malformed
+        body could no longer be told from a malformed next request; here it still can.
+        """
+        keepalive = super().handle_request(listener_name, req, sock, addr)
         setattr(req, _ANSWERED, True)
+        body = getattr(req, "body", None)
+        if body is not None:
+            try:
+                with self.timeout_ctx():  # no longer than an idle keep-alive connection
+                    while body.read(8192):
+                        pass
+            except Exception as exc:  # gunicorn sees body.failed and closes the connection
+                self.handle_error(req, sock, addr, exc)
         return keepalive
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:

@@ -80,5 +80,5 @@ def live_service(
     config = tmp / "music.toml"
     config.write_text(LIVE_CONFIG.format(base_url=sandbox.base_url) + extra)
     env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
-    with GunicornProcess(env, workers=workers, threads=4, log_path=tmp / "gunicorn.log") as server:
+    with GunicornProcess(env, workers=workers, log_path=tmp / "gunicorn.log") as server:
         yield server

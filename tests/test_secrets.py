@@ -145,7 +145,7 @@ rate_limit = "2/minute"
     }
     log = tmp_path / "gunicorn.log"
     seen: list[str] = []
-    with GunicornProcess(env, workers=1, threads=4, log_path=log) as live:
+    with GunicornProcess(env, workers=1, log_path=log) as live:
 
         def get(path: str, headers: dict[str, str]) -> None:
             resp = requests.get(live.url + path, headers=headers, timeout=10)

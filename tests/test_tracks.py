@@ -148,3 +148,16 @@ def test_page_fields() -> None:
 def test_misshapen_pages_are_upstream_errors(page: dict[str, Any]) -> None:
     with pytest.raises(UpstreamError):
         reshape_page(page)
+
+
+def test_dump_track_is_the_schema_dump() -> None:
+    # reshape_page skips marshmallow's serialize machinery for speed; the output must not change.
+    from service.sandbox.data import ACCOUNTS
+    from service.tracks import _TRACK, dump_track
+
+    records = [r for account in ACCOUNTS.values() for t in ("song", "instrumental")
+               for r in account.records(t)]  # fmt: skip
+    assert records
+    for record in [*records, {}, {"musicMaterial": 5, "status": "x", "createTime": 1e30}]:
+        assert dump_track(record) == _TRACK.dump(record)
+        assert list(dump_track(record)) == list(_TRACK.dump(record))

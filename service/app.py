@@ -1,0 +1,90 @@
+"""create_app: the WSGI app, one module per concept wired in order."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+
+from flask import Flask
+
+from . import access, clients, cors, errors, limits, logs, meta, music
+from .bulkhead import Bulkhead
+from .cache import MemoryBackend, PageCache
+from .config import Settings, load_settings
+from .guards import Guards
+from .proxies import TrustedProxyFix
+from .upstream import UpstreamClient
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], float] = time.time
+) -> Flask:
+    """Build the WSGI app; without settings, read them from MUSIC_CONFIG and the environment.
+
+    clock is the time source of the page cache and the upstream guards (cooldowns, breaker),
+    for tests that age pages and guard states without waiting.
+    """
+    settings = settings if settings is not None else load_settings()
+    logs.redact([settings.upstream.token.reveal()])
+    logs.skip_unused_record_fields()
+    app = Flask("service")
+    registry = clients.ClientRegistry(settings.clients)
+    rate_limits = limits.Limits(settings.limits, registry.required)
+    cross_origin = cors.Cors(settings.cors_origins)
+    cache = PageCache(settings.cache, clock=clock)
+    guards = Guards(settings.upstream, clock=clock)
+    if settings.redis is not None:
+        _share(app, settings, cache, guards)
+    the_music = music.Music(
+        settings,
+        # One pooled connection per bulkhead slot: no churn, and no more than the slots.
+        UpstreamClient(settings.upstream, settings.bulkhead.max_concurrent_calls, guards=guards),
+        cache,
+        Bulkhead(settings.bulkhead),
+    )
+    # Flask's routes (/healthz, /openapi.yaml, OPTIONS, 404, 405) run these hooks, which call
+    # the same rule functions as /music's handler. Order matters: request id first (its
+    # after-hook, registered first, runs last and logs the final response), then the caller.
+    access.register(app)
+    errors.register(app)
+    clients.register(app, registry)
+    cors.register(app, cross_origin)
+    meta.register(app)
+    music.register(app, the_music)
+    app.extensions["limits"] = rate_limits
+    # GET and HEAD /music, hits and misses, never build a Flask request (service.music).
+    handler = music.MusicHandler(app.wsgi_app, the_music, registry, rate_limits, cross_origin)
+    app.wsgi_app = handler  # type: ignore[method-assign]
+    if settings.proxy_hops:
+        # Behind N trusted proxies the caller is the Nth address from the right in X-Forwarded-For,
+        # believed only when the connecting peer is one of those proxies. Outermost: every rule
+        # inside (limits, logs) sees the caller's address.
+        networks = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
+    if not settings.clients:
+        log.warning("no [[clients]] configured: /music is open to anyone who can reach it")
+    return app
+
+
+def _share(app: Flask, settings: Settings, cache: PageCache, guards: Guards) -> None:
+    """Put pages, single flights and upstream guards in Redis, shared by every replica."""
+    from .guards.shared import SharedGuardStore
+    from .shared import SharedStore
+    from .shared.flights import FleetFlights
+    from .shared.pages import SharedBackend
+
+    assert settings.redis is not None
+    logs.redact(settings.redis.secrets())
+    store = SharedStore(settings.redis)
+    assert isinstance(cache.backend, MemoryBackend)
+    retention = settings.cache.ttl + settings.cache.stale_if_error + 1
+    cache.backend = SharedBackend(store, cache.backend, retention, cache.is_fresh)
+    cache.fleet = FleetFlights(store, settings.upstream.exchange_deadline + 1)
+    guards.store = SharedGuardStore(store, guards.clock)
+    app.extensions["store"] = store
