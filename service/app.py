@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import access, clients, cors, errors, limits, logs, meta, music
 from .bulkhead import Bulkhead
-from .cache import PageCache
+from .cache import MemoryBackend, PageCache
 from .config import Settings, load_settings
 from .guards import Guards
+from .proxies import TrustedProxyFix
 from .upstream import UpstreamClient
 
 __all__ = ["create_app"]
@@ -36,15 +37,15 @@ def create_app(
     registry = clients.ClientRegistry(settings.clients)
     rate_limits = limits.Limits(settings.limits, registry.required)
     cross_origin = cors.Cors(settings.cors_origins)
+    cache = PageCache(settings.cache, clock=clock)
+    guards = Guards(settings.upstream, clock=clock)
+    if settings.redis is not None:
+        _share(app, settings, cache, guards)
     the_music = music.Music(
         settings,
         # One pooled connection per bulkhead slot: no churn, and no more than the slots.
-        UpstreamClient(
-            settings.upstream,
-            settings.bulkhead.max_concurrent_calls,
-            guards=Guards(settings.upstream, clock=clock),
-        ),
-        PageCache(settings.cache, clock=clock),
+        UpstreamClient(settings.upstream, settings.bulkhead.max_concurrent_calls, guards=guards),
+        cache,
         Bulkhead(settings.bulkhead),
     )
     # Flask's routes (/healthz, /openapi.yaml, OPTIONS, 404, 405) run these hooks, which call
@@ -61,8 +62,29 @@ def create_app(
     handler = music.MusicHandler(app.wsgi_app, the_music, registry, rate_limits, cross_origin)
     app.wsgi_app = handler  # type: ignore[method-assign]
     if settings.proxy_hops:
-        # Behind N trusted proxies the caller is the Nth address from the right in X-Forwarded-For.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+        # Behind N trusted proxies the caller is the Nth address from the right in X-Forwarded-For,
+        # believed only when the connecting peer is one of those proxies. Outermost: every rule
+        # inside (limits, logs) sees the caller's address.
+        networks = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
     if not settings.clients:
         log.warning("no [[clients]] configured: /music is open to anyone who can reach it")
     return app
+
+
+def _share(app: Flask, settings: Settings, cache: PageCache, guards: Guards) -> None:
+    """Put pages, single flights and upstream guards in Redis, shared by every replica."""
+    from .guards.shared import SharedGuardStore
+    from .shared import SharedStore
+    from .shared.flights import FleetFlights
+    from .shared.pages import SharedBackend
+
+    assert settings.redis is not None
+    logs.redact(settings.redis.secrets())
+    store = SharedStore(settings.redis)
+    assert isinstance(cache.backend, MemoryBackend)
+    retention = settings.cache.ttl + settings.cache.stale_if_error + 1
+    cache.backend = SharedBackend(store, cache.backend, retention, cache.is_fresh)
+    cache.fleet = FleetFlights(store, settings.upstream.exchange_deadline + 1)
+    guards.store = SharedGuardStore(store, guards.clock)
+    app.extensions["store"] = store

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cachetools import TTLCache
 
@@ -20,6 +20,8 @@ from .errors import UpstreamFailure
 log = logging.getLogger(__name__)
 
 NAME = "music-facade"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,13 @@ class MemoryBackend:
             return len(self._pages)
 
 
+class FleetRunner(Protocol):
+    """Runs a load once across every process sharing a store (service/shared/flights.py)."""
+
+    def run(self, key: str, lead: Callable[[], T], recheck: Callable[[], T | None]) -> T:
+        """lead()'s result here, or what recheck() finds once another process has loaded."""
+
+
 class _Flight:
     """One load in progress: its eventual outcome and how many callers wait on it."""
 
@@ -105,6 +114,7 @@ class PageCache:
         )
         self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()
+        self.fleet: FleetRunner | None = None  # set when replicas share a store (see shared/)
 
     @property
     def enabled(self) -> bool:
@@ -127,7 +137,10 @@ class PageCache:
                 flight.followers += 1
         if not leader:
             outcome = flight.result.result()  # the leader's page, or its exception raised here
-            return Lookup(outcome.page, outcome.cache_status + "; collapsed", outcome.max_age)
+            status = outcome.cache_status
+            if not status.endswith("; collapsed"):  # the leader itself may have waited
+                status += "; collapsed"
+            return Lookup(outcome.page, status, outcome.max_age)
         try:
             # Another leader may have stored the page between our look and taking the flight.
             stored = self.backend.get(key)
@@ -156,9 +169,30 @@ class PageCache:
             return None
         return Lookup(page, f"{NAME}; hit; ttl={math.floor(left)}", math.floor(left))
 
+    def is_fresh(self, page: CachedPage) -> bool:
+        """Whether a page is still within its freshness."""
+        return self.clock() - page.stored_at < self.ttl
+
+    def _obtain(self, key: str, load: Callable[[], bytes]) -> tuple[CachedPage, bool]:
+        """A new page for key, and whether another process of the fleet loaded it."""
+
+        def lead() -> tuple[CachedPage, bool]:
+            page = CachedPage.make(load(), self.clock())
+            self.backend.set(key, page)
+            return page, False
+
+        if self.fleet is None:
+            return lead()
+
+        def recheck() -> tuple[CachedPage, bool] | None:
+            page = self.backend.get(key)
+            return (page, True) if page is not None and self.is_fresh(page) else None
+
+        return self.fleet.run(key, lead, recheck)
+
     def _refresh(self, key: str, old: CachedPage | None, load: Callable[[], bytes]) -> Lookup:
         try:
-            body = load()
+            page, collapsed = self._obtain(key, load)
         except UpstreamFailure as exc:
             age = self.clock() - old.stored_at if old else math.inf
             if not exc.stale_ok or age > self.ttl + self.stale_if_error:
@@ -167,7 +201,7 @@ class PageCache:
             log.warning("serving a stale page after upstream failure: %s", exc.code)
             status = f"{NAME}; fwd=stale; ttl={math.floor(self.ttl - age)}; detail=stale-if-error"
             return Lookup(old, status, 0)
-        page = CachedPage.make(body, self.clock())
-        self.backend.set(key, page)
         fwd = "stale" if old else "miss"
-        return Lookup(page, f"{NAME}; fwd={fwd}; stored", math.floor(self.ttl))
+        status = f"{NAME}; fwd={fwd}; stored" + ("; collapsed" if collapsed else "")
+        left = self.ttl - (self.clock() - page.stored_at)
+        return Lookup(page, status, max(0, math.floor(left)))

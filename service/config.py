@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -9,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from limits import parse_many
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -106,6 +108,48 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    """The shared store of a load-balanced fleet (absent: every process keeps its own state)."""
+
+    url: Secret  # may hold a password
+    password: Secret | None = None  # from MUSIC_REDIS_PASSWORD_FILE
+    prefix: str = "music-facade"
+    timeout: float = 0.25  # seconds, for every Redis call and connection
+    backoff_max: float = 30.0  # seconds between retries while Redis is down
+    max_connections: int = 64  # per process
+
+    def describe(self) -> dict[str, Any]:
+        """The settings with the password masked (in the URL too)."""
+        return {
+            "url": mask_url(self.url.reveal()),
+            "password": "******** (from MUSIC_REDIS_PASSWORD_FILE)" if self.password else None,
+            "prefix": self.prefix,
+            "timeout": self.timeout,
+            "backoff_max": self.backoff_max,
+            "max_connections": self.max_connections,
+        }
+
+    def secrets(self) -> list[str]:
+        """Every secret string these settings hold, for log redaction."""
+        found = [self.password.reveal()] if self.password else []
+        password = urlsplit(self.url.reveal()).password
+        return [*found, *([unquote(password), password] if password else [])]
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ********."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"{user}:********@{host}{port}").geturl()
+
+
+@dataclass(frozen=True)
 class BulkheadSettings:
     """[upstream] max_concurrent_calls and max_wait: how many calls run, how long a miss waits."""
 
@@ -128,6 +172,8 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     cors_origins: tuple[str, ...] = ()
     proxy_hops: int = 0
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
+    redis: RedisSettings | None = None
     bulkhead: BulkheadSettings = field(default_factory=BulkheadSettings)
 
     @property
@@ -176,7 +222,11 @@ class Settings:
             ],
             "limits": {"default": self.limits.default, "per_address": self.limits.per_address},
             "cors": {"origins": list(self.cors_origins)},
-            "server": {"proxy_hops": self.proxy_hops},
+            "server": {
+                "proxy_hops": self.proxy_hops,
+                "trusted_proxies": list(self.trusted_proxies),
+            },
+            "redis": self.redis.describe() if self.redis else None,
         }
 
 
@@ -290,8 +340,47 @@ class _CorsSchema(_StrictSchema):
     origins = fields.List(fields.String(validate=_check_origin), required=True)
 
 
+def _check_network(value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValidationError(
+            f"'{value}' is not an address or network such as '10.0.0.0/8' or '127.0.0.1'"
+        ) from None
+
+
 class _ServerSchema(_StrictSchema):
     proxy_hops = _StrictInt(validate=validate.Range(min=0, max=5))
+    trusted_proxies = fields.List(fields.String(validate=_check_network))
+
+    @validates_schema
+    def _check_trust(self, data: dict[str, Any], **kw: Any) -> None:
+        # X-Forwarded-For from anyone would let a client pick its own address (rate limits).
+        if data.get("proxy_hops", 0) and not data.get("trusted_proxies"):
+            raise ValidationError(
+                "proxy_hops needs trusted_proxies: the load balancer's addresses (CIDR list) "
+                "whose X-Forwarded-For may be believed",
+                "trusted_proxies",
+            )
+
+
+def _check_redis_url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        # Never echo the value: it may hold a password.
+        raise ValidationError("must be a redis:// or rediss:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValidationError("must be a redis:// or rediss:// URL with a valid port") from None
+
+
+class _RedisSchema(_StrictSchema):
+    url = fields.String(validate=_check_redis_url)
+    prefix = fields.String(validate=validate.Regexp(r"\A[A-Za-z0-9_.:-]{1,64}\Z"))
+    timeout = _StrictNumber(validate=validate.Range(min=0.01, max=5))
+    backoff_max = _StrictNumber(validate=validate.Range(min=0.5, max=600))
+    max_connections = _StrictInt(validate=validate.Range(min=2, max=10_000))
 
 
 class _FileSchema(_StrictSchema):
@@ -311,6 +400,7 @@ class _FileSchema(_StrictSchema):
     limits = fields.Nested(_LimitsSchema)
     cors = fields.Nested(_CorsSchema)
     server = fields.Nested(_ServerSchema)
+    redis = fields.Nested(_RedisSchema)
 
     @validates_schema
     def _check_users(self, data: dict[str, Any], **kw: Any) -> None:
@@ -383,8 +473,38 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         limits=LimitSettings(**data.get("limits", {})),
         cors_origins=tuple(data.get("cors", {}).get("origins", [])),
         proxy_hops=data.get("server", {}).get("proxy_hops", 0),
+        trusted_proxies=tuple(data.get("server", {}).get("trusted_proxies", [])),
+        redis=_redis_settings(data.get("redis", {}), environ),
         bulkhead=BulkheadSettings(**bulkhead),
     )
+
+
+def _redis_settings(section: dict[str, Any], environ: Mapping[str, str]) -> RedisSettings | None:
+    """[redis] with MUSIC_REDIS_URL and MUSIC_REDIS_PASSWORD_FILE applied; None without a URL."""
+    options = dict(section)
+    url = environ.get("MUSIC_REDIS_URL") or options.pop("url", None)
+    options.pop("url", None)
+    if not url:
+        if options:
+            raise ConfigError("redis.url: required when [redis] is present (or MUSIC_REDIS_URL)")
+        return None
+    try:
+        _check_redis_url(url)
+    except ValidationError as exc:
+        where = "MUSIC_REDIS_URL" if environ.get("MUSIC_REDIS_URL") else "redis.url"
+        raise ConfigError(f"{where}: {exc.messages[0]}") from None
+    password = None
+    path = environ.get("MUSIC_REDIS_PASSWORD_FILE")
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"MUSIC_REDIS_PASSWORD_FILE: cannot read {path}: {reason}") from None
+        if not value:
+            raise ConfigError("MUSIC_REDIS_PASSWORD_FILE: the file is empty")
+        password = Secret(value)
+    return RedisSettings(url=Secret(url), password=password, **options)
 
 
 def _load_token(token_file: str | None, environ: Mapping[str, str]) -> tuple[Secret, str]:

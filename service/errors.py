@@ -141,6 +141,28 @@ class UpstreamBusy(UpstreamFailure):
         super().__init__(detail, headers={"Retry-After": str(BUSY_RETRY_AFTER)})
 
 
+def failure_from_body(doc: Mapping[str, Any]) -> UpstreamFailure:
+    """The UpstreamFailure another process answered (fleet single flight), rebuilt by its code."""
+    code = doc.get("code")
+    detail = str(doc.get("detail") or "The upstream failed.")
+    headers = doc.get("headers")
+    found: type[UpstreamFailure] = UpstreamError
+    pending: list[type[UpstreamFailure]] = [UpstreamFailure]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code and not issubclass(cls, GuardRefusal):
+            found = cls
+            break
+        pending.extend(cls.__subclasses__())
+    # Built without the class's own __init__ (some fix their headers): the same code, status,
+    # detail and headers as the leader answered.
+    failure = found.__new__(found)
+    UpstreamFailure.__init__(
+        failure, detail, headers=headers if isinstance(headers, dict) else None
+    )
+    return failure
+
+
 def _http_code(exc: HTTPException) -> str:
     """werkzeug's 'Method Not Allowed' → 'method_not_allowed'."""
     name = exc.name or "error"

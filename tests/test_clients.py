@@ -168,7 +168,7 @@ def test_clients_config(tmp_path: Path) -> None:
                          rate_limit='"10/second;500/hour"')  # fmt: skip
     text += '[limits]\ndefault = "60/minute"\nper_address = "5/second"\n'
     text += '[cors]\norigins = ["https://app.example.com", "http://localhost:5173"]\n'
-    text += "[server]\nproxy_hops = 1\n"
+    text += '[server]\nproxy_hops = 1\ntrusted_proxies = ["10.0.0.0/8"]\n'
     settings = load(tmp_path, text)
     web, admin = settings.clients  # type: ignore[attr-defined]
     assert web.key_sha256 == (WEB_SHA, OLD_SHA)  # normalised to lower case

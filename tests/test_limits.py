@@ -91,10 +91,38 @@ def test_open_mode_per_address(make_app: AppFactory) -> None:
 
 
 def test_proxy_hops_take_the_address_from_x_forwarded_for(make_app: AppFactory) -> None:
-    client = make_app(limits=LimitSettings(per_address="1/minute"), proxy_hops=1).test_client()
+    client = make_app(
+        limits=LimitSettings(per_address="1/minute"),
+        proxy_hops=1,
+        trusted_proxies=("10.0.0.0/24",),
+    ).test_client()
     lb = {"REMOTE_ADDR": "10.0.0.1"}
     first = {"X-Forwarded-For": "198.51.100.7"}
     second = {"X-Forwarded-For": "203.0.113.9"}
     assert client.get("/music?user=studio", environ_base=lb, headers=first).status_code == 200
     problem(client.get("/music?user=studio", environ_base=lb, headers=first), 429, "rate_limited")
     assert client.get("/music?user=studio", environ_base=lb, headers=second).status_code == 200
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(make_app: AppFactory) -> None:
+    client = make_app(
+        limits=LimitSettings(per_address="2/minute"),
+        proxy_hops=1,
+        trusted_proxies=("10.0.0.0/24", "fd00::/8"),
+    ).test_client()
+    direct = {"REMOTE_ADDR": "192.0.2.50"}  # reached gunicorn without the load balancer
+    statuses = [
+        client.get(
+            "/music?user=studio",
+            environ_base=direct,
+            headers={"X-Forwarded-For": f"198.51.100.{i}"},
+        ).status_code
+        for i in range(6)
+    ]
+    # Rotating forged addresses do not escape the limit: the peer's own address counts.
+    assert statuses == [200, 200, 429, 429, 429, 429]
+    ipv6_lb = {"REMOTE_ADDR": "fd00::1"}
+    forwarded = {"X-Forwarded-For": "203.0.113.77"}
+    assert (
+        client.get("/music?user=studio", environ_base=ipv6_lb, headers=forwarded).status_code == 200
+    )

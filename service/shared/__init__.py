@@ -1,0 +1,115 @@
+"""SharedStore: the one Redis connection of a process, its timeouts, key prefix and backoff.
+
+Everything that replicas share (pages, flights, rate-limit counters, upstream guards) asks this
+object; nothing else opens a Redis client. When Redis is down or slow every call fails fast with
+StoreUnavailable for a backoff period, so callers fall back to their per-process state without
+paying the timeout on each request, and come back to shared state once a call succeeds again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+
+from ..config import RedisSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIRST_BACKOFF = 0.5  # seconds after the first failure; doubles up to settings.backoff_max
+
+
+def digest(key: str) -> str:
+    """A short, fixed-length key part for a cache key (which holds user ids and cursors)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+class StoreUnavailable(Exception):
+    """Redis did not answer in time or is in a backoff period; use per-process state."""
+
+
+class SharedStore:
+    """Redis calls with short timeouts, a key prefix, and a backoff while Redis is down."""
+
+    def __init__(
+        self, settings: RedisSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.prefix = settings.prefix
+        self.clock = clock
+        self.pool = redis.BlockingConnectionPool.from_url(
+            settings.url.reveal(),
+            password=settings.password.reveal() if settings.password else None,
+            max_connections=settings.max_connections,
+            timeout=settings.timeout,  # waiting for a free pooled connection
+            socket_timeout=settings.timeout,
+            socket_connect_timeout=settings.timeout,
+            health_check_interval=30,
+        )
+        self.redis = redis.Redis(connection_pool=self.pool)
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._backoff = 0.0  # 0: Redis is up
+
+    def key(self, *parts: str) -> str:
+        """A key under this deployment's prefix."""
+        return ":".join((self.prefix, *parts))
+
+    @property
+    def available(self) -> bool:
+        """False during a backoff period after a failed call."""
+        return self.clock() >= self._down_until
+
+    def status(self) -> str:
+        """'ok' while Redis answers, 'degraded' while it is backed off."""
+        return "ok" if self._backoff == 0 else "degraded"
+
+    def call(self, fn: Callable[[redis.Redis], T]) -> T:
+        """fn(redis client)'s result, or StoreUnavailable (at once while backed off)."""
+        if not self.available:
+            raise StoreUnavailable("Redis is backed off")
+        try:
+            result = fn(self.redis)
+        except (redis.RedisError, OSError) as exc:
+            self.failed(exc)
+            raise StoreUnavailable(type(exc).__name__) from None
+        if self._backoff:
+            self.succeeded()
+        return result
+
+    def failed(self, exc: BaseException) -> None:
+        """Start (or lengthen) a backoff period; logged once per period."""
+        with self._lock:
+            now = self.clock()
+            if now < self._down_until:
+                return  # another call already started this period
+            self._backoff = min(
+                self.settings.backoff_max, self._backoff * 2 if self._backoff else FIRST_BACKOFF
+            )
+            self._down_until = now + self._backoff
+            backoff = self._backoff
+        log.warning(
+            "Redis unavailable (%s): per-process state for the next %.1f s",
+            type(exc).__name__,
+            backoff,
+        )
+
+    def succeeded(self) -> None:
+        """A call went through: leave the backoff (logged once)."""
+        with self._lock:
+            if not self._backoff:
+                return
+            self._backoff = 0.0
+            self._down_until = 0.0
+        log.warning("Redis is back: shared state again")
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.pool.disconnect()

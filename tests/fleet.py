@@ -1,0 +1,144 @@
+"""A fleet on loopback: a real redis-server, two service replicas under gunicorn, nginx in front.
+
+Everything is started on random ports by the fixture and torn down after; nginx runs the
+deploy/ configuration rendered for these addresses (tests/deploy_render.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from service.launch import GunicornProcess
+from service.sandbox import SandboxServer
+
+from .deploy_render import nginx_binary, render_nginx
+from .redis_server import RedisServer
+
+FLEET_CONFIG = """
+[upstream]
+base_url = "{base_url}"
+retries = 0
+read_timeout = 2
+
+[users]
+studio = "1001"
+edge = "1002"
+
+[[clients]]
+name = "limited"
+key_sha256 = "{limited_digest}"
+users = ["*"]
+rate_limit = "10/minute"
+
+[[clients]]
+name = "app"
+key_sha256 = "{app_digest}"
+users = ["*"]
+rate_limit = "100000/minute"
+
+[server]
+proxy_hops = 1
+trusted_proxies = ["127.0.0.1/32"]
+
+[redis]
+url = "{redis_url}"
+prefix = "fleet"
+backoff_max = 1
+"""
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (for nginx, which must bind it itself)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def require_nginx() -> str:
+    """The nginx binary; a failure in CI (which installs it), a skip elsewhere."""
+    binary = nginx_binary()
+    if binary is None:
+        import os
+
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed (.ci/run installs it)")
+        pytest.skip("nginx is not installed (apt-get install nginx)")
+    return binary
+
+
+@dataclass
+class Fleet:
+    """The running fleet's parts and the URL of its load balancer."""
+
+    redis: RedisServer
+    replicas: list[GunicornProcess]
+    nginx: subprocess.Popen[bytes]
+    url: str
+    app_key: str
+    limited_key: str
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"nginx exited with status {proc.returncode}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)  # poll interval
+    raise RuntimeError("nginx did not answer in time")
+
+
+@contextlib.contextmanager
+def fleet(sandbox: SandboxServer, tmp: Path, app_key: str, app_digest: str,
+          limited_key: str, limited_digest: str) -> Iterator[Fleet]:  # fmt: skip
+    """Redis, two replicas (2 workers each, the production worker class) and nginx."""
+    require_nginx()
+    with RedisServer() as redis_server, contextlib.ExitStack() as stack:
+        config = tmp / "music.toml"
+        config.write_text(
+            FLEET_CONFIG.format(
+                base_url=sandbox.base_url,
+                redis_url=redis_server.url,
+                app_digest=app_digest,
+                limited_digest=limited_digest,
+            )
+        )
+        env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
+        replicas = [
+            stack.enter_context(GunicornProcess(env, workers=2, log_path=tmp / f"replica-{i}.log"))
+            for i in (1, 2)
+        ]
+        listen = f"127.0.0.1:{free_port()}"
+        rendered = render_nginx(
+            tmp / "nginx", listen, [r.url.removeprefix("http://") for r in replicas]
+        )
+        log = (tmp / "nginx.log").open("ab")
+        stack.callback(log.close)
+        proc = subprocess.Popen(
+            rendered.command("-g", "daemon off;"), stdout=log, stderr=subprocess.STDOUT
+        )
+
+        def stop_nginx() -> None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+        stack.callback(stop_nginx)
+        url = f"http://{listen}"
+        _wait_ready(url, proc)
+        yield Fleet(redis_server, replicas, proc, url, app_key, limited_key)

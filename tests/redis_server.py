@@ -1,0 +1,99 @@
+"""A real redis-server on a random loopback port, for the tests that share state."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+import redis
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def require_redis_server() -> str:
+    """The redis-server binary; skipped locally when absent, a failure in CI."""
+    if REDIS_SERVER is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (.ci/run installs it)")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    return REDIS_SERVER
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """redis-server with no persistence on 127.0.0.1; start(), stop(), and start() again."""
+
+    def __init__(self, password: str | None = None) -> None:
+        self.binary = require_redis_server()
+        self.password = password
+        self.port = _free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="music-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """redis://127.0.0.1:<port>/0 (without the password)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start it (on the same port as before, after a stop) and wait until it answers PING."""
+        cmd = [
+            self.binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.dir),
+        ]  # fmt: skip
+        if self.password:
+            cmd += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+                try:
+                    if client.ping():
+                        return self
+                except redis.RedisError:
+                    time.sleep(0.02)  # poll interval
+            raise RuntimeError("redis-server did not answer PING in time")
+        finally:
+            client.close()
+
+    def client(self) -> redis.Redis:
+        """A plain client for assertions."""
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+
+    def stop(self) -> None:
+        """Kill it (SIGKILL: as abrupt as a crash) and wait."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,190 @@
+"""The fleet test: a real redis-server, two replicas (2 gunicorn workers each) and nginx.
+
+Proves with upstream call counts on the sandbox that replicas share pages, flights, limits and
+cooldowns, that a replica can be stopped under load without a failed request, and that losing
+Redis degrades the fleet without a 5xx.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from service.clients import mint_key
+from service.sandbox import SandboxServer
+
+from .fleet import Fleet, fleet
+
+PAGE = "/music?user=studio&type=song"
+
+
+@pytest.fixture(scope="module")
+def running(
+    sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    app_key, app_digest = mint_key()
+    limited_key, limited_digest = mint_key()
+    tmp = tmp_path_factory.mktemp("fleet")
+    with fleet(sandbox_server, tmp, app_key, app_digest, limited_key, limited_digest) as f:
+        yield f
+
+
+@pytest.fixture
+def live(running: Fleet, sandbox: SandboxServer) -> Fleet:
+    """The fleet with an empty Redis (no pages, counters or cooldowns) and a reset sandbox."""
+    if running.redis.proc is None:
+        running.redis.start()
+    running.redis.client().flushall()
+    return running
+
+
+def get(url: str, key: str, path: str = PAGE, **headers: str) -> requests.Response:
+    return requests.get(
+        url + path, headers={"Authorization": f"Bearer {key}", **headers}, timeout=15
+    )
+
+
+def test_a_page_fetched_through_one_replica_is_a_hit_on_the_other(
+    live: Fleet, sandbox: SandboxServer
+) -> None:
+    one, two = live.replicas
+    first = get(one.url, live.app_key)
+    assert first.status_code == 200
+    second = get(two.url, live.app_key)
+    assert second.status_code == 200
+    assert second.headers["Cache-Status"].startswith("music-facade; hit")
+    assert second.headers["ETag"] == first.headers["ETag"]
+    assert second.content == first.content
+    assert sandbox.state.call_count() == 1
+
+
+def test_200_concurrent_cold_requests_through_nginx_make_one_upstream_call(
+    live: Fleet, sandbox: SandboxServer
+) -> None:
+    sandbox.state.set_fault("1001", {"kind": "latency", "seconds": 1.0})
+    start = threading.Barrier(200)
+
+    def fetch(_: int) -> int:
+        start.wait()
+        return get(live.url, live.app_key).status_code
+
+    with ThreadPoolExecutor(200) as pool:
+        statuses = list(pool.map(fetch, range(200)))
+    assert statuses == [200] * 200
+    assert sandbox.state.call_count() == 1
+
+
+def test_a_429_through_one_replica_stops_upstream_calls_from_the_other(
+    live: Fleet, sandbox: SandboxServer
+) -> None:
+    one, two = live.replicas
+    sandbox.state.set_fault(
+        "1002", {"kind": "status", "status": 429, "headers": {"Retry-After": "2"}}, times=1
+    )
+    first = get(one.url, live.app_key, "/music?user=edge")
+    assert first.status_code == 503
+    assert first.json()["code"] == "upstream_rate_limited"
+    # Every worker of the other replica now refuses without calling the account.
+    for path in ("/music?user=edge", "/music?user=edge&type=instrumental") * 4:
+        refused = get(two.url, live.app_key, path)
+        assert refused.status_code == 503
+        assert int(refused.headers["Retry-After"]) <= 2
+    assert sandbox.state.call_count() == 1
+    # Once the cooldown ends (poll, at most its 2 s), the account is called again.
+    deadline = time.monotonic() + 5
+    while get(two.url, live.app_key, "/music?user=edge").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)  # poll interval
+    assert sandbox.state.call_count() == 2
+
+
+class SteadyLoad:
+    """Client threads requesting cached and uncached pages and /healthz until stopped."""
+
+    PATHS = ("/music?user=studio", "/music?user=studio&type=instrumental", "/healthz",
+             "/music?user=edge")  # fmt: skip
+
+    def __init__(self, url: str, key: str, clients: int = 8) -> None:
+        self.url, self.key = url, key
+        self.failures: list[str] = []  # statuses >= 500 and transport errors
+        self.total = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._client) for _ in range(clients)]
+        for t in self._threads:
+            t.start()
+
+    def _client(self) -> None:
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {self.key}"}
+        sent = 0
+        while not self._stop.is_set():
+            path = self.PATHS[sent % len(self.PATHS)]
+            sent += 1
+            try:
+                resp = session.get(self.url + path, headers=headers, timeout=15)
+                failure = f"{path}: {resp.status_code}" if resp.status_code >= 500 else None
+            except requests.RequestException as exc:
+                failure = f"{path}: {type(exc).__name__}"
+            with self._lock:
+                self.total += 1
+                if failure:
+                    self.failures.append(failure)
+
+    def stop(self) -> list[str]:
+        """Stop every client and list the failures."""
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        return self.failures
+
+
+def test_redis_killed_under_load_gives_no_5xx_and_readiness_says_degraded(
+    live: Fleet, sandbox: SandboxServer
+) -> None:
+    load = SteadyLoad(live.url, live.app_key)
+    time.sleep(0.3)
+    live.redis.stop()
+    time.sleep(1.0)  # the fleet runs without Redis for a while
+    for replica in live.replicas:
+        ready = requests.get(replica.url + "/readyz", timeout=5)
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready", "checks": {"redis": "degraded"}}
+    live.redis.start()
+    # Back to shared state: poll each replica's readiness until Redis is "ok" again.
+    deadline = time.monotonic() + 10
+    for replica in live.replicas:
+        while requests.get(replica.url + "/readyz", timeout=5).json()["checks"]["redis"] != "ok":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)  # poll interval
+    assert load.stop() == []
+    live.redis.client().flushall()
+    one, two = live.replicas
+    assert get(one.url, live.app_key, "/music?user=edge&type=instrumental").status_code == 200
+    calls = sandbox.state.call_count()
+    shared = get(two.url, live.app_key, "/music?user=edge&type=instrumental")
+    assert shared.headers["Cache-Status"].startswith("music-facade; hit")
+    assert sandbox.state.call_count() == calls
+
+
+def test_sigterm_to_one_replica_under_load_fails_no_request(
+    running: Fleet, sandbox: SandboxServer
+) -> None:
+    load = SteadyLoad(running.url, running.app_key)
+    time.sleep(0.5)  # load is flowing (a measured stretch, not a readiness wait)
+    victim = running.replicas[0]
+    assert victim.proc is not None
+    victim.proc.terminate()  # SIGTERM: readiness flips, in-flight requests finish, exit
+    # The test holds a copy of the replica's listening socket (to hand it to gunicorn): close
+    # it, as a real replica's socket closes with its process.
+    victim.sock.close()
+    assert victim.proc.wait(timeout=30) == 0
+    time.sleep(1.0)  # keep the load on the survivor for a while
+    assert load.stop() == []
+    assert load.total > 50
+    # (The last test of the module: the fleet keeps one replica from here on.)
