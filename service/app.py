@@ -40,7 +40,7 @@ def create_app(
     cache = PageCache(settings.cache, clock=clock)
     guards = Guards(settings.upstream, clock=clock)
     if settings.redis is not None:
-        _share(app, settings, cache, guards)
+        _share(app, settings, cache, guards, rate_limits)
     the_music = music.Music(
         settings,
         # One pooled connection per bulkhead slot: no churn, and no more than the slots.
@@ -72,11 +72,15 @@ def create_app(
     return app
 
 
-def _share(app: Flask, settings: Settings, cache: PageCache, guards: Guards) -> None:
-    """Put pages, single flights and upstream guards in Redis, shared by every replica."""
+def _share(
+    app: Flask, settings: Settings, cache: PageCache, guards: Guards, rate_limits: limits.Limits
+) -> None:
+    """Put pages, single flights, upstream guards and rate limits in Redis, for every replica."""
     from .guards.shared import SharedGuardStore
+    from .limits import SweptMemoryStorage
     from .shared import SharedStore
     from .shared.flights import FleetFlights
+    from .shared.limits import SharedLimitStorage
     from .shared.pages import SharedBackend
 
     assert settings.redis is not None
@@ -87,4 +91,6 @@ def _share(app: Flask, settings: Settings, cache: PageCache, guards: Guards) -> 
     cache.backend = SharedBackend(store, cache.backend, retention, cache.is_fresh)
     cache.fleet = FleetFlights(store, settings.upstream.exchange_deadline + 1)
     guards.store = SharedGuardStore(store, guards.clock)
+    assert isinstance(rate_limits.storage, SweptMemoryStorage)
+    rate_limits.storage = SharedLimitStorage(store, rate_limits.storage)
     app.extensions["store"] = store

@@ -13,11 +13,10 @@ import math
 import threading
 import time
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
-from limits.storage.base import SlidingWindowCounterSupport
 
 from .clients import Caller
 from .config import LimitSettings
@@ -53,6 +52,17 @@ class LimitState(NamedTuple):
         if self.breached:
             headers.append(("Retry-After", str(max(1, reset_in))))
         return headers
+
+
+Window = tuple[bool, int, float, int, float]
+"""A hit's outcome: acquired, then previous count, its seconds left, current count, its left."""
+
+
+class LimitStorage(Protocol):
+    """Where counters live: this worker's memory, or Redis for a fleet (service/shared)."""
+
+    def hit_sliding_window(self, key: str, limit: int, expiry: int) -> Window:
+        """Take one entry if the window has room; the window's state after it."""
 
 
 class SweptMemoryStorage(MemoryStorage):
@@ -126,10 +136,8 @@ class SweptMemoryStorage(MemoryStorage):
             self._add(current_key, amount, 2 * expiry, now)
             return True
 
-    def hit_sliding_window(
-        self, key: str, limit: int, expiry: int
-    ) -> tuple[bool, int, float, int, float]:
-        """acquire_sliding_window_entry and the window after it, in one pass (Limits' fast path)."""
+    def hit_sliding_window(self, key: str, limit: int, expiry: int) -> Window:
+        """acquire_sliding_window_entry and the window after it, in one pass under one lock."""
         now = time.time()
         with self._lock:
             previous, previous_ttl, current, current_ttl, current_key = self._window(
@@ -165,8 +173,8 @@ class Limits:
     def __init__(self, settings: LimitSettings, clients_required: bool) -> None:
         self.settings = settings
         self.clients_required = clients_required
-        # Any `limits` storage with sliding-window support (Redis, for replicas) fits here.
-        self.storage: SlidingWindowCounterSupport = SweptMemoryStorage()
+        # This worker's memory; a fleet's Redis (service/shared/limits.py) replaces it.
+        self.storage: LimitStorage = SweptMemoryStorage()
 
     def _bucket_and_limit(self, who: Caller, remote_addr: str | None) -> tuple[str, str] | None:
         """The bucket and limit for a caller; None: not counted (open mode without per_address)."""
@@ -207,14 +215,10 @@ class Limits:
         strategy object's hit + get_window_stats spent most of their time making keys.
         """
         state = None
-        swept = self.storage if isinstance(self.storage, SweptMemoryStorage) else None
         for item, key, amount, expiry in counters:
-            if swept is not None:  # one pass instead of two
-                allowed, *window = swept.hit_sliding_window(key, amount, expiry)
-            else:
-                allowed = self.storage.acquire_sliding_window_entry(key, amount, expiry, 1)
-                window = list(self.storage.get_sliding_window(key, expiry))
-            previous, previous_ttl, current, current_ttl = window
+            allowed, previous, previous_ttl, current, current_ttl = self.storage.hit_sliding_window(
+                key, amount, expiry
+            )
             reset_at = _reset_at(expiry, previous, previous_ttl, current, current_ttl)
             if not allowed:
                 return LimitState(item, 0, reset_at, True)

@@ -17,6 +17,7 @@ import requests
 
 from service.clients import mint_key
 from service.sandbox import SandboxServer
+from service.sandbox.app import encode_cursor
 
 from .fleet import Fleet, fleet
 
@@ -36,7 +37,10 @@ def running(
 
 @pytest.fixture
 def live(running: Fleet, sandbox: SandboxServer) -> Fleet:
-    """The fleet with an empty Redis (no pages, counters or cooldowns) and a reset sandbox."""
+    """The fleet with an empty Redis (no pages, counters or cooldowns) and a reset sandbox.
+
+    Each worker's own tier of the page cache is not emptied: tests read pages of their own.
+    """
     if running.redis.proc is None:
         running.redis.start()
     running.redis.client().flushall()
@@ -68,15 +72,31 @@ def test_200_concurrent_cold_requests_through_nginx_make_one_upstream_call(
 ) -> None:
     sandbox.state.set_fault("1001", {"kind": "latency", "seconds": 1.0})
     start = threading.Barrier(200)
+    cold = (
+        f"/music?user=studio&type=instrumental&cursor={encode_cursor('1001', 'instrumental', 10)}"
+    )
 
     def fetch(_: int) -> int:
         start.wait()
-        return get(live.url, live.app_key).status_code
+        return get(live.url, live.app_key, cold).status_code
 
     with ThreadPoolExecutor(200) as pool:
         statuses = list(pool.map(fetch, range(200)))
     assert statuses == [200] * 200
     assert sandbox.state.call_count() == 1
+
+
+def test_a_10_per_minute_client_gets_exactly_10_across_both_replicas(live: Fleet) -> None:
+    # Pages no other test of the module reads: each worker's own cache tier outlives flushall.
+    pages = [f"/music?user=studio&cursor={encode_cursor('1001', 'song', n)}" for n in (10, 20)]
+
+    def fetch(i: int) -> int:
+        return get(live.url, live.limited_key, pages[i % 2]).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(fetch, range(30)))
+    assert statuses.count(200) == 10
+    assert statuses.count(429) == 20
 
 
 def test_a_429_through_one_replica_stops_upstream_calls_from_the_other(

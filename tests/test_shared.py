@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from service.config import ConfigError, RedisSettings, Secret, parse_settings
+from service.clients import mint_key
+from service.config import ClientSettings, ConfigError, RedisSettings, Secret, parse_settings
 from service.sandbox import SandboxServer
 from service.shared import SharedStore, digest
 from service.shared.flights import FleetFlights
@@ -305,3 +306,24 @@ def test_an_open_breaker_is_shared_and_one_replica_probes(
     assert two.test_client().get("/music?user=edge").status_code == 200
     assert one.test_client().get("/music?user=edge&type=instrumental").status_code == 200
     assert sandbox.state.call_count() == 4
+
+
+def test_a_clients_limit_is_exact_across_replicas(
+    replica: Replica, sandbox: SandboxServer, fresh_redis: RedisServer
+) -> None:
+    key, digest = mint_key()
+    limited = ClientSettings("shared", (digest,), frozenset({"*"}), "5/minute")
+    apps = [replica(clients=(limited,)) for _ in range(3)]
+    auth = {"Authorization": f"Bearer {key}"}
+    statuses = [apps[i % 3].test_client().get(PAGE, headers=auth).status_code for i in range(12)]
+    assert statuses == [200] * 5 + [429] * 7
+    remaining = [
+        apps[i % 3].test_client().get(PAGE, headers=auth).headers.get("X-RateLimit-Remaining")
+        for i in range(2)
+    ]
+    assert remaining == ["0", "0"]
+    # Redis gone: each process counts on its own again (never a 5xx), limits per process.
+    fresh_redis.stop()
+    fallback = apps[0].test_client().get("/music?user=edge", headers=auth)
+    assert fallback.status_code == 200
+    assert fallback.headers["X-RateLimit-Remaining"] == "4"
