@@ -15,6 +15,8 @@ from flask import Flask, Response, g, request
 
 log = logging.getLogger("service.access")
 
+# Probes (load balancers, orchestrators) ask these every few seconds: their lines are DEBUG.
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 # An incoming X-Request-ID is kept only when it is a short, safe token; otherwise a fresh one.
 _REQUEST_ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 
@@ -43,13 +45,14 @@ def log_access(
     cache: str | None,
     remote_addr: str | None,
 ) -> None:
-    """One INFO line per request (set the service.access logger to WARNING to turn it off)."""
-    if not log.isEnabledFor(logging.INFO):
+    """One INFO line per request, DEBUG for probes (service.access at WARNING: none at all)."""
+    level = logging.DEBUG if path in PROBE_PATHS else logging.INFO
+    if not log.isEnabledFor(level):
         return
     # logging's own record path (Logger.info → makeRecord with `extra`) without its per-key
     # collision checks: the fields below are fixed and never collide with a record's own.
     record = logging.LogRecord(
-        log.name, logging.INFO, __file__, 0, "%s %s %s", (method, path, status), None
+        log.name, level, __file__, 0, "%s %s %s", (method, path, status), None
     )
     fields = record.__dict__
     fields["request_id"] = rid

@@ -233,6 +233,14 @@ class ProblemWorker(GeventWorker):  # type: ignore[misc]
             self.log.error("imported before gevent patched ssl/socket: %s", ", ".join(early))
         super().init_process()
 
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: /readyz fails from now on (Lifecycle), then gunicorn's graceful stop, which
+        finishes the requests in flight within graceful_timeout."""
+        lifecycle = getattr(self.wsgi, "extensions", {}).get("lifecycle")
+        if lifecycle is not None:
+            lifecycle.begin_shutdown()
+        super().handle_exit(sig, frame)
+
     def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
         """Serve one connection, with a bounded send buffer (SEND_BUFFER_BYTES)."""
         if client.family in (socket.AF_INET, socket.AF_INET6):
