@@ -65,12 +65,21 @@ def test_compressed_pages_reshape_like_plain_ones(
 
 
 class _GzipUpstream(BaseHTTPRequestHandler):
-    """An upstream written here, not the sandbox: gzips its JSON when the request accepts it."""
+    """An upstream written here, not the sandbox: gzips its JSON when the request accepts it,
+    and keeps connections alive (HTTP/1.1 with Content-Length), as a CDN edge does."""
+
+    protocol_version = "HTTP/1.1"
+    connections = 0
 
     page = json.dumps(
         {"records": [full_record("1001", SONG, i) for i in range(3)], "hasNext": False}
     ).encode()
     seen: list[str] = []  # noqa: RUF012 (one server per test, read after it stops)
+
+    def setup(self) -> None:
+        """Count connections: one handler per connection."""
+        type(self).connections += 1
+        super().setup()
 
     def do_GET(self) -> None:
         accepts = self.headers.get("Accept-Encoding", "")
@@ -111,6 +120,14 @@ def test_an_independent_gzip_upstream(make_app: AppFactory, gzip_upstream: str) 
     titles = [item["title"] for item in resp.get_json()["items"]]
     assert titles == [full_record("1001", SONG, i)["titleEn"] for i in range(3)]
     assert _GzipUpstream.seen == ["gzip, deflate"]
+
+
+def test_upstream_connections_are_kept_alive(make_app: AppFactory, gzip_upstream: str) -> None:
+    _GzipUpstream.connections = 0
+    client = make_app(upstream_base_url=gzip_upstream, cache_ttl=0).test_client()
+    for _ in range(5):  # the cache is off: five upstream calls
+        assert client.get("/music?user=studio").status_code == 200
+    assert _GzipUpstream.connections == 1  # no connection churn: one kept-alive connection
 
 
 # --- hostile answers ------------------------------------------------------------------------
