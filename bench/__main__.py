@@ -85,6 +85,18 @@ def stub_upstream() -> Iterator[str]:
         sock.close()
 
 
+@contextmanager
+def shared_store(wanted: bool) -> Iterator[str]:
+    """A redis-server on loopback when wanted; yields the [redis] TOML for the service."""
+    if not wanted:
+        yield ""
+        return
+    from tests.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield f'\n[redis]\nurl = "{server.url}"\nprefix = "bench"\n'
+
+
 def get(base: str, path: str, headers: dict[str, str] | None = None) -> bytes:
     """One GET on a new connection; the body of a 200, else an error."""
     host, port = base.removeprefix("http://").split(":")
@@ -140,6 +152,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="configure the service with a real redis-server (the fleet's shared state)",
+    )
+    parser.add_argument(
         "--only",
         choices=["hits"],
         help="just the hit rows (for iterating on the hit path)",
@@ -147,11 +164,16 @@ def main() -> None:
     args = parser.parse_args()
     secs = args.seconds
 
-    with stub_upstream() as upstream, tempfile.TemporaryDirectory() as tmp:
+    with (
+        stub_upstream() as upstream,
+        tempfile.TemporaryDirectory() as tmp,
+        shared_store(args.redis) as redis_toml,
+    ):
         key, digest = mint_key()
         base_url = upstream + "/v1/tempolor"
         envs = {}
         for name, extra in (("service", ""), ("keyed", CLIENT.format(digest=digest))):
+            extra += redis_toml
             config = Path(tmp) / f"{name}.toml"
             config.write_text(CONFIG.format(base_url=base_url, extra=extra))
             envs[name] = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": "bench-token"}
@@ -181,7 +203,8 @@ def main() -> None:
             print(
                 f"\n{args.rounds} rounds x {secs:g} s per measurement, wrk -t1, loopback; "
                 f"gunicorn -c deploy/gunicorn.conf.py, {args.workers} workers "
-                f"(service.worker.ProblemWorker, gevent); {os.cpu_count()} CPUs\n"
+                f"(service.worker.ProblemWorker, gevent); {os.cpu_count()} CPUs; "
+                f"{'Redis: a local redis-server' if args.redis else 'no Redis'}\n"
             )
             table.print()
             print()
