@@ -55,7 +55,7 @@ def create_app(
     errors.register(app)
     clients.register(app, registry)
     cors.register(app, cross_origin)
-    meta.register(app)
+    meta.register(app, settings)
     music.register(app, the_music)
     app.extensions["limits"] = rate_limits
     # GET and HEAD /music, hits and misses, never build a Flask request (service.music).
