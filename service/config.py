@@ -414,7 +414,9 @@ class _FileSchema(_StrictSchema):
     # Runs even when other keys are wrong: every error is reported at once.
     @validates_schema(skip_on_field_errors=False)
     def _check_users(self, data: dict[str, Any], **kw: Any) -> None:
-        users = data.get("users", {})
+        if "users" not in data:
+            return  # missing or invalid: its own error says so
+        users = data["users"]
         if not users:
             raise ValidationError("must name at least one alias = upstream user_id", "users")
         default = data.get("default_user")

@@ -24,7 +24,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_check_config_takes_a_path_and_reports_every_error(tmp_path: Path) -> None:
     config = tmp_path / "music.toml"
     config.write_text(
-        BASE + 'default_user = "nobody"\n[cache]\nttl = "soon"\n[upstream]\nretries = 99\n'
+        'default_user = "nobody"\n' + BASE + '[cache]\nttl = "soon"\n[upstream]\nretries = 99\n'
     )
     result = cli("check-config", str(config))
     assert result.returncode == 2
