@@ -448,8 +448,10 @@ def _all_errors(messages: Any, path: str = "") -> list[str]:
         for key, value in messages.items():
             if key == "_schema":
                 found += _all_errors(value, path)
-            elif key in ("key", "value") and isinstance(value, dict | list) and path.startswith(
-                "users"
+            elif (
+                key in ("key", "value")
+                and isinstance(value, dict | list)
+                and path.startswith("users")
             ):
                 # fields.Dict reports {"<alias>": {"key": [...]}}: the alias is the useful name.
                 found += _all_errors(value, path)

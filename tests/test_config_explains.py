@@ -1,4 +1,4 @@
-"""Configuration that explains itself: every error at once, check-config PATH, mint-key, warnings."""
+"""Configuration that explains itself: all errors at once, check-config PATH, mint-key, warnings."""
 
 from __future__ import annotations
 
@@ -62,9 +62,7 @@ def test_keys_without_effect_are_warned_about(tmp_path: Path) -> None:
         '[limits]\nper_address = "10/minute"\n'
     )
     settings = load_settings({"USEAPI_TOKEN": "t0ken"}, path=str(config))
-    assert [line.split(" ", 1)[0] for line in ineffective_keys(settings)] == [
-        "limits.per_address"
-    ]
+    assert [line.split(" ", 1)[0] for line in ineffective_keys(settings)] == ["limits.per_address"]
     result = cli("check-config", str(config))
     assert result.returncode == 0
     assert "warning: limits.per_address has no effect" in result.stderr

@@ -458,9 +458,7 @@ def test_rejects_a_bad_problem(
 
 def test_rejects_errors_on_other_problems() -> None:
     problem = NOT_FOUND | {"errors": {"x": ["y"]}}
-    with pytest.raises(
-        AssertionError, match=at("$", r"False schema does not allow")
-    ):
+    with pytest.raises(AssertionError, match=at("$", r"False schema does not allow")):
         check_response("GET", "/nope", 404, PROBLEM_HEADERS, dump(problem))
 
 
