@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError, load_settings
+from .config import ALIAS_PATTERN, NAME_RULE, ConfigError, ineffective_keys, load_settings
 
 DEMO_CONFIG = """\
 default_user = "studio"
@@ -25,13 +26,16 @@ empty = "1003"
 """
 
 
-def check_config() -> int:
-    """Print the effective configuration (token masked), or the one line that is wrong."""
+def check_config(path: str | None = None) -> int:
+    """Print the effective configuration (token masked), or every line that is wrong."""
     try:
-        settings = load_settings()
+        settings = load_settings(path=path)
     except ConfigError as exc:
-        print(f"music-facade: configuration error: {exc}", file=sys.stderr)
+        for line in exc.errors:
+            print(f"music-facade: configuration error: {line}", file=sys.stderr)
         return 2
+    for line in ineffective_keys(settings):
+        print(f"music-facade: warning: {line}", file=sys.stderr)
     print(json.dumps(settings.describe(), indent=2))
     return 0
 
@@ -40,13 +44,16 @@ def mint_key(name: str) -> int:
     """Print a new client key once, and the [[clients]] entry that stores only its digest."""
     from .clients import mint_key as new_key
 
+    if not re.match(ALIAS_PATTERN, name):
+        print(f"music-facade: mint-key --name {name!r}: {NAME_RULE}", file=sys.stderr)
+        return 2
     key, digest = new_key()
     print(
         f"Key for client '{name}' (hand it over now; it is not stored anywhere):\n\n"
         f"    {key}\n\n"
         "Configuration entry (to rotate, add the digest to the client's key_sha256 list):\n\n"
         f'    [[clients]]\n    name = "{name}"\n    key_sha256 = "{digest}"\n'
-        '    users = ["<alias>"]\n'
+        '    users = ["<alias>"]  # placeholder: the aliases from [users] it may read, or "*"\n'
     )
     return 0
 
@@ -113,12 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="run the service on 127.0.0.1 against the built-in sandbox")
     d.add_argument("--port", type=int, default=8080)
-    sub.add_parser(
+    c = sub.add_parser(
         "check-config",
-        help="validate MUSIC_CONFIG and the token; print the effective configuration (masked)",
+        help="validate the configuration (PATH, else MUSIC_CONFIG) and the token; print every "
+        "error, or the effective configuration (masked)",
     )
+    c.add_argument("path", nargs="?", metavar="PATH", help="the TOML file (default: MUSIC_CONFIG)")
     m = sub.add_parser("mint-key", help="make a new random client key and its key_sha256 line")
-    m.add_argument("--name", default="app", help="the client's name in the printed entry")
+    m.add_argument(
+        "--name", default="app", help=f"the client's name in the printed entry ({NAME_RULE})"
+    )
     p = sub.add_parser(
         "probe",
         help="call the upstream once per configured alias and report status, latency, "
@@ -134,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return demo(args.port)
     if args.command == "check-config":
-        return check_config()
+        return check_config(args.path)
     if args.command == "mint-key":
         return mint_key(args.name)
     if args.command == "probe":

@@ -12,7 +12,7 @@ from flask import Flask
 from . import access, clients, cors, errors, limits, logs, meta, music
 from .bulkhead import Bulkhead
 from .cache import MemoryBackend, PageCache
-from .config import Settings, load_settings
+from .config import Settings, ineffective_keys, load_settings
 from .guards import Guards
 from .proxies import TrustedProxyFix
 from .upstream import UpstreamClient
@@ -55,7 +55,7 @@ def create_app(
     errors.register(app)
     clients.register(app, registry)
     cors.register(app, cross_origin)
-    meta.register(app)
+    meta.register(app, settings)
     music.register(app, the_music)
     app.extensions["limits"] = rate_limits
     # GET and HEAD /music, hits and misses, never build a Flask request (service.music).
@@ -67,6 +67,8 @@ def create_app(
         # inside (limits, logs) sees the caller's address.
         networks = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
+    for line in ineffective_keys(settings):
+        log.warning("%s", line)
     if not settings.clients:
         log.warning("no [[clients]] configured: /music is open to anyone who can reach it")
     return app

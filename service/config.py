@@ -18,12 +18,17 @@ from marshmallow.types import UnknownOption
 
 # \A…\Z, not ^…$: Python's $ also matches before a trailing newline.
 ALIAS_PATTERN = r"\A[A-Za-z0-9_.-]{1,64}\Z"
+NAME_RULE = "must be 1-64 characters of A-Z a-z 0-9 _ . -"
 # A bearer token goes into an HTTP header: visible ASCII only, no spaces.
 _TOKEN_RE = re.compile(r"\A[!-~]+\Z")
 
 
 class ConfigError(Exception):
-    """The configuration is unusable; the message is one line naming the key."""
+    """The configuration is unusable: one line per error, each naming the key."""
+
+    def __init__(self, *errors: str) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = list(errors)
 
 
 class Secret:
@@ -321,10 +326,14 @@ class _KeyHashes(fields.Field[list[str]]):
 
 
 class _ClientSchema(_StrictSchema):
-    name = fields.String(required=True, validate=validate.Regexp(ALIAS_PATTERN))
+    name = fields.String(required=True, validate=validate.Regexp(ALIAS_PATTERN, error=NAME_RULE))
     key_sha256 = _KeyHashes(required=True)
     users = fields.List(
-        fields.String(validate=validate.Regexp(r"\A(\*|[A-Za-z0-9_.-]{1,64})\Z")),
+        fields.String(
+            validate=validate.Regexp(
+                r"\A(\*|[A-Za-z0-9_.-]{1,64})\Z", error=f"'{{input}}': {NAME_RULE}, or '*'"
+            )
+        ),
         required=True,
         validate=validate.Length(min=1),
     )
@@ -384,7 +393,7 @@ class _RedisSchema(_StrictSchema):
 
 
 class _FileSchema(_StrictSchema):
-    default_user = fields.String(validate=validate.Regexp(ALIAS_PATTERN))
+    default_user = fields.String(validate=validate.Regexp(ALIAS_PATTERN, error=NAME_RULE))
     upstream = fields.Nested(_UpstreamSchema)
     users = fields.Dict(
         keys=fields.String(
@@ -402,9 +411,12 @@ class _FileSchema(_StrictSchema):
     server = fields.Nested(_ServerSchema)
     redis = fields.Nested(_RedisSchema)
 
-    @validates_schema
+    # Runs even when other keys are wrong: every error is reported at once.
+    @validates_schema(skip_on_field_errors=False)
     def _check_users(self, data: dict[str, Any], **kw: Any) -> None:
-        users = data.get("users", {})
+        if "users" not in data:
+            return  # missing or invalid: its own error says so
+        users = data["users"]
         if not users:
             raise ValidationError("must name at least one alias = upstream user_id", "users")
         default = data.get("default_user")
@@ -429,20 +441,34 @@ class _FileSchema(_StrictSchema):
                 hashes.add(digest)
 
 
-def _first_error(messages: Any, path: str = "") -> str:
-    """Flatten marshmallow's nested messages to one 'dotted.key: message' line."""
+def _all_errors(messages: Any, path: str = "") -> list[str]:
+    """Flatten marshmallow's nested messages to one 'dotted.key: message' line per error."""
     if isinstance(messages, dict):
-        key, value = next(iter(messages.items()))
-        if key == "_schema":
-            return _first_error(value, path)
-        if key in ("key", "value") and isinstance(value, dict | list) and path.startswith("users"):
-            # fields.Dict reports {"<alias>": {"key": [...]}}: the alias is the useful name.
-            return _first_error(value, path)
-        name = str(key) if str(key).isprintable() else repr(str(key))  # keep it one line
-        return _first_error(value, f"{path}.{name}" if path else name)
-    if isinstance(messages, list) and messages:
-        return _first_error(messages[0], path)
-    return f"{path}: {messages}" if path else str(messages)
+        found: list[str] = []
+        for key, value in messages.items():
+            if key == "_schema":
+                found += _all_errors(value, path)
+            elif (
+                key in ("key", "value")
+                and isinstance(value, dict | list)
+                and path.startswith("users")
+            ):
+                # fields.Dict reports {"<alias>": {"key": [...]}}: the alias is the useful name.
+                found += _all_errors(value, path)
+            else:
+                name = str(key) if str(key).isprintable() else repr(str(key))  # keep it one line
+                found += _all_errors(value, f"{path}.{name}" if path else name)
+        return found
+    if isinstance(messages, list):
+        return [line for item in messages for line in _all_errors(item, path)]
+    return [f"{path}: {messages}" if path else str(messages)]
+
+
+def _hint(line: str) -> str:
+    """The error line, with a hint when the value is mint-key's placeholder left unchanged."""
+    if "<alias>" in line or "<" in line.split(":", 1)[0]:
+        return line + " (replace the `<alias>` placeholder with an alias from [users])"
+    return line
 
 
 def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
@@ -450,7 +476,7 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
     try:
         data = _FileSchema().load(dict(document))
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc.messages)) from None
+        raise ConfigError(*(_hint(line) for line in _all_errors(exc.messages))) from None
     upstream = dict(data.get("upstream", {}))
     token, source = _load_token(upstream.pop("token_file", None), environ)
     if "base_url" in upstream:
@@ -477,6 +503,19 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         redis=_redis_settings(data.get("redis", {}), environ),
         bulkhead=BulkheadSettings(**bulkhead),
     )
+
+
+def ineffective_keys(settings: Settings) -> list[str]:
+    """Configured keys that have no effect in this mode, each with why (warned at start)."""
+    found = []
+    if settings.clients and settings.limits.per_address is not None:
+        found.append(
+            "limits.per_address has no effect: clients are configured, so a request without a "
+            "valid key counts against limits.default per address"
+        )
+    if settings.trusted_proxies and not settings.proxy_hops:
+        found.append("server.trusted_proxies has no effect while server.proxy_hops is 0")
+    return found
 
 
 def _redis_settings(section: dict[str, Any], environ: Mapping[str, str]) -> RedisSettings | None:
@@ -534,10 +573,10 @@ def _load_token(token_file: str | None, environ: Mapping[str, str]) -> tuple[Sec
     return Secret(value), source
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read MUSIC_CONFIG's TOML file and the token from the environment."""
+def load_settings(environ: Mapping[str, str] | None = None, path: str | None = None) -> Settings:
+    """Read the TOML file (path, else MUSIC_CONFIG) and the token from the environment."""
     env = os.environ if environ is None else environ
-    path = env.get("MUSIC_CONFIG")
+    path = path or env.get("MUSIC_CONFIG")
     if not path:
         raise ConfigError("MUSIC_CONFIG: not set; name the service's TOML configuration file")
     try:
