@@ -38,7 +38,7 @@ def check_config() -> int:
 
 def mint_key(name: str) -> int:
     """Print a new client key once, and the [[clients]] entry that stores only its digest."""
-    from .clients import mint_key as new_key
+    from .auth import mint_key as new_key
 
     key, digest = new_key()
     print(

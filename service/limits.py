@@ -19,7 +19,7 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.storage.base import SlidingWindowCounterSupport
 
-from .clients import Caller
+from .auth import Caller
 from .config import LimitSettings
 from .errors import Problem
 
