@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from . import access, clients, cors, errors, limits, logs, meta, music
+from . import access, auth, cors, errors, limits, logs, meta, music
 from .bulkhead import Bulkhead
 from .cache import MemoryBackend, PageCache
 from .config import Settings, ineffective_keys, load_settings
@@ -34,8 +34,8 @@ def create_app(
     logs.redact([settings.upstream.token.reveal()])
     logs.skip_unused_record_fields()
     app = Flask("service")
-    registry = clients.ClientRegistry(settings.clients)
-    rate_limits = limits.Limits(settings.limits, registry.required)
+    authenticator = auth.Authenticator.from_settings(settings, clock)
+    rate_limits = limits.Limits(settings.limits, authenticator.required)
     cross_origin = cors.Cors(settings.cors_origins)
     cache = PageCache(settings.cache, clock=clock)
     guards = Guards(settings.upstream, clock=clock)
@@ -53,13 +53,13 @@ def create_app(
     # after-hook, registered first, runs last and logs the final response), then the caller.
     access.register(app)
     errors.register(app)
-    clients.register(app, registry)
+    auth.register(app, authenticator)
     cors.register(app, cross_origin)
     meta.register(app, settings)
     music.register(app, the_music)
     app.extensions["limits"] = rate_limits
     # GET and HEAD /music, hits and misses, never build a Flask request (service.music).
-    handler = music.MusicHandler(app.wsgi_app, the_music, registry, rate_limits, cross_origin)
+    handler = music.MusicHandler(app.wsgi_app, the_music, authenticator, rate_limits, cross_origin)
     app.wsgi_app = handler  # type: ignore[method-assign]
     if settings.proxy_hops:
         # Behind N trusted proxies the caller is the Nth address from the right in X-Forwarded-For,
@@ -69,8 +69,8 @@ def create_app(
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
     for line in ineffective_keys(settings):
         log.warning("%s", line)
-    if not settings.clients:
-        log.warning("no [[clients]] configured: /music is open to anyone who can reach it")
+    if not authenticator.required:
+        log.warning("no [[clients]] or [oidc] configured: /music is open to anyone")
     return app
 
 

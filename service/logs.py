@@ -9,7 +9,7 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
-# The credential the current request presented (set by service.clients.presented): a secret
+# The credential the current request presented (set by service.auth.presented): a secret
 # for the log lines written while it runs. Per thread, and per greenlet under gevent.
 PRESENTED: ContextVar[str | None] = ContextVar("presented_credential", default=None)
 

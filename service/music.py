@@ -3,8 +3,9 @@
 `MusicHandler` answers GET and HEAD /music, hits and misses alike, as a plain WSGI handler in
 front of Flask (a request context, routing and a Response object cost more than the whole of
 a cache hit). It calls the same rule functions Flask's hooks call for every other route, in
-this order: request id → identify → rate limit → parse query → alias → authorize (before the
-cache) → page → If-None-Match → headers (CORS, rate limit, common) → access log.
+this order: request id → identify → rate limit → parse query → alias (authorized before it is
+looked up, and before the cache) → page → If-None-Match → headers (CORS, rate limit, common)
+→ access log.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from flask import Flask
 from werkzeug.http import parse_etags
 
 from . import access
+from .auth import Authenticator, Principal, authorize, presented
 from .bulkhead import Bulkhead
 from .cache import Lookup, PageCache
-from .clients import ClientRegistry, authorize, presented
 from .config import Settings
 from .cors import Cors
 from .errors import INTERNAL_DETAIL, InvalidQuery, Problem, UnknownUser, problem_parts
@@ -50,14 +51,19 @@ class Music:
         self.cache = cache
         self.bulkhead = bulkhead
 
-    def alias(self, given: str | None) -> str:
-        """The alias a query names, or the implicit one; it must be configured."""
+    def alias(self, given: str | None, caller: Principal | None) -> str:
+        """The alias a query names, or the implicit one; the caller may read it; it exists.
+
+        The scope is checked first, so an alias outside it gets the same 403 whether or not it
+        is configured: a key or token cannot list the configured aliases.
+        """
         alias = given if given is not None else self.settings.implicit_user
         if alias is None:
             raise InvalidQuery(
                 "Name the account with the 'user' parameter.",
                 errors={"user": ["required: the service has several accounts and no default"]},
             )
+        authorize(caller, alias)
         if alias not in self.settings.users:
             raise UnknownUser(f"'{alias}' is not a configured user alias.")
         return alias
@@ -78,13 +84,19 @@ class Music:
 
 
 def page_parts(
-    lookup: Lookup, if_none_match: str | None
+    lookup: Lookup, if_none_match: str | None, credentialed: bool = False
 ) -> tuple[int, bytes, list[tuple[str, str]]]:
-    """Status, body and headers for a page, honouring If-None-Match (weak comparison)."""
+    """Status, body and headers for a page, honouring If-None-Match (weak comparison).
+
+    A page read with a credential is `private, no-cache`: a browser revalidates it every time
+    (a 304 when unchanged), so the service checks the credential and its scope on every use and
+    a revoked key or another caller never gets a stored copy. Open mode keeps max-age.
+    """
     page = lookup.page
+    control = "private, no-cache" if credentialed else f"private, max-age={lookup.max_age}"
     headers = [
         ("ETag", f'"{page.etag}"'),
-        ("Cache-Control", f"private, max-age={lookup.max_age}"),
+        ("Cache-Control", control),
         ("Cache-Status", lookup.cache_status),
     ]
     if if_none_match and parse_etags(if_none_match).contains_weak(page.etag):
@@ -100,15 +112,19 @@ class MusicHandler:
         self,
         app: WSGIApp,
         music: Music,
-        registry: ClientRegistry,
+        auth: Authenticator,
         limits: Limits,
         cors: Cors,
     ) -> None:
         self.app = app
         self.music = music
-        self.registry = registry
+        self.auth = auth
         self.limits = limits
         self.cors = cors
+        # What a /music response varies on: the credential when one is required, the Origin
+        # when CORS is on (one Vary header; Cors.headers' own is folded into it).
+        vary = (["Origin"] if cors.enabled else []) + (["Authorization"] if auth.required else [])
+        self.vary = [("Vary", ", ".join(vary))] if vary else []
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
@@ -118,7 +134,7 @@ class MusicHandler:
         rid = access.request_id(environ.get("HTTP_X_REQUEST_ID"))
         authorization = environ.get("HTTP_AUTHORIZATION")
         presented(authorization)
-        who = self.registry.identify(authorization)
+        who = self.auth.identify(authorization)
         user = cache_status = None
         limit_headers: list[tuple[str, str]] = []
         try:
@@ -129,12 +145,14 @@ class MusicHandler:
                 raise who.problem
             # PEP 3333: the query's bytes arrive as latin-1 text.
             query = parse_query(environ.get("QUERY_STRING", "").encode("latin-1"))
-            alias = self.music.alias(query.user)
-            authorize(who.client, alias)  # before the cache: a cached page is no excuse
+            # Authorized before the cache: a cached page is no excuse.
+            alias = self.music.alias(query.user, who.client)
             user = alias
             lookup = self.music.page(alias, query, rid)
             cache_status = lookup.cache_status
-            status, body, headers = page_parts(lookup, environ.get("HTTP_IF_NONE_MATCH"))
+            status, body, headers = page_parts(
+                lookup, environ.get("HTTP_IF_NONE_MATCH"), who.client is not None
+            )
             headers += limit_headers
         except Problem as exc:
             status = exc.status
@@ -149,7 +167,8 @@ class MusicHandler:
             headers.append(("Content-Length", str(len(body))))
             headers += limit_headers
         if self.cors.enabled:
-            headers += self.cors.headers(environ.get("HTTP_ORIGIN"))
+            headers += [h for h in self.cors.headers(environ.get("HTTP_ORIGIN")) if h[0] != "Vary"]
+        headers += self.vary
         headers += access.common_headers(rid)
         start_response(_STATUS_LINES[status], headers)
         access.log_access(

@@ -27,7 +27,7 @@ import schemathesis
 from schemathesis import Case
 from schemathesis.core.transport import Response
 
-from service.clients import mint_key
+from service.auth import mint_key
 from service.sandbox import SandboxServer
 
 from . import contract
