@@ -44,7 +44,7 @@ SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
 SPEC_URI = "https://music-facade.invalid/openapi.yaml"
 METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 NOT_FOUND = "/components/responses/NotFound"
-PREFLIGHT_ANY_PATH = "/components/responses/PreflightAnyPath"
+PREFLIGHT_ANY_PATH = "/x-preflight-any-path"
 
 
 class HeaderItems(Protocol):
