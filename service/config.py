@@ -161,6 +161,14 @@ BULKHEAD_KEYS = ("max_concurrent_calls", "max_wait")
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """[metrics]: who may scrape /metrics (by default anyone, like /healthz)."""
+
+    allow: tuple[str, ...] = ()  # CIDRs of the caller's address (after proxy_hops); () = any
+    token_sha256: tuple[str, ...] = ()  # SHA-256 of accepted bearer tokens; () = none needed
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole, validated configuration of one service process."""
 
@@ -175,6 +183,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
     redis: RedisSettings | None = None
     bulkhead: BulkheadSettings = field(default_factory=BulkheadSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def implicit_user(self) -> str | None:
@@ -227,6 +236,10 @@ class Settings:
                 "trusted_proxies": list(self.trusted_proxies),
             },
             "redis": self.redis.describe() if self.redis else None,
+            "metrics": {
+                "allow": list(self.metrics.allow),
+                "token_sha256": list(self.metrics.token_sha256),
+            },
         }
 
 
@@ -383,6 +396,11 @@ class _RedisSchema(_StrictSchema):
     max_connections = _StrictInt(validate=validate.Range(min=2, max=10_000))
 
 
+class _MetricsSchema(_StrictSchema):
+    allow = fields.List(fields.String(validate=_check_network))
+    token_sha256 = _KeyHashes()
+
+
 class _FileSchema(_StrictSchema):
     default_user = fields.String(validate=validate.Regexp(ALIAS_PATTERN))
     upstream = fields.Nested(_UpstreamSchema)
@@ -401,6 +419,7 @@ class _FileSchema(_StrictSchema):
     cors = fields.Nested(_CorsSchema)
     server = fields.Nested(_ServerSchema)
     redis = fields.Nested(_RedisSchema)
+    metrics = fields.Nested(_MetricsSchema)
 
     @validates_schema
     def _check_users(self, data: dict[str, Any], **kw: Any) -> None:
@@ -476,6 +495,10 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         trusted_proxies=tuple(data.get("server", {}).get("trusted_proxies", [])),
         redis=_redis_settings(data.get("redis", {}), environ),
         bulkhead=BulkheadSettings(**bulkhead),
+        metrics=MetricsSettings(
+            allow=tuple(data.get("metrics", {}).get("allow", [])),
+            token_sha256=tuple(data.get("metrics", {}).get("token_sha256", [])),
+        ),
     )
 
 

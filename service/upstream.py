@@ -19,14 +19,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
+from . import trace
 from .config import Secret, UpstreamSettings
 from .errors import (
+    GuardRefusal,
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamFailure,
@@ -38,6 +40,9 @@ from .errors import (
 from .guards import Guards
 from .tracks import LONE_SURROGATE_RE
 from .watchdog import POOL_CLASSES, Exchange, Watchdog
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,8 @@ class UpstreamClient:
     ) -> None:
         self.settings = settings
         self.guards = guards if guards is not None else Guards(settings)
+        # Told of every call's outcome and every guard refusal (service.metrics.Metrics).
+        self.metrics: Metrics | None = None
         self.watchdog = Watchdog()
         # Retries are _send's, not urllib3's Retry: urllib3 reads a retried 5xx answer's whole
         # body into memory to reuse the connection, which a hostile upstream could abuse.
@@ -132,12 +139,23 @@ class UpstreamClient:
         self, user_id: str, path: str, params: dict[str, str], request_id: str
     ) -> UpstreamAnswer:
         """GET base_url + path on behalf of account user_id, through the account's guards."""
-        self.guards.admit(user_id)  # raises the refusal without any upstream call
+        metrics = self.metrics
+        try:
+            self.guards.admit(user_id)  # raises the refusal without any upstream call
+        except UpstreamFailure as exc:
+            if metrics is not None and isinstance(exc, GuardRefusal):
+                metrics.upstream_refused(user_id, exc)
+            raise
+        started = time.monotonic()
         try:
             answer = self._exchange(path, params, request_id, user_id)
         except UpstreamFailure as exc:
+            if metrics is not None:
+                metrics.upstream_call(user_id, exc.code, time.monotonic() - started)
             self.guards.failed(user_id, exc)
             raise
+        if metrics is not None:
+            metrics.upstream_call(user_id, "ok", time.monotonic() - started)
         self.guards.succeeded(user_id)
         return answer
 
@@ -201,6 +219,8 @@ class UpstreamClient:
                     params=params,
                     headers={
                         "X-Request-ID": request_id,
+                        # A child span of the request's (a new trace outside a request).
+                        "traceparent": trace.outgoing(),
                         "Accept": "application/json",
                         "Accept-Encoding": ACCEPT_ENCODING,
                     },

@@ -70,7 +70,7 @@ def test_hostile_request_line_is_refused_and_serving_goes_on(live: GunicornProce
 
 
 def test_access_log_is_json_with_request_id(live: GunicornProcess) -> None:
-    get(live, "/healthz", headers={"X-Request-ID": "e2e-log-check"})
+    get(live, "/openapi.yaml", headers={"X-Request-ID": "e2e-log-check"})
     assert live.log_path is not None
     lines = [
         json.loads(line) for line in live.log_path.read_text().splitlines() if line.startswith("{")
@@ -78,7 +78,7 @@ def test_access_log_is_json_with_request_id(live: GunicornProcess) -> None:
     access = [entry for entry in lines if entry.get("request_id") == "e2e-log-check"]
     assert access
     assert access[0]["status"] == 200
-    assert access[0]["path"] == "/healthz"
+    assert access[0]["path"] == "/openapi.yaml"
 
 
 def test_bad_configuration_stops_gunicorn_with_one_line(tmp_path: Path) -> None:
