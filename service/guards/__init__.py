@@ -101,6 +101,8 @@ class Guards:
         """Return if user_id's account may be called now; else raise its GuardRefusal."""
         now = self.clock()
         state = self.store.read(user_id)
+        if self.observe is not None:  # another worker or replica may have changed it
+            self.observe(user_id, state)
         if state.cooldown_until > now:
             left = _seconds_left(state.cooldown_until, now)
             raise CoolingDown(
