@@ -18,6 +18,7 @@ the workers monkey-patch ssl/socket; see service/worker.py.
 import os
 import resource
 import sys
+from pathlib import Path
 
 from service import multiproc
 from service.config import ConfigError, load_settings
@@ -63,6 +64,12 @@ def _raise_nofile_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
+# PROMETHEUS_MULTIPROC_DIR (service/multiproc.py): each worker's metric files, summed by
+# /metrics. The operator's directory if set (emptied at start), else a temporary one.
+_metrics_dir: Path | None = None
+_metrics_dir_made = False
+
+
 def on_starting(server: object) -> None:
     """Refuse to start, with one line naming the key, when the configuration is unusable."""
     try:
@@ -74,10 +81,6 @@ def on_starting(server: object) -> None:
     # Before any worker imports prometheus_client: it picks its multiprocess mode at import.
     global _metrics_dir, _metrics_dir_made
     _metrics_dir, _metrics_dir_made = multiproc.prepare(os.environ)
-
-
-_metrics_dir = None
-_metrics_dir_made = False
 
 
 def child_exit(server: object, worker: object) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from service import multiproc
 from service.clients import mint_key
 from service.config import ClientSettings, LimitSettings, MetricsSettings
 from service.metrics import cache_outcome, client_label
@@ -209,3 +211,28 @@ def test_client_labels_are_bounded() -> None:
     assert client_label(None) == "anonymous"
     assert client_label("web") == "web"
     assert client_label("oidc:caller-chosen-subject") == "oidc"
+
+
+def test_the_masters_metrics_directory(tmp_path: Path) -> None:
+    given = tmp_path / "metrics"
+    given.mkdir()
+    for name in ("counter_11.db", "gauge_livesum_11.db", "gauge_all_11.db", "keep.txt"):
+        (given / name).write_bytes(b"old run")
+    environ = {multiproc.ENV: str(given)}
+    assert multiproc.prepare(environ) == (given, False)
+    assert sorted(p.name for p in given.iterdir()) == ["keep.txt"]  # old numbers gone
+    for name in ("counter_12.db", "gauge_livesum_12.db", "gauge_liveall_12.db", "gauge_all_12.db"):
+        (given / name).write_bytes(b"")
+    multiproc.mark_process_dead(12, given)
+    assert sorted(p.name for p in given.iterdir()) == [
+        "counter_12.db",
+        "gauge_all_12.db",
+        "keep.txt",
+    ]
+    fresh: dict[str, str] = {}
+    made, was_made = multiproc.prepare(fresh)
+    assert was_made
+    assert fresh[multiproc.ENV] == str(made)
+    assert made.is_dir()
+    multiproc.remove(made)
+    assert not made.exists()
