@@ -200,6 +200,14 @@ BULKHEAD_KEYS = ("max_concurrent_calls", "max_wait")
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """[metrics]: who may scrape /metrics (by default anyone, like /healthz)."""
+
+    allow: tuple[str, ...] = ()  # CIDRs of the caller's address (after proxy_hops); () = any
+    token_sha256: tuple[str, ...] = ()  # SHA-256 of accepted bearer tokens; () = none needed
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole, validated configuration of one service process."""
 
@@ -215,6 +223,7 @@ class Settings:
     redis: RedisSettings | None = None
     bulkhead: BulkheadSettings = field(default_factory=BulkheadSettings)
     oidc: OidcSettings | None = None
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def implicit_user(self) -> str | None:
@@ -268,6 +277,10 @@ class Settings:
             },
             "redis": self.redis.describe() if self.redis else None,
             "oidc": self.oidc.describe() if self.oidc else None,
+            "metrics": {
+                "allow": list(self.metrics.allow),
+                "token_sha256": list(self.metrics.token_sha256),
+            },
         }
 
 
@@ -463,6 +476,11 @@ class _OidcSchema(_StrictSchema):
     )
 
 
+class _MetricsSchema(_StrictSchema):
+    allow = fields.List(fields.String(validate=_check_network))
+    token_sha256 = _KeyHashes()
+
+
 class _FileSchema(_StrictSchema):
     default_user = fields.String(validate=validate.Regexp(ALIAS_PATTERN, error=NAME_RULE))
     upstream = fields.Nested(_UpstreamSchema)
@@ -482,6 +500,7 @@ class _FileSchema(_StrictSchema):
     server = fields.Nested(_ServerSchema)
     redis = fields.Nested(_RedisSchema)
     oidc = fields.Nested(_OidcSchema)
+    metrics = fields.Nested(_MetricsSchema)
 
     @validates_schema
     def _check_oidc_scopes(self, data: dict[str, Any], **kw: Any) -> None:
@@ -584,6 +603,10 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         redis=_redis_settings(data.get("redis", {}), environ),
         bulkhead=BulkheadSettings(**bulkhead),
         oidc=_oidc_settings(data.get("oidc")),
+        metrics=MetricsSettings(
+            allow=tuple(data.get("metrics", {}).get("allow", [])),
+            token_sha256=tuple(data.get("metrics", {}).get("token_sha256", [])),
+        ),
     )
 
 

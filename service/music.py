@@ -20,14 +20,15 @@ from typing import Any
 from flask import Flask
 from werkzeug.http import parse_etags
 
-from . import access
+from . import access, trace
 from .auth import Authenticator, Principal, authorize, presented
 from .bulkhead import Bulkhead
 from .cache import Lookup, PageCache
 from .config import Settings
 from .cors import Cors
 from .errors import INTERNAL_DETAIL, InvalidQuery, Problem, UnknownUser, problem_parts
-from .limits import Limits
+from .limits import Limits, RateLimited
+from .metrics import Metrics, client_label
 from .query import MusicQuery, parse_query
 from .tracks import reshape_page
 from .upstream import UpstreamClient
@@ -38,6 +39,8 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
+# Cache outcomes after which this process stored a page: its cache gauges change.
+STORED = frozenset({"miss", "stale"})
 
 
 class Music:
@@ -115,6 +118,7 @@ class MusicHandler:
         auth: Authenticator,
         limits: Limits,
         cors: Cors,
+        metrics: Metrics,
     ) -> None:
         self.app = app
         self.music = music
@@ -125,6 +129,7 @@ class MusicHandler:
         # when CORS is on (one Vary header; Cors.headers' own is folded into it).
         vary = (["Origin"] if cors.enabled else []) + (["Authorization"] if auth.required else [])
         self.vary = [("Vary", ", ".join(vary))] if vary else []
+        self.metrics = metrics
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
@@ -132,6 +137,7 @@ class MusicHandler:
             return self.app(environ, start_response)
         started = time.monotonic()
         rid = access.request_id(environ.get("HTTP_X_REQUEST_ID"))
+        span = trace.begin(environ.get("HTTP_TRACEPARENT"))
         authorization = environ.get("HTTP_AUTHORIZATION")
         presented(authorization)
         who = self.auth.identify(authorization)
@@ -155,6 +161,8 @@ class MusicHandler:
             )
             headers += limit_headers
         except Problem as exc:
+            if isinstance(exc, RateLimited):
+                self.metrics.limited(client_label(who.client.name if who.client else None))
             status = exc.status
             body, headers = problem_parts(exc.body(), rid, exc.headers)
             headers.append(("Content-Length", str(len(body))))
@@ -169,8 +177,9 @@ class MusicHandler:
         if self.cors.enabled:
             headers += [h for h in self.cors.headers(environ.get("HTTP_ORIGIN")) if h[0] != "Vary"]
         headers += self.vary
-        headers += access.common_headers(rid)
+        headers += access.common_headers(rid, span)
         start_response(_STATUS_LINES[status], headers)
+        client = who.client.name if who.client else None
         access.log_access(
             method,
             "/music",
@@ -178,10 +187,16 @@ class MusicHandler:
             rid,
             started,
             user=user,
-            client=who.client.name if who.client else None,
+            client=client,
             cache=cache_status,
             remote_addr=environ.get("REMOTE_ADDR"),
         )
+        metrics = self.metrics
+        metrics.request("/music", method, status, client_label(client), time.monotonic() - started)
+        # A lookup that stored a page changed this process's cache size.
+        if cache_status is not None and metrics.page(cache_status) in STORED:
+            metrics.cache_size(*self.music.cache.backend.size())
+        trace.end()
         return [] if method == "HEAD" else [body]
 
 

@@ -121,7 +121,15 @@ def test_info_and_servers() -> None:
     # Every path answers GET, HEAD and OPTIONS (Flask adds the last two); nothing else.
     assert {(p, m) for p, m, _ in operations()} == {
         (path, method)
-        for path in ("/music", "/healthz", "/readyz", "/openapi.yaml", "/openapi.json", "/docs")
+        for path in (
+            "/music",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.yaml",
+            "/openapi.json",
+            "/docs",
+        )
         for method in ("get", "head", "options")
     }
 
@@ -587,7 +595,7 @@ def test_options_is_an_unauthenticated_unlimited_bodiless_200() -> None:
                        for name in preflight["headers"]), path  # fmt: skip
         names = {p["$ref"].rsplit("/", 1)[1] for p in options["parameters"]}
         assert names == {"Origin", "AccessControlRequestMethod", "AccessControlRequestHeaders",
-                         "RequestId"}, path  # fmt: skip
+                         "RequestId", "Traceparent"}, path  # fmt: skip
 
 
 def _header_names(where: str) -> dict[str, dict[str, Any]]:
