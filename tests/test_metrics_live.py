@@ -18,7 +18,7 @@ from service.sandbox import SandboxServer
 
 from .helpers import live_service
 
-# The known mix of traffic; each request on a new connection, so both workers take some.
+# The known mix of traffic; each request on a new connection, half of it to each worker.
 MIX = {
     "/music?user=studio": 20,  # a miss in each worker that meets it first, then hits
     "/music?user=edge": 5,
@@ -46,11 +46,26 @@ def total(found: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in found.items() if n == name and want <= ls)
 
 
-def send_mix(url: str) -> set[int]:
-    """Send MIX, 8 at a time, each on a new connection (so both workers take some)."""
+def send_mix(server: GunicornProcess) -> set[int]:
+    """Send MIX, 8 at a time, each on a new connection, half of it to each worker.
+
+    The kernel gives a new connection to whichever worker accepts first, so one busy worker
+    can take them all: each half is sent while the other worker is stopped (SIGSTOP), so the
+    one that is running takes it.
+    """
     paths = [path for path, times in MIX.items() for _ in range(times)]
-    with ThreadPoolExecutor(8) as pool:
-        return set(pool.map(lambda p: requests.get(url + p, timeout=5).status_code, paths))
+    halves = (paths[0::2], paths[1::2])
+    statuses: set[int] = set()
+    for stopped, half in zip(server.worker_pids(), halves, strict=True):
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                statuses |= set(
+                    pool.map(lambda p: requests.get(server.url + p, timeout=5).status_code, half)
+                )
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+    return statuses
 
 
 def worker_gauges(found: Samples, name: str) -> dict[str, float]:
@@ -84,7 +99,7 @@ def test_counts_are_summed_over_both_workers(two_workers: GunicornProcess) -> No
     wait_for_workers(two_workers)
     # Readiness polls of /healthz came before: count from here.
     before = scrape(url)
-    assert send_mix(url) == {200, 400}
+    assert send_mix(two_workers) == {200, 400}
     music = "music_facade_requests_total"
     # Whichever worker answers the scrape, the sums are the same and exact.
     for _ in range(6):
