@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
@@ -90,3 +94,24 @@ def live_service(
     env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
     with GunicornProcess(env, workers=workers, log_path=tmp / "gunicorn.log") as server:
         yield server
+
+
+def get_on_each_worker(server: GunicornProcess, paths: list[str]) -> list[int]:
+    """GET paths (8 at a time, each on a new connection), half of them answered by each worker.
+
+    The kernel gives a new connection to whichever worker accepts first, so one busy worker
+    can take them all: each half is sent while the other worker is stopped (SIGSTOP), so the
+    one that is running takes it. Statuses in the order sent, half by half.
+    """
+    halves = (paths[0::2], paths[1::2])
+    statuses: list[int] = []
+    for stopped, half in zip(server.worker_pids(), halves, strict=True):
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                statuses += pool.map(
+                    lambda path: requests.get(server.url + path, timeout=10).status_code, half
+                )
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+    return statuses

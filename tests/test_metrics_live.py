@@ -6,7 +6,6 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
-from .helpers import live_service
+from .helpers import get_on_each_worker, live_service
 
 # The known mix of traffic; each request on a new connection, half of it to each worker.
 MIX = {
@@ -47,25 +46,9 @@ def total(found: Samples, name: str, **labels: str) -> float:
 
 
 def send_mix(server: GunicornProcess) -> set[int]:
-    """Send MIX, 8 at a time, each on a new connection, half of it to each worker.
-
-    The kernel gives a new connection to whichever worker accepts first, so one busy worker
-    can take them all: each half is sent while the other worker is stopped (SIGSTOP), so the
-    one that is running takes it.
-    """
+    """Send MIX, half of it answered by each worker."""
     paths = [path for path, times in MIX.items() for _ in range(times)]
-    halves = (paths[0::2], paths[1::2])
-    statuses: set[int] = set()
-    for stopped, half in zip(server.worker_pids(), halves, strict=True):
-        os.kill(stopped, signal.SIGSTOP)
-        try:
-            with ThreadPoolExecutor(8) as pool:
-                statuses |= set(
-                    pool.map(lambda p: requests.get(server.url + p, timeout=5).status_code, half)
-                )
-        finally:
-            os.kill(stopped, signal.SIGCONT)
-    return statuses
+    return set(get_on_each_worker(server, paths))
 
 
 def worker_gauges(found: Samples, name: str) -> dict[str, float]:

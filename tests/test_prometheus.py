@@ -14,7 +14,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
-from .helpers import live_service
+from .helpers import get_on_each_worker, live_service
 from .redis_server import RedisServer
 from .test_metrics_live import wait_for_workers
 
@@ -195,9 +194,7 @@ def test_prometheus_counts_every_request_of_two_workers(
     with live_service(sandbox_server, tmp_path, workers=2) as server:
         wait_for_workers(server)
         paths = ["/music?user=studio"] * 30 + ["/music?user=edge"] * 7
-        with ThreadPoolExecutor(8) as pool:  # concurrent connections: both workers answer
-            statuses = list(pool.map(lambda p: requests.get(server.url + p, timeout=5), paths))
-        assert [r.status_code for r in statuses] == [200] * sent
+        assert get_on_each_worker(server, paths) == [200] * sent  # both workers answer
         api = prometheus_for(server.url.removeprefix("http://"))
         promql = 'sum(music_facade_requests_total{route="/music",job="music-facade"})'
         deadline = time.monotonic() + 60
