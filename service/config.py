@@ -166,6 +166,13 @@ BULKHEAD_KEYS = ("max_concurrent_calls", "max_wait")
 
 
 @dataclass(frozen=True)
+class LibrarySettings:
+    """[library]: GET /library's default and maximum number of tracks per call."""
+
+    max_items: int = 5000
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole, validated configuration of one service process."""
 
@@ -180,6 +187,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
     redis: RedisSettings | None = None
     bulkhead: BulkheadSettings = field(default_factory=BulkheadSettings)
+    library: LibrarySettings = field(default_factory=LibrarySettings)
 
     @property
     def implicit_user(self) -> str | None:
@@ -232,6 +240,7 @@ class Settings:
                 "trusted_proxies": list(self.trusted_proxies),
             },
             "redis": self.redis.describe() if self.redis else None,
+            "library": {"max_items": self.library.max_items},
         }
 
 
@@ -392,6 +401,10 @@ class _RedisSchema(_StrictSchema):
     max_connections = _StrictInt(validate=validate.Range(min=2, max=10_000))
 
 
+class _LibrarySchema(_StrictSchema):
+    max_items = _StrictInt(validate=validate.Range(min=1, max=1_000_000))
+
+
 class _FileSchema(_StrictSchema):
     default_user = fields.String(validate=validate.Regexp(ALIAS_PATTERN, error=NAME_RULE))
     upstream = fields.Nested(_UpstreamSchema)
@@ -410,6 +423,7 @@ class _FileSchema(_StrictSchema):
     cors = fields.Nested(_CorsSchema)
     server = fields.Nested(_ServerSchema)
     redis = fields.Nested(_RedisSchema)
+    library = fields.Nested(_LibrarySchema)
 
     # Runs even when other keys are wrong: every error is reported at once.
     @validates_schema(skip_on_field_errors=False)
@@ -502,6 +516,7 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         trusted_proxies=tuple(data.get("server", {}).get("trusted_proxies", [])),
         redis=_redis_settings(data.get("redis", {}), environ),
         bulkhead=BulkheadSettings(**bulkhead),
+        library=LibrarySettings(**data.get("library", {})),
     )
 
 
