@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 from werkzeug.http import parse_accept_header, parse_etags
+from werkzeug.routing import BaseConverter
 
 from . import access
 from .bulkhead import Bulkhead
@@ -45,6 +46,7 @@ from .library import Library, Scope
 from .limits import Limits
 from .query import (
     AUDIO_RULES,
+    ITEM_ID_PATTERN,
     TRACK_RULES,
     TYPES,
     MusicQuery,
@@ -393,7 +395,13 @@ def wants_json(accept: str | None) -> bool:
     return any(value == _JSON_TYPE and q > 0 for value, q in parse_accept_header(accept))
 
 
-def _routing_only() -> str:
+class TrackIdConverter(BaseConverter):
+    """A Track id in a Flask route: the pattern query.ITEM_ID_PATTERN checks."""
+
+    regex = ITEM_ID_PATTERN[2:-2]
+
+
+def _routing_only(**_: str) -> str:
     """Never called: MusicHandler answers GET and HEAD of its routes before Flask sees them."""
     raise AssertionError("GET /music reached Flask; MusicHandler is not installed")
 
@@ -402,6 +410,8 @@ def register(app: Flask, music: Music) -> None:
     """Give Flask the handler's rules (so they answer OPTIONS and 405 like any route)."""
     app.extensions["music"] = music
     app.add_url_rule("/music", "music", _routing_only, methods=["GET"])
-    app.add_url_rule("/music/<item>", "track", _routing_only, methods=["GET"])
-    app.add_url_rule("/music/<item>/audio", "audio", _routing_only, methods=["GET"])
+    # Only well-formed ids are routes (for OPTIONS); GET and HEAD of others are the handler's 400.
+    app.url_map.converters["track_id"] = TrackIdConverter
+    app.add_url_rule("/music/<track_id:item>", "track", _routing_only, methods=["GET"])
+    app.add_url_rule("/music/<track_id:item>/audio", "audio", _routing_only, methods=["GET"])
     app.add_url_rule("/library", "library", _routing_only, methods=["GET"])
