@@ -327,7 +327,7 @@ def test_memory_stays_bounded_by_one_page_for_a_20_page_library() -> None:
         try:
             resp = app.test_client().get("/library?user=studio", buffered=False)
             stream = iter(resp.response)
-            first = next(stream)
+            first: Any = next(stream)
             assert small_pages.state.call_count() == 1  # lazily, page by page
             # Kept log records (pytest's capture) would grow with every page fetched.
             logging.disable(logging.INFO)
