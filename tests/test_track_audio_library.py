@@ -10,9 +10,11 @@ import logging
 import threading
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 
 from service import create_app
@@ -21,7 +23,7 @@ from service.config import ClientSettings, LibrarySettings, LimitSettings
 from service.sandbox import SandboxServer
 from service.sandbox.data import USEAPI_ACCOUNT
 
-from .helpers import AppFactory, sandbox_settings
+from .helpers import AppFactory, live_service, sandbox_settings
 
 KEY, SHA = mint_key()
 EDGE_ONLY = (ClientSettings("edge-app", (SHA,), frozenset({"edge"}), rate_limit="100/minute"),)
@@ -387,3 +389,26 @@ def test_concurrent_library_reads_share_page_loads(
         summaries = list(pool.map(read, range(5)))
     assert all(s == {"summary": {"count": 23, "complete": True}} for s in summaries)
     assert calls(sandbox, "list") == 3
+
+
+def test_under_gunicorn_the_library_streams_chunked(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    sandbox_server.state.reset()
+    with (
+        live_service(sandbox_server, tmp_path) as server,
+        requests.get(f"{server.url}/library?user=studio", stream=True, timeout=10) as resp,
+    ):
+        assert resp.status_code == 200
+        assert resp.headers["Transfer-Encoding"] == "chunked"
+        assert "Content-Length" not in resp.headers
+        got = [json.loads(line) for line in resp.iter_lines()]
+        audio = requests.get(
+            f"{server.url}/music/{DONE}/audio?user=studio", allow_redirects=False, timeout=10
+        )
+    assert got[-1] == {"summary": {"count": 23, "complete": True}}
+    assert [t["id"] for t in got[:3]][2] == DONE
+    assert audio.status_code == 302
+    assert audio.headers["Location"].startswith("https://")
+    log = (tmp_path / "gunicorn.log").read_text()
+    assert ACCOUNT_MARK not in log
