@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service.clients import mint_key
+from service.auth import mint_key
 from service.launch import GunicornProcess
 
 from . import probes

@@ -18,7 +18,9 @@ the workers monkey-patch ssl/socket; see service/worker.py.
 import os
 import resource
 import sys
+from pathlib import Path
 
+from service import multiproc
 from service.config import ConfigError, load_settings
 from service.logs import logging_config
 
@@ -62,6 +64,12 @@ def _raise_nofile_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
+# PROMETHEUS_MULTIPROC_DIR (service/multiproc.py): each worker's metric files, summed by
+# /metrics. The operator's directory if set (emptied at start), else a temporary one.
+_metrics_dir: Path | None = None
+_metrics_dir_made = False
+
+
 def on_starting(server: object) -> None:
     """Refuse to start, with one line naming the key, when the configuration is unusable."""
     try:
@@ -70,3 +78,18 @@ def on_starting(server: object) -> None:
         print(f"music-facade: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
     _raise_nofile_limit()  # the workers, forked later, inherit it
+    # Before any worker imports prometheus_client: it picks its multiprocess mode at import.
+    global _metrics_dir, _metrics_dir_made
+    _metrics_dir, _metrics_dir_made = multiproc.prepare(os.environ)
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker is gone: its in-flight and per-process gauges leave /metrics with it."""
+    if _metrics_dir is not None:
+        multiproc.mark_process_dead(worker.pid, _metrics_dir)  # type: ignore[attr-defined]
+
+
+def on_exit(server: object) -> None:
+    """Remove the metrics directory the master made (an operator's own is left in place)."""
+    if _metrics_dir is not None and _metrics_dir_made:
+        multiproc.remove(_metrics_dir)

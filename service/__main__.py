@@ -42,7 +42,7 @@ def check_config(path: str | None = None) -> int:
 
 def mint_key(name: str) -> int:
     """Print a new client key once, and the [[clients]] entry that stores only its digest."""
-    from .clients import mint_key as new_key
+    from .auth import mint_key as new_key
 
     if not re.match(ALIAS_PATTERN, name):
         print(f"music-facade: mint-key --name {name!r}: {NAME_RULE}", file=sys.stderr)

@@ -13,10 +13,12 @@ import time
 
 from flask import Flask, Response, g, request
 
+from . import trace
+
 log = logging.getLogger("service.access")
 
 # Probes (load balancers, orchestrators) ask these every few seconds: their lines are DEBUG.
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # An incoming X-Request-ID is kept only when it is a short, safe token; otherwise a fresh one.
 _REQUEST_ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 
@@ -28,9 +30,12 @@ def request_id(given: str | None) -> str:
     return os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, without building a UUID
 
 
-def common_headers(rid: str) -> list[tuple[str, str]]:
-    """The headers every response of the service carries."""
-    return [("X-Request-ID", rid), ("X-Content-Type-Options", "nosniff")]
+def common_headers(rid: str, span: trace.Trace | None) -> list[tuple[str, str]]:
+    """The headers every response of the service carries (traceparent: the service's span)."""
+    headers = [("X-Request-ID", rid), ("X-Content-Type-Options", "nosniff")]
+    if span is not None:
+        headers.append(("traceparent", span.header()))
+    return headers
 
 
 def log_access(
@@ -71,11 +76,12 @@ def log_access(
 def _begin() -> None:
     g.started = time.monotonic()
     g.request_id = request_id(request.headers.get("X-Request-ID"))
+    g.trace = trace.begin(request.headers.get("traceparent"))
 
 
 def _finish(resp: Response) -> Response:
     rid = g.get("request_id", "")
-    for name, value in common_headers(rid):
+    for name, value in common_headers(rid, g.get("trace")):
         resp.headers[name] = value
     who = g.get("caller")
     log_access(
@@ -96,3 +102,8 @@ def register(app: Flask) -> None:
     """Give every Flask request an id and every response the common headers and a log line."""
     app.before_request(_begin)
     app.after_request(_finish)
+    app.teardown_request(_end_trace)
+
+
+def _end_trace(exc: BaseException | None) -> None:
+    trace.end()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from . import access, clients, cors, errors, limits, logs, meta, music
+from . import access, auth, cors, errors, limits, logs, meta, metrics, music
 from .bulkhead import Bulkhead
 from .cache import MemoryBackend, PageCache
 from .config import Settings, ineffective_keys, load_settings
@@ -34,32 +34,41 @@ def create_app(
     logs.redact([settings.upstream.token.reveal()])
     logs.skip_unused_record_fields()
     app = Flask("service")
-    registry = clients.ClientRegistry(settings.clients)
-    rate_limits = limits.Limits(settings.limits, registry.required)
+    authenticator = auth.Authenticator.from_settings(settings, clock)
+    rate_limits = limits.Limits(settings.limits, authenticator.required)
     cross_origin = cors.Cors(settings.cors_origins)
     cache = PageCache(settings.cache, clock=clock)
     guards = Guards(settings.upstream, clock=clock)
-    if settings.redis is not None:
-        _share(app, settings, cache, guards, rate_limits)
-    the_music = music.Music(
-        settings,
-        # One pooled connection per bulkhead slot: no churn, and no more than the slots.
-        UpstreamClient(settings.upstream, settings.bulkhead.max_concurrent_calls, guards=guards),
-        cache,
-        Bulkhead(settings.bulkhead),
+    measures = metrics.Metrics(settings)
+    guards.observe = lambda user_id, s: measures.guard_state(
+        user_id, s.open_until, s.cooldown_until, s.auth_failed_until
     )
-    # Flask's routes (/healthz, /openapi.yaml, OPTIONS, 404, 405) run these hooks, which call
-    # the same rule functions as /music's handler. Order matters: request id first (its
-    # after-hook, registered first, runs last and logs the final response), then the caller.
+    if settings.redis is not None:
+        _share(app, settings, cache, guards, rate_limits, measures)
+    # One pooled connection per bulkhead slot: no churn, and no more than the slots.
+    upstream = UpstreamClient(
+        settings.upstream, settings.bulkhead.max_concurrent_calls, guards=guards
+    )
+    upstream.metrics = measures
+    bulkhead = Bulkhead(settings.bulkhead)
+    bulkhead.observe = measures.in_flight
+    the_music = music.Music(settings, upstream, cache, bulkhead)
+    # Flask's routes (/healthz, /openapi.yaml, /metrics, OPTIONS, 404, 405) run these hooks,
+    # which call the same rule functions as /music's handler. Order matters: after-hooks run
+    # in reverse, so metrics (first) counts the final response; then the request id and trace
+    # (its after-hook logs the final response), then the caller.
+    metrics.register(app, measures, settings.metrics)
     access.register(app)
     errors.register(app)
-    clients.register(app, registry)
+    auth.register(app, authenticator)
     cors.register(app, cross_origin)
     meta.register(app, settings)
     music.register(app, the_music)
     app.extensions["limits"] = rate_limits
     # GET and HEAD /music, hits and misses, never build a Flask request (service.music).
-    handler = music.MusicHandler(app.wsgi_app, the_music, registry, rate_limits, cross_origin)
+    handler = music.MusicHandler(
+        app.wsgi_app, the_music, authenticator, rate_limits, cross_origin, measures
+    )
     app.wsgi_app = handler  # type: ignore[method-assign]
     if settings.proxy_hops:
         # Behind N trusted proxies the caller is the Nth address from the right in X-Forwarded-For,
@@ -69,13 +78,18 @@ def create_app(
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
     for line in ineffective_keys(settings):
         log.warning("%s", line)
-    if not settings.clients:
-        log.warning("no [[clients]] configured: /music is open to anyone who can reach it")
+    if not authenticator.required:
+        log.warning("no [[clients]] or [oidc] configured: /music is open to anyone")
     return app
 
 
 def _share(
-    app: Flask, settings: Settings, cache: PageCache, guards: Guards, rate_limits: limits.Limits
+    app: Flask,
+    settings: Settings,
+    cache: PageCache,
+    guards: Guards,
+    rate_limits: limits.Limits,
+    measures: metrics.Metrics,
 ) -> None:
     """Put pages, single flights, upstream guards and rate limits in Redis, for every replica."""
     from .guards.shared import SharedGuardStore
@@ -88,6 +102,9 @@ def _share(
     assert settings.redis is not None
     logs.redact(settings.redis.secrets())
     store = SharedStore(settings.redis)
+    measures.track_redis()
+    store.on_error = measures.redis_error
+    store.on_status = measures.redis_status
     assert isinstance(cache.backend, MemoryBackend)
     retention = settings.cache.ttl + settings.cache.stale_if_error + 1
     cache.backend = SharedBackend(store, cache.backend, retention, cache.is_fresh)

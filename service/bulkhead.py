@@ -11,7 +11,7 @@ queueing without bound. Under the gevent worker the semaphore is gevent's (monke
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from .config import BulkheadSettings
@@ -27,6 +27,8 @@ class Bulkhead:
         self._slots = threading.BoundedSemaphore(settings.max_concurrent_calls)
         self._lock = threading.Lock()
         self._in_use = 0
+        # Told +1 / -1 as slots are taken and given back (service.metrics).
+        self.observe: Callable[[int], None] | None = None
 
     @property
     def in_use(self) -> int:
@@ -43,9 +45,13 @@ class Bulkhead:
             )
         with self._lock:
             self._in_use += 1
+        if self.observe is not None:
+            self.observe(1)
         try:
             yield
         finally:
             with self._lock:
                 self._in_use -= 1
+            if self.observe is not None:
+                self.observe(-1)
             self._slots.release()

@@ -68,6 +68,9 @@ class CacheBackend(Protocol):
     def set(self, key: str, page: CachedPage) -> None:
         """Store a page, replacing any older one."""
 
+    def size(self) -> tuple[int, int]:
+        """This process's pages in memory and their bytes."""
+
 
 class MemoryBackend:
     """A thread-safe LRU that forgets a page once it is too old even to be served stale."""
@@ -90,6 +93,12 @@ class MemoryBackend:
     def __len__(self) -> int:
         with self._lock:
             return len(self._pages)
+
+    def size(self) -> tuple[int, int]:
+        """Pages kept and their bodies' bytes (expired ones dropped first); O(pages)."""
+        with self._lock:
+            self._pages.expire()
+            return len(self._pages), sum(len(p.body) for p in self._pages.values())
 
 
 class FleetRunner(Protocol):

@@ -154,6 +154,40 @@ def mask_url(url: str) -> str:
     return parts._replace(netloc=f"{user}:********@{host}{port}").geturl()
 
 
+# Asymmetric JWS algorithms only: `none` and HS* (a shared secret; with an IdP's public key as
+# the "secret" it is the classic key-confusion forgery) are never accepted for IdP tokens.
+OIDC_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """[oidc]: bearer tokens (JWTs) from the company's identity provider."""
+
+    issuer: str
+    audience: str
+    jwks_url: str | None = None  # None: from <issuer>/.well-known/openid-configuration
+    algorithms: tuple[str, ...] = ("RS256",)
+    leeway: float = 30.0  # seconds of clock skew for exp, nbf, iat
+    scope_claim: str = "groups"  # a list, or a space-separated string
+    subject_claim: str = "sub"  # what rate limits and logs count by: oidc:<value>
+    scopes: Mapping[str, frozenset[str]] = field(default_factory=dict)  # claim value → aliases
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain data (nothing secret: an IdP's URLs and claim names)."""
+        return {
+            "issuer": self.issuer,
+            "audience": self.audience,
+            "jwks_url": self.jwks_url or "(discovered from the issuer)",
+            "algorithms": list(self.algorithms),
+            "leeway": self.leeway,
+            "scope_claim": self.scope_claim,
+            "subject_claim": self.subject_claim,
+            "scopes": {k: sorted(v) for k, v in self.scopes.items()},
+        }
+
+
 @dataclass(frozen=True)
 class BulkheadSettings:
     """[upstream] max_concurrent_calls and max_wait: how many calls run, how long a miss waits."""
@@ -173,6 +207,14 @@ class LibrarySettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """[metrics]: who may scrape /metrics (by default anyone, like /healthz)."""
+
+    allow: tuple[str, ...] = ()  # CIDRs of the caller's address (after proxy_hops); () = any
+    token_sha256: tuple[str, ...] = ()  # SHA-256 of accepted bearer tokens; () = none needed
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole, validated configuration of one service process."""
 
@@ -188,6 +230,8 @@ class Settings:
     redis: RedisSettings | None = None
     bulkhead: BulkheadSettings = field(default_factory=BulkheadSettings)
     library: LibrarySettings = field(default_factory=LibrarySettings)
+    oidc: OidcSettings | None = None
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def implicit_user(self) -> str | None:
@@ -241,6 +285,11 @@ class Settings:
             },
             "redis": self.redis.describe() if self.redis else None,
             "library": {"max_items": self.library.max_items},
+            "oidc": self.oidc.describe() if self.oidc else None,
+            "metrics": {
+                "allow": list(self.metrics.allow),
+                "token_sha256": list(self.metrics.token_sha256),
+            },
         }
 
 
@@ -405,6 +454,46 @@ class _LibrarySchema(_StrictSchema):
     max_items = _StrictInt(validate=validate.Range(min=1, max=1_000_000))
 
 
+def _check_idp_url(value: str) -> None:
+    parts = urlsplit(value)
+    # Plain http only on loopback (a test IdP): anyone on the path could swap the keys.
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValidationError(f"'{value}' must be an https:// URL (http:// only on loopback)")
+    if not parts.hostname or parts.query or parts.fragment:
+        raise ValidationError(f"'{value}' must be an https:// URL with a host, no query")
+
+
+_ALIAS_OR_ALL = validate.Regexp(r"\A(\*|[A-Za-z0-9_.-]{1,64})\Z")
+_CLAIM_NAME = validate.Regexp(r"\A[!-~]{1,128}\Z")
+
+
+class _OidcSchema(_StrictSchema):
+    issuer = fields.String(required=True, validate=_check_idp_url)
+    audience = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    jwks_url = fields.String(validate=_check_idp_url)
+    algorithms = fields.List(
+        fields.String(
+            validate=validate.OneOf(
+                OIDC_ALGORITHMS, error="{input} is not an asymmetric algorithm ({choices})"
+            )
+        ),
+        validate=validate.Length(min=1),
+    )
+    leeway = _StrictNumber(validate=validate.Range(min=0, max=300))
+    scope_claim = fields.String(validate=_CLAIM_NAME)
+    subject_claim = fields.String(validate=_CLAIM_NAME)
+    scopes = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=256)),
+        values=fields.List(fields.String(validate=_ALIAS_OR_ALL), validate=validate.Length(min=1)),
+    )
+
+
+class _MetricsSchema(_StrictSchema):
+    allow = fields.List(fields.String(validate=_check_network))
+    token_sha256 = _KeyHashes()
+
+
 class _FileSchema(_StrictSchema):
     default_user = fields.String(validate=validate.Regexp(ALIAS_PATTERN, error=NAME_RULE))
     upstream = fields.Nested(_UpstreamSchema)
@@ -424,6 +513,17 @@ class _FileSchema(_StrictSchema):
     server = fields.Nested(_ServerSchema)
     redis = fields.Nested(_RedisSchema)
     library = fields.Nested(_LibrarySchema)
+    oidc = fields.Nested(_OidcSchema)
+    metrics = fields.Nested(_MetricsSchema)
+
+    @validates_schema
+    def _check_oidc_scopes(self, data: dict[str, Any], **kw: Any) -> None:
+        for value, aliases in data.get("oidc", {}).get("scopes", {}).items():
+            for alias in aliases:
+                if alias != "*" and alias not in data.get("users", {}):
+                    raise ValidationError(
+                        f"'{alias}' (for '{value}') is not an alias in [users]", "oidc.scopes"
+                    )
 
     # Runs even when other keys are wrong: every error is reported at once.
     @validates_schema(skip_on_field_errors=False)
@@ -517,6 +617,11 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         redis=_redis_settings(data.get("redis", {}), environ),
         bulkhead=BulkheadSettings(**bulkhead),
         library=LibrarySettings(**data.get("library", {})),
+        oidc=_oidc_settings(data.get("oidc")),
+        metrics=MetricsSettings(
+            allow=tuple(data.get("metrics", {}).get("allow", [])),
+            token_sha256=tuple(data.get("metrics", {}).get("token_sha256", [])),
+        ),
     )
 
 
@@ -531,6 +636,17 @@ def ineffective_keys(settings: Settings) -> list[str]:
     if settings.trusted_proxies and not settings.proxy_hops:
         found.append("server.trusted_proxies has no effect while server.proxy_hops is 0")
     return found
+
+
+def _oidc_settings(section: dict[str, Any] | None) -> OidcSettings | None:
+    """[oidc] as OidcSettings; None when absent."""
+    if section is None:
+        return None
+    options = dict(section)
+    options["scopes"] = {k: frozenset(v) for k, v in options.get("scopes", {}).items()}
+    if "algorithms" in options:
+        options["algorithms"] = tuple(options["algorithms"])
+    return OidcSettings(**options)
 
 
 def _redis_settings(section: dict[str, Any], environ: Mapping[str, str]) -> RedisSettings | None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,11 +43,17 @@ class GunicornProcess:
         self.sock = socket.create_server((host, port), backlog=2048)
         self.url = "http://{}:{}".format(*self.sock.getsockname()[:2])
         self.proc: subprocess.Popen[bytes] | None = None
+        # The workers' metric files: made and removed here, so that even a master that never
+        # reaches its on_exit hook (killed, or a test's abrupt end) leaves nothing behind.
+        self.metrics_dir: str | None = None
 
     def start(self, ready_timeout: float = 30.0) -> GunicornProcess:
         """Start gunicorn and return once /healthz answers 200."""
         fd = self.sock.fileno()
         env = {**os.environ, **self.env}
+        if "PROMETHEUS_MULTIPROC_DIR" not in env:
+            self.metrics_dir = tempfile.mkdtemp(prefix="music-facade-metrics-")
+            env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         cmd = [
             sys.executable, "-m", "gunicorn",
             "-c", str(GUNICORN_CONF),
@@ -93,6 +101,8 @@ class GunicornProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.sock.close()
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def __enter__(self) -> GunicornProcess:
         return self.start()

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.http import parse_accept_header
 
+from .auth import Caller
 from .cache import Lookup
-from .clients import Caller, authorize
 from .errors import INTERNAL_DETAIL, InvalidQuery, Problem
-from .limits import Limits
+from .limits import Limits, RateLimited
+from .metrics import STORED, Metrics, client_label
 from .query import LIBRARY_RULES, MusicQuery, parse_params, unknown_message
 from .tracks import TrackSchema
 
@@ -43,7 +44,7 @@ class LimitReached(Problem):
 
 
 class Scope:
-    """One request's caller and the account it may read: alias, then authorize before cache."""
+    """One request's caller and the account it may read (authorized before the cache)."""
 
     def __init__(self, music: Music, who: Caller, request_id: str, environ: dict[str, Any]):
         self.music = music
@@ -54,8 +55,9 @@ class Scope:
 
     def account(self, given: str | None) -> str:
         """The alias the request names (or the implicit one), once the caller may read it."""
-        alias = self.music.alias(given)
-        authorize(self.who.client, alias)  # before the cache: a cached page is no excuse
+        # The scope before the alias's existence and before the cache: a cached page is no
+        # excuse, and an alias outside the scope is refused alike whether or not it exists.
+        alias = self.music.alias(given, self.who.client)
         self.user = alias
         return alias
 
@@ -69,10 +71,11 @@ def fetched(lookup: Lookup) -> bool:
 class Library:
     """Answers GET /library for the handler."""
 
-    def __init__(self, music: Music, limits: Limits, max_items: int) -> None:
+    def __init__(self, music: Music, limits: Limits, max_items: int, metrics: Metrics) -> None:
         self.music = music
         self.limits = limits
         self.max_items = max_items
+        self.metrics = metrics
 
     def answer(self, raw: bytes, scope: Scope, item: str) -> Answer:
         """Validate, read the first page (its failure is a normal problem), then stream."""
@@ -99,8 +102,16 @@ class Library:
     def _page(self, scope: Scope, alias: str, type_: str, cursor: str | None) -> dict[str, Any]:
         """One page through the cache, counted against the caller when it was fetched."""
         lookup = self.music.page(alias, MusicQuery(None, type_, cursor), scope.request_id)
+        # Every page's cache outcome counts as /music's do (the request itself has none).
+        if self.metrics.page(lookup.cache_status) in STORED:
+            self.metrics.cache_size(*self.music.cache.backend.size())
         if fetched(lookup):
-            self.limits.charge(scope.who, scope.environ.get("REMOTE_ADDR"))
+            try:
+                self.limits.charge(scope.who, scope.environ.get("REMOTE_ADDR"))
+            except RateLimited:
+                who = scope.who.client
+                self.metrics.limited(client_label(who.name if who else None))
+                raise
         page: dict[str, Any] = json.loads(lookup.page.body)
         return page
 

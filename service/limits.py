@@ -18,7 +18,7 @@ from typing import NamedTuple, Protocol
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 
-from .clients import Caller
+from .auth import Caller
 from .config import LimitSettings
 from .errors import Problem
 

@@ -9,7 +9,9 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
-# The credential the current request presented (set by service.clients.presented): a secret
+from . import trace
+
+# The credential the current request presented (set by service.auth.presented): a secret
 # for the log lines written while it runs. Per thread, and per greenlet under gevent.
 PRESENTED: ContextVar[str | None] = ContextVar("presented_credential", default=None)
 
@@ -60,6 +62,9 @@ class JsonLines(logging.Formatter):
             doc["exc_info"] = record.exc_text
         if record.stack_info:
             doc["stack_info"] = self.formatStack(record.stack_info)
+        current = trace.CURRENT.get()
+        if current is not None:
+            doc["trace_id"] = current.trace_id  # every line written while a request runs
         attrs = _RECORD_ATTRS
         doc.update({name: value for name, value in vars(record).items() if name not in attrs})
         return _ENCODER.encode(doc)

@@ -27,6 +27,7 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 # new kind (e.g. OIDC bearer tokens) is one more row here and its scheme in openapi.yaml.
 SECURITY_SCHEMES: dict[str, Callable[[Settings], bool]] = {
     "clientKey": lambda settings: bool(settings.clients),
+    "oidcToken": lambda settings: settings.oidc is not None,
 }
 
 

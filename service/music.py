@@ -3,8 +3,10 @@
 `MusicHandler` answers GET and HEAD /music, hits and misses alike, as a plain WSGI handler in
 front of Flask (a request context, routing and a Response object cost more than the whole of
 a cache hit). It calls the same rule functions Flask's hooks call for every other route, in
-this order: request id → identify → rate limit → parse query → alias → authorize (before the
-cache) → page → If-None-Match → headers (CORS, rate limit, common) → access log.
+this order: request id → trace → identify → rate limit → parse query → alias (authorized
+before it is looked up, and before the cache) → page → If-None-Match → headers (CORS, rate
+limit, one Vary, common) → access log → metrics. /music/{id}, /music/{id}/audio and /library go
+through the same steps, each its own route in the handler's table.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -24,10 +26,10 @@ from flask import Flask
 from werkzeug.http import parse_accept_header, parse_etags
 from werkzeug.routing import BaseConverter
 
-from . import access
+from . import access, trace
+from .auth import Authenticator, Principal, authorize, presented
 from .bulkhead import Bulkhead
 from .cache import Lookup, PageCache
-from .clients import ClientRegistry, presented
 from .config import Settings
 from .cors import Cors
 from .errors import (
@@ -43,7 +45,8 @@ from .errors import (
     problem_parts,
 )
 from .library import Library, Scope
-from .limits import Limits
+from .limits import Limits, RateLimited
+from .metrics import STORED, Metrics, client_label
 from .query import (
     AUDIO_RULES,
     ITEM_ID_PATTERN,
@@ -79,14 +82,19 @@ class Music:
         # user_id → the useapi.net account number its job_ids name, learned from records seen.
         self._accounts: dict[str, str] = {}
 
-    def alias(self, given: str | None) -> str:
-        """The alias a query names, or the implicit one; it must be configured."""
+    def alias(self, given: str | None, caller: Principal | None) -> str:
+        """The alias a query names, or the implicit one; the caller may read it; it exists.
+
+        The scope is checked first, so an alias outside it gets the same 403 whether or not it
+        is configured: a key or token cannot list the configured aliases.
+        """
         alias = given if given is not None else self.settings.implicit_user
         if alias is None:
             raise InvalidQuery(
                 "Name the account with the 'user' parameter.",
                 errors={"user": ["required: the service has several accounts and no default"]},
             )
+        authorize(caller, alias)
         if alias not in self.settings.users:
             raise UnknownUser(f"'{alias}' is not a configured user alias.")
         return alias
@@ -237,13 +245,19 @@ def _compact(doc: Any) -> bytes:
 
 
 def page_parts(
-    lookup: Lookup, if_none_match: str | None
+    lookup: Lookup, if_none_match: str | None, credentialed: bool = False
 ) -> tuple[int, bytes, list[tuple[str, str]]]:
-    """Status, body and headers for a page, honouring If-None-Match (weak comparison)."""
+    """Status, body and headers for a page, honouring If-None-Match (weak comparison).
+
+    A page read with a credential is `private, no-cache`: a browser revalidates it every time
+    (a 304 when unchanged), so the service checks the credential and its scope on every use and
+    a revoked key or another caller never gets a stored copy. Open mode keeps max-age.
+    """
     page = lookup.page
+    control = "private, no-cache" if credentialed else f"private, max-age={lookup.max_age}"
     headers = [
         ("ETag", f'"{page.etag}"'),
-        ("Cache-Control", f"private, max-age={lookup.max_age}"),
+        ("Cache-Control", control),
         ("Cache-Status", lookup.cache_status),
     ]
     if if_none_match and parse_etags(if_none_match).contains_weak(page.etag):
@@ -267,16 +281,24 @@ class MusicHandler:
         self,
         app: WSGIApp,
         music: Music,
-        registry: ClientRegistry,
+        auth: Authenticator,
         limits: Limits,
         cors: Cors,
+        metrics: Metrics,
     ) -> None:
         self.app = app
         self.music = music
-        self.registry = registry
+        self.auth = auth
         self.limits = limits
         self.cors = cors
-        self.library = Library(music, limits, music.settings.library.max_items)
+        # What every response here varies on: the credential when one is required, the Origin
+        # when CORS is on. A route's own (Accept) joins them: one Vary header per response.
+        self.vary_on = (["Origin"] if cors.enabled else []) + (
+            ["Authorization"] if auth.required else []
+        )
+        self.vary = [("Vary", ", ".join(self.vary_on))] if self.vary_on else []
+        self.metrics = metrics
+        self.library = Library(music, limits, music.settings.library.max_items, metrics)
 
     def _route(self, path: str | None) -> tuple[str, Callable[..., Answer], str] | None:
         """The route template, its answering method and the track id in the path, or None."""
@@ -299,9 +321,10 @@ class MusicHandler:
         template, answer, item = route
         started = time.monotonic()
         rid = access.request_id(environ.get("HTTP_X_REQUEST_ID"))
+        span = trace.begin(environ.get("HTTP_TRACEPARENT"))
         authorization = environ.get("HTTP_AUTHORIZATION")
         presented(authorization)
-        who = self.registry.identify(authorization)
+        who = self.auth.identify(authorization)
         user = cache_status = None
         limit_headers: list[tuple[str, str]] = []
         body: Iterable[bytes]
@@ -318,6 +341,8 @@ class MusicHandler:
             user = scope.user
             headers += limit_headers
         except Problem as exc:
+            if isinstance(exc, RateLimited):
+                self.metrics.limited(client_label(who.client.name if who.client else None))
             status = exc.status
             problem, headers = problem_parts(exc.body(), rid, exc.headers)
             headers.append(("Content-Length", str(len(problem))))
@@ -332,9 +357,11 @@ class MusicHandler:
             headers += limit_headers
             body = [problem]
         if self.cors.enabled:
-            headers += self.cors.headers(environ.get("HTTP_ORIGIN"))
-        headers += access.common_headers(rid)
+            headers += [h for h in self.cors.headers(environ.get("HTTP_ORIGIN")) if h[0] != "Vary"]
+        headers = self._one_vary(headers)
+        headers += access.common_headers(rid, span)
         start_response(_STATUS_LINES[status], headers)
+        client = who.client.name if who.client else None
         access.log_access(
             method,
             template,
@@ -342,22 +369,41 @@ class MusicHandler:
             rid,
             started,
             user=user,
-            client=who.client.name if who.client else None,
+            client=client,
             cache=cache_status,
             remote_addr=environ.get("REMOTE_ADDR"),
         )
+        metrics = self.metrics
+        # Labelled by the route's template, never the path a caller sent.
+        metrics.request(template, method, status, client_label(client), time.monotonic() - started)
+        # A lookup that stored a page changed this process's cache size.
+        if cache_status is not None and metrics.page(cache_status) in STORED:
+            metrics.cache_size(*self.music.cache.backend.size())
+        trace.end()
         if method == "HEAD":
             close = getattr(body, "close", None)
             if close is not None:
                 close()  # a stream not begun: nothing is fetched
             return []
-        return body
+        if isinstance(body, list):
+            return body
+        return traced(body, span)  # a stream: its upstream calls and log lines stay in the trace
+
+    def _one_vary(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The headers with the route's own Vary folded into the handler's: one Vary header."""
+        own = [value for name, value in headers if name == "Vary"]
+        if not own:
+            return headers + self.vary
+        rest = [h for h in headers if h[0] != "Vary"]
+        return [*rest, ("Vary", ", ".join(self.vary_on + own))]
 
     def _list(self, raw: bytes, scope: Scope, item: str) -> Answer:
         query = parse_query(raw)
         alias = scope.account(query.user)
         lookup = self.music.page(alias, query, scope.request_id)
-        status, body, headers = page_parts(lookup, scope.environ.get("HTTP_IF_NONE_MATCH"))
+        status, body, headers = page_parts(
+            lookup, scope.environ.get("HTTP_IF_NONE_MATCH"), scope.who.client is not None
+        )
         return status, [body], headers, lookup.cache_status
 
     def _track(self, raw: bytes, scope: Scope, item: str) -> Answer:
@@ -365,7 +411,9 @@ class MusicHandler:
         track_id = item_id(item)
         alias = scope.account(values.get("user"))
         lookup = self.music.track(alias, track_id, scope.request_id)
-        status, body, headers = page_parts(lookup, scope.environ.get("HTTP_IF_NONE_MATCH"))
+        status, body, headers = page_parts(
+            lookup, scope.environ.get("HTTP_IF_NONE_MATCH"), scope.who.client is not None
+        )
         return status, [body], headers, lookup.cache_status
 
     def _audio(self, raw: bytes, scope: Scope, item: str) -> Answer:
@@ -386,6 +434,30 @@ class MusicHandler:
         url = json.loads(lookup.page.body)["url"]
         headers += [("Location", url), ("Content-Length", "0")]
         return 302, [], headers, lookup.cache_status
+
+
+def traced(body: Iterable[bytes], span: trace.Trace) -> Iterator[bytes]:
+    """A streamed body produced inside the request's trace (the handler ended it on return).
+
+    The WSGI server pulls the chunks after the handler returned: each is made with the span
+    current again, so the upstream calls of later pages are its children and log lines carry
+    its trace_id; closing the stream (a client gone) closes the body.
+    """
+    chunks = iter(body)
+    try:
+        while True:
+            trace.CURRENT.set(span)
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            finally:
+                trace.end()
+            yield chunk
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
 
 
 def wants_json(accept: str | None) -> bool:
@@ -412,6 +484,7 @@ def register(app: Flask, music: Music) -> None:
     app.add_url_rule("/music", "music", _routing_only, methods=["GET"])
     # Only well-formed ids are routes (for OPTIONS); GET and HEAD of others are the handler's 400.
     app.url_map.converters["track_id"] = TrackIdConverter
-    app.add_url_rule("/music/<track_id:item>", "track", _routing_only, methods=["GET"])
-    app.add_url_rule("/music/<track_id:item>/audio", "audio", _routing_only, methods=["GET"])
+    # The variable is named `id` as in openapi.yaml: metrics label a route by its template.
+    app.add_url_rule("/music/<track_id:id>", "track", _routing_only, methods=["GET"])
+    app.add_url_rule("/music/<track_id:id>/audio", "audio", _routing_only, methods=["GET"])
     app.add_url_rule("/library", "library", _routing_only, methods=["GET"])

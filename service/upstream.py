@@ -18,15 +18,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import urllib3
 import urllib3.exceptions
 from urllib3.response import BaseHTTPResponse
 
+from . import trace
 from .config import UpstreamSettings
 from .errors import (
+    GuardRefusal,
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamFailure,
@@ -38,6 +40,9 @@ from .errors import (
 from .guards import Guards
 from .tracks import LONE_SURROGATE_RE
 from .watchdog import POOL_CLASSES, Exchange, Watchdog
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,8 @@ class UpstreamClient:
     ) -> None:
         self.settings = settings
         self.guards = guards if guards is not None else Guards(settings)
+        # Told of every call's outcome and every guard refusal (service.metrics.Metrics).
+        self.metrics: Metrics | None = None
         self.watchdog = Watchdog()
         # urllib3 itself, not requests over it: a call costs half as much, and nothing here
         # needs what requests adds. It keeps no cookies (one caller's upstream cookies must never
@@ -128,12 +135,23 @@ class UpstreamClient:
         self, user_id: str, path: str, params: dict[str, str], request_id: str
     ) -> UpstreamAnswer:
         """GET base_url + path on behalf of account user_id, through the account's guards."""
-        self.guards.admit(user_id)  # raises the refusal without any upstream call
+        metrics = self.metrics
+        try:
+            self.guards.admit(user_id)  # raises the refusal without any upstream call
+        except UpstreamFailure as exc:
+            if metrics is not None and isinstance(exc, GuardRefusal):
+                metrics.upstream_refused(user_id, exc)
+            raise
+        started = time.monotonic()
         try:
             answer = self._exchange(path, params, request_id, user_id)
         except UpstreamFailure as exc:
+            if metrics is not None:
+                metrics.upstream_call(user_id, exc.code, time.monotonic() - started)
             self.guards.failed(user_id, exc)
             raise
+        if metrics is not None:
+            metrics.upstream_call(user_id, "ok", time.monotonic() - started)
         self.guards.succeeded(user_id)
         return answer
 
@@ -202,7 +220,8 @@ class UpstreamClient:
                 resp = self.pool.request(
                     "GET",
                     url,
-                    headers=headers,
+                    # Each attempt a child span of the request's (a new trace outside one).
+                    headers={**headers, "traceparent": trace.outgoing()},
                     timeout=urllib3.Timeout(
                         connect=min(self.settings.connect_timeout, left),
                         read=min(self.settings.read_timeout, left),

@@ -55,9 +55,11 @@ from gunicorn.http.errors import (
     ObsoleteFolding,
     UnsupportedTransferCoding,
 )
+from gunicorn.http.parser import RequestParser
 from gunicorn.workers.ggevent import GeventWorker
 
 from .errors import INTERNAL_DETAIL, PROBLEM_MEDIA_TYPE, Problem
+from .refusals import HeadKeepingRequest, origin_of
 
 # The request was answered by the app; set on gunicorn's request object by handle_request.
 _ANSWERED = "_music_facade_answered"
@@ -171,7 +173,12 @@ def rejection_for(exc: BaseException) -> Rejection | None:
 
 
 def problem_bytes(
-    status: int, title: str, doc: dict[str, Any], request_id: str, head: bool
+    status: int,
+    title: str,
+    doc: dict[str, Any],
+    request_id: str,
+    head: bool,
+    extra: list[tuple[str, str]] | None = None,
 ) -> bytes:
     """A whole HTTP/1.1 response carrying a problem document; no body when head is true."""
     body = json.dumps({**doc, "request_id": request_id}, separators=(",", ":")).encode("ascii")
@@ -184,6 +191,7 @@ def problem_bytes(
         "X-Content-Type-Options: nosniff",
         f"X-Request-ID: {request_id}",
         "Connection: close",
+        *(f"{name}: {value}" for name, value in extra or ()),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + (b"" if head else body)
 
@@ -231,6 +239,8 @@ class ProblemWorker(GeventWorker):  # type: ignore[misc]
         if early:
             # Loud, not fatal: the service works, but those modules' sockets block the worker.
             self.log.error("imported before gevent patched ssl/socket: %s", ", ".join(early))
+        # Refused requests keep their bytes, so their answers can carry CORS headers.
+        RequestParser.mesg_class = HeadKeepingRequest
         super().init_process()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
@@ -293,6 +303,9 @@ class ProblemWorker(GeventWorker):  # type: ignore[misc]
         # gunicorn attaches the request to some header errors raised while it was being parsed.
         head = getattr(req or getattr(exc, "req", None), "method", None) == "HEAD"
         try:
-            util.write_nonblock(client, problem_bytes(status, title, doc, request_id, head))
+            cors = getattr(self.wsgi, "extensions", {}).get("cors")  # the app's own CORS rule
+            allowed = cors.headers(origin_of(exc, client)) if cors and cors.enabled else None
+            answer = problem_bytes(status, title, doc, request_id, head, allowed)
+            util.write_nonblock(client, answer)
         except Exception:  # the client is gone: nothing to answer
             self.log.debug("Failed to send error message.")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from service.clients import ClientRegistry, mint_key
+from service.auth import Authenticator, ClientRegistry, mint_key
 from service.config import ClientSettings, ConfigError, load_settings
 from service.sandbox import SandboxServer
 
@@ -56,7 +56,7 @@ def test_rotation_both_keys_work(guarded: FlaskClient) -> None:
 
 def test_missing_key(guarded: FlaskClient, sandbox: SandboxServer) -> None:
     resp = guarded.get("/music?user=studio")
-    problem(resp, 401, "unauthorized")
+    problem(resp, 401, "credential_missing")
     assert resp.headers["WWW-Authenticate"] == 'Bearer realm="music"'
     assert sandbox.state.call_count() == 0
 
@@ -75,13 +75,13 @@ def test_missing_key(guarded: FlaskClient, sandbox: SandboxServer) -> None:
 )
 def test_malformed_authorization(guarded: FlaskClient, header: str) -> None:
     resp = guarded.get("/music?user=studio", headers={"Authorization": header})
-    problem(resp, 401, "unauthorized")
+    problem(resp, 401, "credential_malformed")
     assert resp.headers["WWW-Authenticate"] == 'Bearer realm="music", error="invalid_request"'
 
 
 def test_unknown_key(guarded: FlaskClient) -> None:
     resp = guarded.get("/music?user=studio", headers=bearer("mf_not-a-real-key"))
-    problem(resp, 401, "unauthorized")
+    problem(resp, 401, "credential_invalid")
     assert resp.headers["WWW-Authenticate"] == 'Bearer realm="music", error="invalid_token"'
 
 
@@ -91,7 +91,7 @@ def test_scheme_is_case_insensitive(guarded: FlaskClient) -> None:
 
 
 def test_auth_comes_before_validation(guarded: FlaskClient) -> None:
-    problem(guarded.get("/music?type=jazz&nope=1"), 401, "unauthorized")
+    problem(guarded.get("/music?type=jazz&nope=1"), 401, "credential_missing")
 
 
 def test_alias_outside_scope(guarded: FlaskClient, sandbox: SandboxServer) -> None:
@@ -120,13 +120,22 @@ def test_implicit_user_is_scoped_too(make_app: AppFactory) -> None:
 
 
 def test_unknown_alias_vs_scope(guarded: FlaskClient) -> None:
-    # A key holder learns nothing new: an unconfigured alias is 400 for everyone.
-    problem(guarded.get("/music?user=nobody", headers=bearer(WEB_KEY)), 400, "unknown_user")
+    # A key holder cannot list the configured aliases: outside its scope, a configured alias
+    # and an unconfigured one get the same 403.
+    configured = guarded.get("/music?user=edge", headers=bearer(WEB_KEY))
+    unconfigured = guarded.get("/music?user=finance-secret", headers=bearer(WEB_KEY))
+    one = problem(configured, 403, "user_not_allowed")
+    other = problem(unconfigured, 403, "user_not_allowed")
+    assert one["title"] == other["title"]
+    assert one["detail"].replace("edge", "X") == other["detail"].replace("finance-secret", "X")
+    assert configured.headers["WWW-Authenticate"] == unconfigured.headers["WWW-Authenticate"]
+    # A caller whose scope is every alias may learn which exist.
+    problem(guarded.get("/music?user=nobody", headers=bearer(ADMIN_KEY)), 400, "unknown_user")
 
 
 def test_open_mode(make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> None:
     client = make_app().test_client()
-    assert "no [[clients]] configured" in caplog.text
+    assert "no [[clients]] or [oidc] configured" in caplog.text
     assert client.get("/music?user=studio").status_code == 200
     # A caller's Authorization header is ignored, whatever it holds.
     assert client.get("/music?user=edge", headers=bearer("anything")).status_code == 200
@@ -138,11 +147,11 @@ def test_health_and_spec_need_no_key(guarded: FlaskClient) -> None:
 
 
 def test_registry_compares_every_digest() -> None:
-    registry = ClientRegistry(CLIENTS)
-    assert registry.identify(f"Bearer {ADMIN_KEY}").client == CLIENTS[1]
-    assert registry.identify(f"Bearer {OLD_KEY}").client == CLIENTS[0]
-    assert registry.identify("Bearer x").problem is not None
-    assert ClientRegistry(()).identify(None).client is None
+    auth = Authenticator(ClientRegistry(CLIENTS))
+    assert auth.identify(f"Bearer {ADMIN_KEY}").client == CLIENTS[1]
+    assert auth.identify(f"Bearer {OLD_KEY}").client == CLIENTS[0]
+    assert auth.identify("Bearer x").problem is not None
+    assert Authenticator(ClientRegistry(())).identify(None).client is None
 
 
 # --- configuration -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, Secret, Settings, load_settings
+from service.config import ConfigError, MetricsSettings, Secret, Settings, load_settings
 
 TOKEN = "tok-CONFIG-SECRET-123"
 MINIMAL = '[users]\nstudio = "1234567"\n'
@@ -129,6 +130,10 @@ def test_no_implicit_user_with_several_aliases(tmp_path: Path) -> None:
         ('[users]\n"studio\\n" = "1"\n', "alias must be 1-64 characters"),
         ('[users]\nstudio = ""\n', "users.studio"),
         (MINIMAL + 'default_user = "other"\n', "default_user: 'other' is not an alias"),
+        (MINIMAL + "[metrics]\nallow = ['10.0.0.0/33']\n", "metrics.allow.0: '10.0.0.0/33' is not"),
+        (MINIMAL + "[metrics]\nallow = '10.0.0.0/8'\n", "metrics.allow: Not a valid list."),
+        (MINIMAL + "[metrics]\ntoken_sha256 = 'secret'\n", "metrics.token_sha256: must be the"),
+        (MINIMAL + "[metrics]\nopen = true\n", "metrics.open: Unknown field."),
     ],
 )
 def test_bad_files_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -237,3 +242,17 @@ def test_help_shows_no_secret(tmp_path: Path) -> None:
     )
     assert "check-config" in done.stdout
     assert TOKEN not in done.stdout + done.stderr
+
+
+def test_metrics_section(tmp_path: Path) -> None:
+    digest = hashlib.sha256(b"scrape").hexdigest()
+    text = (
+        MINIMAL + f"[metrics]\nallow = ['10.0.0.0/8', '::1']\ntoken_sha256 = '{digest.upper()}'\n"
+    )
+    settings = load(tmp_path, text)
+    assert settings.metrics == MetricsSettings(("10.0.0.0/8", "::1"), (digest,))
+    assert settings.describe()["metrics"] == {
+        "allow": ["10.0.0.0/8", "::1"],
+        "token_sha256": [digest],
+    }
+    assert load(tmp_path, MINIMAL).metrics == MetricsSettings()  # open by default

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from service.__main__ import DEMO_CONFIG
-from service.clients import mint_key
+from service.auth import mint_key
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 

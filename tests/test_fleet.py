@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from service.clients import mint_key
+from service.auth import mint_key
 from service.sandbox import SandboxServer
 from service.sandbox.app import encode_cursor
 

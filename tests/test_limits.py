@@ -66,7 +66,7 @@ def test_health_spec_and_preflights_never_count(limited: FlaskClient) -> None:
 
 def test_requests_without_a_valid_key_count_per_address(limited: FlaskClient) -> None:
     for _ in range(5):
-        problem(limited.get("/music?user=studio"), 401, "unauthorized")
+        problem(limited.get("/music?user=studio"), 401, "credential_missing")
     problem(limited.get("/music?user=studio"), 429, "rate_limited")
     # A valid client is not starved by the anonymous caller.
     assert limited.get("/music?user=studio", headers=bearer(WEB_KEY)).status_code == 200

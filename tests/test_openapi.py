@@ -123,7 +123,7 @@ def test_info_and_servers() -> None:
         (path, method)
         for path in (
             *("/music", "/music/{id}", "/music/{id}/audio", "/library"),
-            *("/healthz", "/readyz", "/openapi.yaml", "/openapi.json", "/docs"),
+            *("/healthz", "/readyz", "/metrics", "/openapi.yaml", "/openapi.json", "/docs"),
         )
         for method in ("get", "head", "options")
     }
@@ -221,12 +221,25 @@ def test_problem_codes_are_listed_but_open() -> None:
         "internal_error",
         "method_not_allowed",
         "not_found",
-        "unauthorized",
+        "credential_missing",
+        "credential_malformed",
+        "credential_invalid",
+        "credential_expired",
         "user_not_allowed",
         "rate_limited",
+        "identity_provider_unavailable",
     }
     table = spec()["components"]["schemas"]["Problem"]["description"]
-    for row in ("`unauthorized` | 401", "`user_not_allowed` | 403", "`rate_limited` | 429"):
+    rows = (
+        "`credential_missing` | 401",
+        "`credential_malformed` | 401",
+        "`credential_invalid` | 401",
+        "`credential_expired` | 401",
+        "`user_not_allowed` | 403",
+        "`rate_limited` | 429",
+        "`identity_provider_unavailable` | 503",
+    )
+    for row in rows:
         assert row in table
 
 
@@ -507,11 +520,11 @@ LIMITED_HEADERS = PROBLEM_HEADERS | {
     "X-RateLimit-Reset": "1795463461",
 }
 UNAUTHORIZED: dict[str, Any] = {
-    "type": "tag:music-facade,2026:problem/unauthorized",
-    "title": "A valid client key is required",
+    "type": "tag:music-facade,2026:problem/credential_missing",
+    "title": "A credential is required",
     "status": 401,
-    "detail": "Send 'Authorization: Bearer <key>'.",
-    "code": "unauthorized",
+    "detail": "Send 'Authorization: Bearer <credential>'.",
+    "code": "credential_missing",
     "request_id": REQUEST_ID,
 }
 NOT_ALLOWED = UNAUTHORIZED | {
@@ -557,7 +570,7 @@ def test_only_music_reads_need_a_key_and_open_mode_is_documented() -> None:
             assert "security" not in operation, label
         else:
             assert operation["security"] == [], label
-    assert spec()["security"] == [{"clientKey": []}]
+    assert spec()["security"] == [{"clientKey": []}, {"oidcToken": []}]
 
 
 def test_head_mirrors_get_on_every_path() -> None:
@@ -580,7 +593,7 @@ def test_options_is_an_unauthenticated_unlimited_bodiless_200() -> None:
                        for name in preflight["headers"]), path  # fmt: skip
         names = {p["$ref"].rsplit("/", 1)[1] for p in options["parameters"]}
         assert names == {"Origin", "AccessControlRequestMethod", "AccessControlRequestHeaders",
-                         "RequestId"}, path  # fmt: skip
+                         "RequestId", "Traceparent"}, path  # fmt: skip
 
 
 def _header_names(where: str) -> dict[str, dict[str, Any]]:
@@ -687,6 +700,14 @@ def test_accepts_user_not_allowed_and_rate_limited() -> None:
     check_response("GET", "/music?user=edge", 403, headers, dump(NOT_ALLOWED))
     check_response("GET", "/music", 429, LIMITED_HEADERS, dump(RATE_LIMITED))
     check_response("HEAD", "/music", 429, LIMITED_HEADERS, b"")
+
+
+def test_accepts_a_preflight_for_an_unknown_path() -> None:
+    # A configured origin's preflight is answered for any path, without Allow.
+    headers = {k: v for k, v in PREFLIGHT_HEADERS.items() if k != "Allow"}
+    check_response("OPTIONS", "/musics", 200, headers, b"")
+    with pytest.raises(AssertionError, match="must be 404"):
+        check_response("GET", "/musics", 200, headers, b"")
 
 
 @pytest.mark.parametrize("path", ["/music", "/healthz", "/openapi.yaml"])

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from service import create_app
-from service.clients import mint_key
+from service.auth import mint_key
 from service.config import ClientSettings, Secret
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from service.clients import mint_key
+from service.auth import mint_key
 from service.config import ClientSettings, ConfigError, RedisSettings, Secret, parse_settings
 from service.sandbox import SandboxServer
 from service.shared import SharedStore, digest

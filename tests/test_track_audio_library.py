@@ -18,7 +18,7 @@ import requests
 from flask.testing import FlaskClient
 
 from service import create_app
-from service.clients import mint_key
+from service.auth import mint_key
 from service.config import ClientSettings, LibrarySettings, LimitSettings
 from service.sandbox import SandboxServer
 from service.sandbox.data import USEAPI_ACCOUNT

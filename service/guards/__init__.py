@@ -88,11 +88,21 @@ class Guards:
         self.clock = clock
         # A probe whose worker died must not keep the breaker half-open forever.
         self.probe_lease = settings.exchange_deadline + 1.0
+        # Told each account's state after every change (service.metrics).
+        self.observe: Callable[[str, AccountGuard], None] | None = None
+
+    def _change(self, user_id: str, update: Callable[[AccountGuard], AccountGuard]) -> AccountGuard:
+        state = self.store.change(user_id, update)
+        if self.observe is not None:
+            self.observe(user_id, state)
+        return state
 
     def admit(self, user_id: str) -> None:
         """Return if user_id's account may be called now; else raise its GuardRefusal."""
         now = self.clock()
         state = self.store.read(user_id)
+        if self.observe is not None:  # another worker or replica may have changed it
+            self.observe(user_id, state)
         if state.cooldown_until > now:
             left = _seconds_left(state.cooldown_until, now)
             raise CoolingDown(
@@ -120,7 +130,7 @@ class Guards:
             claimed = 0 < current.open_until <= now and current.probe_until <= now
             return replace(current, probe_until=now + self.probe_lease) if claimed else current
 
-        after = self.store.change(user_id, claim)
+        after = self._change(user_id, claim)
         if not claimed and after.open_until:  # another call probes; closed meanwhile: go ahead
             raise self._open(max(after.open_until, after.probe_until), now)
 
@@ -135,9 +145,7 @@ class Guards:
         """The upstream answered: the breaker closes and the failure streak ends."""
         state = self.store.read(user_id)
         if state.failures or state.open_until:
-            self.store.change(
-                user_id, lambda s: replace(s, failures=0, open_until=0.0, probe_until=0.0)
-            )
+            self._change(user_id, lambda s: replace(s, failures=0, open_until=0.0, probe_until=0.0))
 
     def failed(self, user_id: str, failure: UpstreamFailure) -> None:
         """Remember what the failure means for the account: cooldown, auth memory, breaker."""
@@ -154,7 +162,7 @@ class Guards:
                     )
                 return replace(s, failures=failures)
 
-            self.store.change(user_id, trip)
+            self._change(user_id, trip)
             return
         # Any other answer shows the upstream is up: the breaker closes, and the answer may
         # itself need remembering.
@@ -183,4 +191,4 @@ class Guards:
         else:
             self.succeeded(user_id)
             return
-        self.store.change(user_id, update)
+        self._change(user_id, update)

@@ -57,6 +57,9 @@ class SharedStore:
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._backoff = 0.0  # 0: Redis is up
+        # Told of every failed call, and of Redis going away (False) and coming back (True).
+        self.on_error: Callable[[], None] | None = None
+        self.on_status: Callable[[bool], None] | None = None
 
     def key(self, *parts: str) -> str:
         """A key under this deployment's prefix."""
@@ -86,6 +89,8 @@ class SharedStore:
 
     def failed(self, exc: BaseException) -> None:
         """Start (or lengthen) a backoff period; logged once per period."""
+        if self.on_error is not None:
+            self.on_error()
         with self._lock:
             now = self.clock()
             if now < self._down_until:
@@ -95,6 +100,8 @@ class SharedStore:
             )
             self._down_until = now + self._backoff
             backoff = self._backoff
+        if self.on_status is not None:
+            self.on_status(False)
         log.warning(
             "Redis unavailable (%s): per-process state for the next %.1f s",
             type(exc).__name__,
@@ -108,6 +115,8 @@ class SharedStore:
                 return
             self._backoff = 0.0
             self._down_until = 0.0
+        if self.on_status is not None:
+            self.on_status(True)
         log.warning("Redis is back: shared state again")
 
     def close(self) -> None:

@@ -79,3 +79,7 @@ class SharedBackend:
 
     def __len__(self) -> int:
         return len(self.local)
+
+    def size(self) -> tuple[int, int]:
+        """This process's memory tier: pages and bytes."""
+        return self.local.size()

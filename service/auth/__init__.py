@@ -1,0 +1,196 @@
+"""Callers: who is asking (a client key, or an identity provider's token) and what they may read.
+
+`Authenticator.identify(authorization) -> Caller` is the one rule: a Bearer credential that is a
+JWT is verified against the configured identity provider (service.auth.oidc); anything else is
+looked up as a client key (service.auth.keys). Scopes and rate limits consume the Caller's
+principal (its name, its rate limit, which aliases it may read) and never learn how it was
+proven.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from flask import Flask, current_app, g, request
+
+from .. import logs
+from ..config import Settings
+from ..errors import Problem
+from .keys import ClientRegistry, mint_key
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .oidc import TokenVerifier
+
+__all__ = [
+    "Authenticator",
+    "Caller",
+    "ClientRegistry",
+    "CredentialExpired",
+    "CredentialInvalid",
+    "CredentialMalformed",
+    "CredentialMissing",
+    "Principal",
+    "UserNotAllowed",
+    "authorize",
+    "mint_key",
+    "presented",
+    "register",
+]
+
+REALM = "music"
+# RFC 6750 b64token. A client key is at most 256 characters; a JWT at most MAX_TOKEN (ID
+# tokens and access tokens with many groups run to a few KB, gunicorn's header field limit is 8190).
+_B64TOKEN_RE = re.compile(r"\A[A-Za-z0-9._~+/-]+=*\Z")
+_JWT_RE = re.compile(r"\A[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\Z")
+MAX_KEY = 256
+MAX_TOKEN = 8000
+
+
+class Unauthorized(Problem):
+    """401: the credential is missing or not accepted; the code says which case."""
+
+    status, code, title = 401, "credential_invalid", "A valid credential is required"
+    error: str | None = "invalid_token"  # RFC 6750 error in WWW-Authenticate
+
+    def __init__(self, detail: str) -> None:
+        challenge = f'Bearer realm="{REALM}"'
+        if self.error:
+            challenge += f', error="{self.error}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class CredentialMissing(Unauthorized):
+    code, title, error = "credential_missing", "A credential is required", None
+
+
+class CredentialMalformed(Unauthorized):
+    code, title, error = (
+        "credential_malformed",
+        "The Authorization header is malformed",
+        "invalid_request",
+    )
+
+
+class CredentialInvalid(Unauthorized):
+    code, title = "credential_invalid", "The credential is not valid"
+
+
+class CredentialExpired(Unauthorized):
+    code, title = "credential_expired", "The credential has expired"
+
+
+class UserNotAllowed(Problem):
+    status, code, title = 403, "user_not_allowed", "This client may not read that account"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            detail,
+            headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope"'},
+        )
+
+
+class Principal(Protocol):
+    """An identified caller: a configured client, or a token's subject."""
+
+    @property
+    def name(self) -> str:
+        """What logs and rate limits call it: the client's name, or `oidc:<subject>`."""
+
+    @property
+    def rate_limit(self) -> str | None:
+        """Its own rate limit; None: [limits] default."""
+
+    def may_read(self, alias: str) -> bool:
+        """Whether its scope includes the alias."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request: a principal, or nobody (open mode), or a refused credential."""
+
+    client: Principal | None
+    problem: Problem | None = None
+
+
+OPEN = Caller(None)
+
+
+class Authenticator:
+    """Identifies callers by client key or identity-provider token (either, both, or neither)."""
+
+    def __init__(self, keys: ClientRegistry, tokens: TokenVerifier | None = None) -> None:
+        self.keys = keys
+        self.tokens = tokens
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Callable[[], float]) -> Authenticator:
+        """Keys from [[clients]], tokens from [oidc] when configured."""
+        tokens = None
+        if settings.oidc is not None:
+            from .oidc import TokenVerifier  # PyJWT and cryptography only when used
+
+            tokens = TokenVerifier(settings.oidc, clock=clock)
+        return cls(ClientRegistry(settings.clients), tokens)
+
+    @property
+    def required(self) -> bool:
+        """With neither keys nor tokens configured the service is open."""
+        return bool(self.keys.clients) or self.tokens is not None
+
+    def identify(self, authorization: str | None) -> Caller:
+        """The caller behind an Authorization header value."""
+        if not self.required:
+            return OPEN
+        if authorization is None:
+            return Caller(None, CredentialMissing("Send 'Authorization: Bearer <credential>'."))
+        scheme, _, credential = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not _B64TOKEN_RE.match(credential):
+            return Caller(
+                None, CredentialMalformed("The Authorization header is not 'Bearer <credential>'.")
+            )
+        if self.tokens is not None and _JWT_RE.match(credential):
+            if len(credential) > MAX_TOKEN:
+                return Caller(
+                    None, CredentialMalformed(f"The token is longer than {MAX_TOKEN} characters.")
+                )
+            return self.tokens.identify(credential)
+        if len(credential) > MAX_KEY:
+            return Caller(
+                None, CredentialMalformed(f"The client key is longer than {MAX_KEY} characters.")
+            )
+        found = self.keys.lookup(credential)
+        if found is None:
+            return Caller(None, CredentialInvalid("The client key is not valid."))
+        return Caller(found)
+
+
+def presented(authorization: str | None) -> None:
+    """Whatever the caller presented is a secret for this request's log lines (logs.redact)."""
+    logs.PRESENTED.set(authorization.partition(" ")[2].strip() if authorization else None)
+
+
+def _identify() -> None:
+    authenticator: Authenticator = current_app.extensions["auth"]
+    authorization = request.headers.get("Authorization")
+    presented(authorization)
+    g.caller = authenticator.identify(authorization)
+
+
+def authorize(client: Principal | None, alias: str) -> None:
+    """Raise 403 unless the caller's scope includes the alias (open mode: everyone may read).
+
+    Called before the alias is checked against [users]: the answer is the same whether or not
+    an alias outside the scope exists, so a caller cannot list the configured ones.
+    """
+    if client is not None and not client.may_read(alias):
+        raise UserNotAllowed(f"Client '{client.name}' may not read '{alias}'.")
+
+
+def register(app: Flask, authenticator: Authenticator) -> None:
+    """Identify every Flask request's caller (for its log line and the log redaction)."""
+    app.extensions["auth"] = authenticator
+    app.before_request(_identify)

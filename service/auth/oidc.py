@@ -1,0 +1,254 @@
+"""Identity-provider tokens: JWT bearer credentials verified against the issuer's JWKS (PyJWT).
+
+The signature is checked with a key from the issuer's JWKS (found by the token's `kid`), with
+only the configured asymmetric algorithms; then `iss`, `aud`, `exp`, `nbf` (with leeway). The
+subject claim names the caller (`oidc:<sub>`) and the scope claim's values map to aliases.
+
+The JWKS is fetched over HTTP with short timeouts (requests: under gunicorn's gevent worker the
+wait cooperates) and kept: refreshed after REFRESH_AFTER, refetched at once for an unknown
+`kid` (a key rotation), but never more than once per REFETCH_FLOOR seconds, so a flood of
+tokens with made-up kids cannot hammer the identity provider, and while it is down only one
+request per floor waits for it. A failed fetch keeps the keys it had; with none at all, the
+answer is 503 identity_provider_unavailable. PyJWT's PyJWKClient is not used for the fetch: it
+refetches on every unknown kid, and a failed refresh raises instead of keeping the cached keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import requests
+from jwt.exceptions import (
+    DecodeError,
+    ExpiredSignatureError,
+    InvalidSignatureError,
+    InvalidTokenError,
+    PyJWKError,
+    PyJWKSetError,
+)
+
+from ..config import OidcSettings
+from ..errors import Problem
+from . import Caller, CredentialExpired, CredentialInvalid, CredentialMalformed
+
+log = logging.getLogger(__name__)
+
+REFETCH_FLOOR = 10.0  # seconds between two fetches of the JWKS, whatever the tokens say
+REFRESH_AFTER = 300.0  # seconds a fetched JWKS is used before it is refreshed
+FETCH_TIMEOUT = (2.0, 3.0)  # connect, read: a slow IdP holds one request at most this long
+MAX_DOCUMENT = 1_000_000  # bytes of a discovery document or JWKS
+_MAX_SUBJECT = 255
+
+
+class IdentityProviderUnavailable(Problem):
+    status, code, title = (
+        503,
+        "identity_provider_unavailable",
+        "The identity provider's keys cannot be fetched",
+    )
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": str(int(REFETCH_FLOOR))})
+
+
+class FetchFailed(Exception):
+    """The discovery document or the JWKS could not be fetched or read."""
+
+
+@dataclass(frozen=True)
+class TokenSubject:
+    """A verified token's caller: its name (oidc:<subject>) and the aliases its claims grant."""
+
+    name: str
+    users: frozenset[str]
+    rate_limit: str | None = None  # tokens count against [limits] default, per subject
+
+    def may_read(self, alias: str) -> bool:
+        """Whether the token's scope includes the alias."""
+        return "*" in self.users or alias in self.users
+
+
+def _get_json(session: requests.Session, url: str) -> dict[str, Any]:
+    """A JSON object from url, bounded in time and size."""
+    try:
+        with session.get(
+            url, timeout=FETCH_TIMEOUT, stream=True, headers={"Accept": "application/json"}
+        ) as resp:
+            if resp.status_code != 200:
+                raise FetchFailed(f"{url} answered {resp.status_code}")
+            body = resp.raw.read(MAX_DOCUMENT + 1, decode_content=True)
+    except requests.RequestException as exc:
+        raise FetchFailed(f"{url}: {type(exc).__name__}") from None
+    if len(body) > MAX_DOCUMENT:
+        raise FetchFailed(f"{url}: larger than {MAX_DOCUMENT} bytes")
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise FetchFailed(f"{url}: not JSON") from None
+    if not isinstance(doc, dict):
+        raise FetchFailed(f"{url}: not a JSON object")
+    return doc
+
+
+class KeySet:
+    """The issuer's signing keys by kid, fetched on demand within the refetch floor."""
+
+    def __init__(self, settings: OidcSettings, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.session = requests.Session()
+        self._jwks_url = settings.jwks_url
+        self._keys: dict[str, jwt.PyJWK] | None = None
+        self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
+        self._failing = False
+        self._lock = threading.Lock()
+
+    def get(self, kid: str) -> jwt.PyJWK | None:
+        """The key for kid (None: unknown to the issuer); raise when no keys can be had."""
+        keys = self._keys
+        if keys is not None and kid in keys:
+            if self.clock() - self._fetched_at > REFRESH_AFTER:
+                self._refresh(wait=False)  # a stale set still verifies; refresh if free
+            return keys[kid]
+        self._refresh(wait=True)
+        if self._keys is None:
+            raise IdentityProviderUnavailable(
+                "The identity provider's signing keys cannot be fetched; try again shortly."
+            )
+        return self._keys.get(kid)
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last fetch failed."""
+        return self._failing
+
+    def _refresh(self, wait: bool) -> None:
+        """Fetch the JWKS unless one was tried within the floor; one fetch at a time."""
+        if self.clock() - self._attempted_at < REFETCH_FLOOR:
+            return
+        if not self._lock.acquire(blocking=wait):
+            return  # another request is fetching; it will not wait for two
+        try:
+            if self.clock() - self._attempted_at < REFETCH_FLOOR:
+                return  # fetched while this request waited for the lock
+            self._attempted_at = self.clock()
+            try:
+                self._keys = self._fetch()
+                self._fetched_at = self.clock()
+                self._failing = False
+            except FetchFailed as exc:
+                self._failing = True
+                log.warning("identity provider keys not fetched: %s", exc)
+        finally:
+            self._lock.release()
+
+    def _fetch(self) -> dict[str, jwt.PyJWK]:
+        url = self._jwks_url or self._discover()
+        doc = _get_json(self.session, url)
+        try:
+            found = jwt.PyJWKSet.from_dict(doc).keys
+        except (PyJWKSetError, PyJWKError) as exc:
+            raise FetchFailed(f"{url}: no usable keys ({exc})") from None
+        allowed = set(self.settings.algorithms)
+        keys = {
+            k.key_id: k
+            for k in found
+            if k.key_id and k.public_key_use in (None, "sig") and k.algorithm_name in allowed
+        }
+        if not keys:
+            raise FetchFailed(f"{url}: no signing key with a kid for {sorted(allowed)}")
+        return keys
+
+    def _discover(self) -> str:
+        """The jwks_uri from the issuer's OpenID configuration (remembered once found)."""
+        issuer = self.settings.issuer
+        doc = _get_json(self.session, issuer.rstrip("/") + "/.well-known/openid-configuration")
+        if doc.get("issuer") != issuer:
+            raise FetchFailed("the discovery document names another issuer")
+        url = doc.get("jwks_uri")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise FetchFailed("the discovery document has no jwks_uri")
+        self._jwks_url = url
+        return url
+
+
+def _claim_values(value: Any) -> list[str]:
+    """A scope claim's values: a list of strings, or one space-separated string."""
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+class TokenVerifier:
+    """Verifies a JWT and turns its claims into a Caller."""
+
+    def __init__(self, settings: OidcSettings, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.keys = KeySet(settings, clock)
+        self.algorithms = list(settings.algorithms)
+
+    def identify(self, token: str) -> Caller:
+        """The caller a token proves, or the problem with it."""
+        try:
+            return Caller(self._verify(token))
+        except Problem as exc:
+            return Caller(None, exc)
+
+    def _verify(self, token: str) -> TokenSubject:
+        s = self.settings
+        try:
+            header = jwt.get_unverified_header(token)
+        except DecodeError:
+            raise CredentialMalformed("The token is not a well-formed JWT.") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in self.algorithms:
+            raise CredentialInvalid(f"Tokens signed with {alg!r} are not accepted.")
+        if not isinstance(kid, str) or not kid:
+            raise CredentialInvalid("The token names no signing key (kid).")
+        key = self.keys.get(kid)
+        if key is None:
+            if self.keys.failing:
+                raise IdentityProviderUnavailable(
+                    "The token's signing key is new and the identity provider cannot be reached."
+                )
+            raise CredentialInvalid("The token is signed by a key the issuer does not list.")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=self.algorithms,
+                audience=s.audience,
+                issuer=s.issuer,
+                leeway=s.leeway,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except ExpiredSignatureError:
+            raise CredentialExpired("The token has expired; sign in again.") from None
+        except InvalidSignatureError:
+            raise CredentialInvalid("The token's signature is not valid.") from None
+        except DecodeError:
+            raise CredentialMalformed("The token is not a well-formed JWT.") from None
+        except InvalidTokenError as exc:
+            # Wrong issuer or audience, not yet valid, a required claim missing: PyJWT's message
+            # names the claim, never the token.
+            raise CredentialInvalid(f"The token is not valid here: {exc}.") from None
+        subject = claims.get(s.subject_claim)
+        if (
+            not isinstance(subject, str)
+            or not 0 < len(subject) <= _MAX_SUBJECT
+            or not subject.isprintable()
+        ):
+            raise CredentialInvalid(f"The token has no usable '{s.subject_claim}' claim.")
+        granted: set[str] = set()
+        for value in _claim_values(claims.get(s.scope_claim)):
+            granted |= s.scopes.get(value, frozenset())
+        return TokenSubject(f"oidc:{subject}", frozenset(granted))

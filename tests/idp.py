@@ -1,0 +1,137 @@
+"""A test identity provider on loopback: discovery document and JWKS over real HTTP, keys made here.
+
+It signs tokens with its keys (RSA and EC, generated per instance), can rotate to a new key, go
+down (answer 503) and counts the JWKS fetches, so tests can see the service's refetch floor.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+AUDIENCE = "music-facade"
+
+
+class SigningKey:
+    """A private key, its kid and algorithm, and its public JWK."""
+
+    def __init__(self, alg: str = "RS256") -> None:
+        self.alg = alg
+        self.kid = uuid.uuid4().hex[:12]
+        self.private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+        if alg.startswith("ES"):
+            self.private = ec.generate_private_key(ec.SECP256R1())
+        else:
+            self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        algorithm = jwt.get_algorithm_by_name(alg)
+        jwk = json.loads(algorithm.to_jwk(self.private.public_key()))
+        self.jwk: dict[str, Any] = jwk | {"kid": self.kid, "alg": alg, "use": "sig"}
+
+
+class TestIdP:
+    """An issuer on a random loopback port; `issuer` is its URL."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self) -> None:
+        self.keys = [SigningKey("RS256"), SigningKey("ES256")]
+        self.down = False
+        self.jwks_fetches = 0
+        self.discovery_fetches = 0
+        self._lock = threading.Lock()
+        idp = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with idp._lock:
+                    if self.path == "/.well-known/openid-configuration":
+                        idp.discovery_fetches += 1
+                        doc: dict[str, Any] = {
+                            "issuer": idp.issuer,
+                            "jwks_uri": idp.issuer + "/certs",
+                        }
+                    elif self.path == "/certs":
+                        idp.jwks_fetches += 1
+                        doc = {"keys": [k.jwk for k in idp.keys]}
+                    else:
+                        self.send_error(404)
+                        return
+                    down = idp.down
+                if down:
+                    self.send_error(503)
+                    return
+                body = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # quiet
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.jwks_url = self.issuer + "/certs"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> TestIdP:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join()
+
+    def rotate(self) -> SigningKey:
+        """Publish a new RSA key (beside the old ones) and return it."""
+        key = SigningKey("RS256")
+        with self._lock:
+            self.keys = [*self.keys, key]
+        return key
+
+    def token(
+        self,
+        sub: str = "alice",
+        groups: list[str] | str | None = None,
+        *,
+        key: SigningKey | None = None,
+        lifetime: float = 300,
+        headers: dict[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        """A token signed by key (default: the first), with the usual claims, overridable."""
+        key = key or self.keys[0]
+        now = int(time.time())
+        payload: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": AUDIENCE,
+            "sub": sub,
+            "iat": now,
+            "exp": now + int(lifetime),
+        }
+        if groups is not None:
+            payload["groups"] = groups
+        payload.update(claims)
+        payload = {k: v for k, v in payload.items() if v is not None}  # None: leave it out
+        return jwt.encode(
+            payload, key.private, algorithm=key.alg, headers={"kid": key.kid, **(headers or {})}
+        )
+
+
+@contextmanager
+def running_idp() -> Iterator[TestIdP]:
+    """A TestIdP for the duration of the block."""
+    with TestIdP() as idp:
+        yield idp
