@@ -412,3 +412,73 @@ def test_under_gunicorn_the_library_streams_chunked(
     assert audio.headers["Location"].startswith("https://")
     log = (tmp_path / "gunicorn.log").read_text()
     assert ACCOUNT_MARK not in log
+
+
+# --- with main's credentials, caching, metrics and traces --------------------------------------
+
+ANY = (ClientSettings("app", (SHA,), frozenset({"*"}), rate_limit="100/minute"),)
+ORIGIN = "https://app.example"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+def test_credentialed_answers_have_one_vary_and_continue_the_trace(
+    make_app: AppFactory, sandbox: SandboxServer
+) -> None:
+    client = make_app(clients=ANY, cors_origins=(ORIGIN,)).test_client()
+    sent = {"Authorization": f"Bearer {KEY}", "Origin": ORIGIN, "traceparent": PARENT}
+    track = client.get(f"/music/{DONE}?user=studio", headers=sent)
+    assert track.status_code == 200
+    assert track.headers["Cache-Control"] == "private, no-cache"  # as a credentialed page
+    assert track.headers.getlist("Vary") == ["Origin, Authorization"]
+    link = client.get(
+        f"/music/{DONE}/audio?user=studio", headers={**sent, "Accept": "application/json"}
+    )
+    assert link.status_code == 200
+    # A capability link keeps its max-age whoever asks (revalidating it protects nothing).
+    assert link.headers["Cache-Control"].startswith("private, max-age=")
+    assert link.headers.getlist("Vary") == ["Origin, Authorization, Accept"]
+    library = client.get("/library?user=studio", headers=sent)
+    assert lines(library.get_data())[-1]["summary"]["complete"]
+    assert library.headers.getlist("Vary") == ["Origin, Authorization, Accept"]
+    for resp in (track, link, library):
+        assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert resp.headers["traceparent"].split("-")[1] == TRACE_ID
+    # Pages 2 and 3 were read while the body streamed, after the handler returned: their
+    # upstream calls are still children of the request's span.
+    lists = [c for c in sandbox.state.calls() if c.path.rstrip("/").endswith("/music")]
+    assert len(lists) == 3
+    for call in lists + [c for c in sandbox.state.calls() if "job:" in c.path]:
+        upstream = {k.lower(): v for k, v in call.headers.items()}["traceparent"]
+        assert upstream.split("-")[1] == TRACE_ID
+
+
+def test_metrics_label_the_routes_by_template(make_app: AppFactory) -> None:
+    from .test_metrics import samples, value
+
+    client = make_app().test_client()
+    assert client.get(f"/music/{DONE}?user=studio").status_code == 200
+    assert client.get(f"/music/{DONE}/audio?user=studio").status_code == 302
+    assert client.get("/library?user=studio").status_code == 200
+    assert client.get("/music/no.dots?user=studio").status_code == 400
+    assert client.options(f"/music/{DONE}/audio").status_code == 200
+    assert client.post(f"/music/{DONE}").status_code == 405
+    text = client.get("/metrics").get_data(as_text=True)
+    assert DONE not in text
+    assert "no.dots" not in text
+    found = samples(client)
+    for route, method, status, count in (
+        ("/music/{id}", "GET", "200", 1),
+        ("/music/{id}", "GET", "400", 1),
+        ("/music/{id}", "POST", "405", 1),
+        ("/music/{id}/audio", "GET", "302", 1),
+        ("/music/{id}/audio", "OPTIONS", "200", 1),
+        ("/library", "GET", "200", 1),
+    ):
+        labels = {"route": route, "method": method, "status": status, "client": "anonymous"}
+        assert value(found, "music_facade_requests_total", **labels) == count, labels
+    # Every lookup a request answered from: the track and the link (misses; the link's own
+    # track lookup is not an answer), and the library's three pages: the first a hit (the
+    # track read it to learn the account), pages 2 and 3 misses.
+    assert value(found, "music_facade_page_cache_total", outcome="miss") == 4
+    assert value(found, "music_facade_page_cache_total", outcome="hit") == 1
