@@ -71,14 +71,22 @@ edge = "1002"
 
 @contextmanager
 def live_service(
-    sandbox: SandboxServer, tmp: Path, extra: str = "", workers: int = 1
+    sandbox: SandboxServer,
+    tmp: Path,
+    extra: str = "",
+    workers: int = 1,
+    read_timeout: float = 2,
 ) -> Iterator[GunicornProcess]:
     """The service under gunicorn against the sandbox, with LIVE_CONFIG plus `extra` TOML.
 
+    read_timeout: the upstream's, longer for a test that holds a call open on purpose.
     gunicorn's output goes to tmp/gunicorn.log.
     """
     config = tmp / "music.toml"
-    config.write_text(LIVE_CONFIG.format(base_url=sandbox.base_url) + extra)
+    text = LIVE_CONFIG.format(base_url=sandbox.base_url)
+    config.write_text(
+        text.replace("read_timeout = 2\n", f"read_timeout = {read_timeout}\n") + extra
+    )
     env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
     with GunicornProcess(env, workers=workers, log_path=tmp / "gunicorn.log") as server:
         yield server

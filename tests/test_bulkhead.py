@@ -110,7 +110,9 @@ def test_busy_serves_the_stale_page(make_app: AppFactory, sandbox: SandboxServer
 
 
 def test_followers_of_a_flight_take_no_slot(make_app: AppFactory, sandbox: SandboxServer) -> None:
-    app = make_app(bulkhead=ONE_SLOT)
+    # The leader's call hangs until all six followers wait on it, however long a busy machine
+    # takes to start them: a deadline well past that (the test settings' is 3 s).
+    app = make_app(bulkhead=ONE_SLOT, upstream_read_timeout=20.0)
     statuses: list[int] = []
 
     def get() -> None:

@@ -28,7 +28,10 @@ CACHED = "/music?user=edge"
 @pytest.fixture
 def live(sandbox: SandboxServer, tmp_path: Path) -> Iterator[GunicornProcess]:
     # One worker: everything below competes for the same process.
-    with live_service(sandbox, tmp_path, extra="\n[cache]\nttl = 600\n") as server:
+    # Calls are held open on purpose (hung upstreams): a deadline longer than a busy machine
+    # needs to start 64 callers.
+    extra = "\n[cache]\nttl = 600\n"
+    with live_service(sandbox, tmp_path, extra=extra, read_timeout=20) as server:
         assert requests.get(server.url + CACHED, timeout=10).status_code == 200
         yield server
 

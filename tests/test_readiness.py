@@ -48,7 +48,8 @@ def test_probes_are_not_logged_at_info(
 def test_sigterm_flips_readiness_and_lets_in_flight_requests_finish(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    with live_service(sandbox, tmp_path, workers=1) as live:
+    # The in-flight call is held open on purpose: a deadline longer than any busy machine needs.
+    with live_service(sandbox, tmp_path, workers=1, read_timeout=20) as live:
         assert live.proc is not None
         host, port = live.url.removeprefix("http://").split(":")
         keepalive = http.client.HTTPConnection(host, int(port), timeout=10)
