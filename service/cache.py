@@ -26,16 +26,28 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class CachedPage:
-    """A finished 200 body, its strong ETag (unquoted), and when it was stored (clock seconds)."""
+    """A finished 200 body, its strong ETag (unquoted), and when it was stored (clock seconds).
+
+    expires_at, when set, is the entry's own end of freshness (clock seconds) in place of the
+    cache's ttl, and such an entry is never served stale: a temporary download link is
+    worthless past its expiry.
+    """
 
     body: bytes
     etag: str
     stored_at: float
+    expires_at: float | None = None
 
     @classmethod
-    def make(cls, body: bytes, now: float) -> CachedPage:
+    def make(cls, body: bytes, now: float, expires_at: float | None = None) -> CachedPage:
         """Wrap a body, deriving its ETag from its bytes."""
-        return cls(body, hashlib.sha256(body).hexdigest()[:32], now)
+        return cls(body, hashlib.sha256(body).hexdigest()[:32], now, expires_at)
+
+    def fresh_for(self, ttl: float, now: float) -> float:
+        """Seconds of freshness left (<= 0: none), by its own expiry or else by ttl."""
+        if self.expires_at is not None:
+            return self.expires_at - now
+        return ttl - (now - self.stored_at)
 
 
 @dataclass(frozen=True)
@@ -130,8 +142,17 @@ class PageCache:
         """ttl = 0 turns the cache off."""
         return self.ttl > 0
 
-    def get(self, key: str, load: Callable[[], bytes]) -> Lookup:
-        """The page for key: fresh from the cache, or loaded once by one of the waiting callers."""
+    def get(
+        self,
+        key: str,
+        load: Callable[[], bytes],
+        lifetime: Callable[[bytes], float] | None = None,
+    ) -> Lookup:
+        """The page for key: fresh from the cache, or loaded once by one of the waiting callers.
+
+        lifetime, when given, says from a loaded body how many seconds it stays fresh (instead
+        of the cache's ttl); such an entry is never served past that, not even stale.
+        """
         if not self.enabled:
             return Lookup(CachedPage.make(load(), self.clock()), f"{NAME}; fwd=bypass", 0)
         fresh = self._fresh(self.backend.get(key))
@@ -153,7 +174,7 @@ class PageCache:
         try:
             # Another leader may have stored the page between our look and taking the flight.
             stored = self.backend.get(key)
-            outcome = self._fresh(stored) or self._refresh(key, stored, load)
+            outcome = self._fresh(stored) or self._refresh(key, stored, load, lifetime)
         except BaseException as exc:
             flight.result.set_exception(exc)
             raise
@@ -173,20 +194,24 @@ class PageCache:
     def _fresh(self, page: CachedPage | None) -> Lookup | None:
         if page is None:
             return None
-        left = self.ttl - (self.clock() - page.stored_at)
+        left = page.fresh_for(self.ttl, self.clock())
         if left <= 0:
             return None
         return Lookup(page, f"{NAME}; hit; ttl={math.floor(left)}", math.floor(left))
 
     def is_fresh(self, page: CachedPage) -> bool:
         """Whether a page is still within its freshness."""
-        return self.clock() - page.stored_at < self.ttl
+        return page.fresh_for(self.ttl, self.clock()) > 0
 
-    def _obtain(self, key: str, load: Callable[[], bytes]) -> tuple[CachedPage, bool]:
+    def _obtain(
+        self, key: str, load: Callable[[], bytes], lifetime: Callable[[bytes], float] | None
+    ) -> tuple[CachedPage, bool]:
         """A new page for key, and whether another process of the fleet loaded it."""
 
         def lead() -> tuple[CachedPage, bool]:
-            page = CachedPage.make(load(), self.clock())
+            body = load()
+            now = self.clock()
+            page = CachedPage.make(body, now, None if lifetime is None else now + lifetime(body))
             self.backend.set(key, page)
             return page, False
 
@@ -199,11 +224,19 @@ class PageCache:
 
         return self.fleet.run(key, lead, recheck)
 
-    def _refresh(self, key: str, old: CachedPage | None, load: Callable[[], bytes]) -> Lookup:
+    def _refresh(
+        self,
+        key: str,
+        old: CachedPage | None,
+        load: Callable[[], bytes],
+        lifetime: Callable[[bytes], float] | None,
+    ) -> Lookup:
         try:
-            page, collapsed = self._obtain(key, load)
+            page, collapsed = self._obtain(key, load, lifetime)
         except UpstreamFailure as exc:
             age = self.clock() - old.stored_at if old else math.inf
+            if old is not None and old.expires_at is not None:
+                raise  # an entry with its own expiry (a link) is worthless past it
             if not exc.stale_ok or age > self.ttl + self.stale_if_error:
                 raise
             assert old is not None
@@ -212,5 +245,5 @@ class PageCache:
             return Lookup(old, status, 0)
         fwd = "stale" if old else "miss"
         status = f"{NAME}; fwd={fwd}; stored" + ("; collapsed" if collapsed else "")
-        left = self.ttl - (self.clock() - page.stored_at)
+        left = page.fresh_for(self.ttl, self.clock())
         return Lookup(page, status, max(0, math.floor(left)))

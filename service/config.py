@@ -200,6 +200,13 @@ BULKHEAD_KEYS = ("max_concurrent_calls", "max_wait")
 
 
 @dataclass(frozen=True)
+class LibrarySettings:
+    """[library]: GET /library's default and maximum number of tracks per call."""
+
+    max_items: int = 5000
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """[metrics]: who may scrape /metrics (by default anyone, like /healthz)."""
 
@@ -222,6 +229,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
     redis: RedisSettings | None = None
     bulkhead: BulkheadSettings = field(default_factory=BulkheadSettings)
+    library: LibrarySettings = field(default_factory=LibrarySettings)
     oidc: OidcSettings | None = None
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
@@ -276,6 +284,7 @@ class Settings:
                 "trusted_proxies": list(self.trusted_proxies),
             },
             "redis": self.redis.describe() if self.redis else None,
+            "library": {"max_items": self.library.max_items},
             "oidc": self.oidc.describe() if self.oidc else None,
             "metrics": {
                 "allow": list(self.metrics.allow),
@@ -441,6 +450,10 @@ class _RedisSchema(_StrictSchema):
     max_connections = _StrictInt(validate=validate.Range(min=2, max=10_000))
 
 
+class _LibrarySchema(_StrictSchema):
+    max_items = _StrictInt(validate=validate.Range(min=1, max=1_000_000))
+
+
 def _check_idp_url(value: str) -> None:
     parts = urlsplit(value)
     # Plain http only on loopback (a test IdP): anyone on the path could swap the keys.
@@ -499,6 +512,7 @@ class _FileSchema(_StrictSchema):
     cors = fields.Nested(_CorsSchema)
     server = fields.Nested(_ServerSchema)
     redis = fields.Nested(_RedisSchema)
+    library = fields.Nested(_LibrarySchema)
     oidc = fields.Nested(_OidcSchema)
     metrics = fields.Nested(_MetricsSchema)
 
@@ -602,6 +616,7 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         trusted_proxies=tuple(data.get("server", {}).get("trusted_proxies", [])),
         redis=_redis_settings(data.get("redis", {}), environ),
         bulkhead=BulkheadSettings(**bulkhead),
+        library=LibrarySettings(**data.get("library", {})),
         oidc=_oidc_settings(data.get("oidc")),
         metrics=MetricsSettings(
             allow=tuple(data.get("metrics", {}).get("allow", [])),

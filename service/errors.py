@@ -58,6 +58,24 @@ class UnknownUser(Problem):
     status, code, title = 400, "unknown_user", "Unknown user alias"
 
 
+class TrackNotFound(Problem):
+    status, code, title = 404, "track_not_found", "No such track"
+
+
+class TrackNotReady(Problem):
+    """The track exists but has no audio yet; `track_status` says where it stands."""
+
+    status, code, title = 409, "track_not_ready", "The track is not completed"
+
+    def __init__(self, detail: str, track_status: str) -> None:
+        super().__init__(detail)
+        self.track_status = track_status
+
+    def body(self) -> dict[str, Any]:
+        """The problem document, with the track's status."""
+        return {**super().body(), "track_status": self.track_status}
+
+
 class UpstreamFailure(Problem):
     """An upstream outcome the caller cannot fix; 5xx ones may be answered from a stale copy.
 

@@ -189,6 +189,14 @@ class Limits:
 
     def check(self, who: Caller, remote_addr: str | None) -> LimitState | None:
         """Count one request; raise RateLimited (with the headers) when over a limit."""
+        return self.charge(who, remote_addr)
+
+    def charge(self, who: Caller, remote_addr: str | None) -> LimitState | None:
+        """Count one more unit of work against the caller's limits, as check() counts a request.
+
+        GET /library calls it once per upstream page it actually fetched, beside the one
+        check() of the request itself; RateLimited stops it like a request past the limit.
+        """
         found = self._bucket_and_limit(who, remote_addr)
         if found is None:
             return None

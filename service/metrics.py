@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
 import time
 from typing import Any
 
@@ -43,6 +44,7 @@ PREFIX = "music_facade_"
 METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
 ANONYMOUS = "anonymous"  # no client configured (open mode), or none proven
 UNMATCHED = "unmatched"  # a path no route serves (404): never the path itself
+_VARIABLE_RE = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
 # A cached page takes well under a millisecond; an upstream call up to the exchange deadline.
 REQUEST_BUCKETS = (
     0.0005,
@@ -79,6 +81,8 @@ REFUSALS = {
     "BreakerOpen": "breaker_open",
 }
 CACHE_OUTCOMES = ("hit", "miss", "stale", "collapsed", "bypass", "stale_if_error")
+# Cache outcomes after which this process stored a page: its cache gauges change.
+STORED = frozenset({"miss", "stale"})
 
 
 class MetricsForbidden(Problem):
@@ -380,10 +384,16 @@ def scrape() -> Response:
     return resp
 
 
+def template(rule: str) -> str:
+    """A Flask rule as openapi.yaml writes its path: /music/<track_id:id> → /music/{id}."""
+    return _VARIABLE_RE.sub(r"{\1}", rule)
+
+
 def _route(status: int) -> str:
-    """The matched rule (never the path a caller sent), also for a 405 on a known path."""
+    """The matched rule's template (never the path a caller sent), also for a 405 on a known
+    path."""
     if request.url_rule is not None:
-        return request.url_rule.rule
+        return template(request.url_rule.rule)
     if status == 405:  # the path has a rule, not for this method: find it with one that has
         try:
             rule, _ = current_app.url_map.bind("").match(
@@ -391,7 +401,7 @@ def _route(status: int) -> str:
             )
         except HTTPException:
             return UNMATCHED
-        return str(rule.rule)
+        return template(str(rule.rule))
     return UNMATCHED
 
 

@@ -3,22 +3,28 @@
 `MusicHandler` answers GET and HEAD /music, hits and misses alike, as a plain WSGI handler in
 front of Flask (a request context, routing and a Response object cost more than the whole of
 a cache hit). It calls the same rule functions Flask's hooks call for every other route, in
-this order: request id → identify → rate limit → parse query → alias (authorized before it is
-looked up, and before the cache) → page → If-None-Match → headers (CORS, rate limit, common)
-→ access log.
+this order: request id → trace → identify → rate limit → parse query → alias (authorized
+before it is looked up, and before the cache) → page → If-None-Match → headers (CORS, rate
+limit, one Vary, common) → access log → metrics. /music/{id}, /music/{id}/audio and /library go
+through the same steps, each its own route in the handler's table.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask
-from werkzeug.http import parse_etags
+from werkzeug.http import parse_accept_header, parse_etags
+from werkzeug.routing import BaseConverter
 
 from . import access, trace
 from .auth import Authenticator, Principal, authorize, presented
@@ -26,11 +32,33 @@ from .bulkhead import Bulkhead
 from .cache import Lookup, PageCache
 from .config import Settings
 from .cors import Cors
-from .errors import INTERNAL_DETAIL, InvalidQuery, Problem, UnknownUser, problem_parts
+from .errors import (
+    INTERNAL_DETAIL,
+    InvalidQuery,
+    Problem,
+    TrackNotFound,
+    TrackNotReady,
+    UnknownUser,
+    UpstreamError,
+    UpstreamFailure,
+    UpstreamRejected,
+    problem_parts,
+)
+from .library import Library, Scope
 from .limits import Limits, RateLimited
-from .metrics import Metrics, client_label
-from .query import MusicQuery, parse_query
-from .tracks import reshape_page
+from .metrics import STORED, Metrics, client_label
+from .query import (
+    AUDIO_RULES,
+    ITEM_ID_PATTERN,
+    TRACK_RULES,
+    TYPES,
+    MusicQuery,
+    item_id,
+    parse_params,
+    parse_query,
+    unknown_message,
+)
+from .tracks import dump_track, reshape_page
 from .upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -39,8 +67,6 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
-# Cache outcomes after which this process stored a page: its cache gauges change.
-STORED = frozenset({"miss", "stale"})
 
 
 class Music:
@@ -53,6 +79,8 @@ class Music:
         self.client = client
         self.cache = cache
         self.bulkhead = bulkhead
+        # user_id → the useapi.net account number its job_ids name, learned from records seen.
+        self._accounts: dict[str, str] = {}
 
     def alias(self, given: str | None, caller: Principal | None) -> str:
         """The alias a query names, or the implicit one; the caller may read it; it exists.
@@ -79,11 +107,141 @@ class Music:
             # Only a single flight's leader loads, so only leaders take a bulkhead slot.
             with self.bulkhead.slot():
                 raw = self.client.list_music(user_id, query.type, query.cursor, request_id)
-            return json.dumps(reshape_page(raw), ensure_ascii=False, separators=(",", ":")).encode()
+            self._learn(user_id, raw.get("records"))
+            return _compact(reshape_page(raw))
 
         # \x1f cannot occur in any part (user ids and cursors are visible ASCII).
         key = "\x1f".join((user_id, query.type, query.cursor or ""))
         return self.cache.get(key, load)
+
+    def _learn(self, user_id: str, records: Any) -> None:
+        """Remember the account number the first record's job_id names (never shown)."""
+        if user_id in self._accounts or not isinstance(records, list):
+            return
+        for record in records:
+            job_id = record.get("job_id") if isinstance(record, dict) else None
+            match = _JOB_ID_RE.match(job_id) if isinstance(job_id, str) else None
+            if match and match["user"] == user_id:
+                self._accounts[user_id] = match["account"]
+                return
+
+    def job_id(self, alias: str, item: str, request_id: str) -> str:
+        """The upstream job_id of a track: learned account number, user_id and item id.
+
+        Without a record of the account seen yet, its first list page (song, then
+        instrumental) is read through the page cache; an account with no records has no track.
+        """
+        user_id = self.settings.users[alias]
+        for type_ in TYPES:
+            if user_id in self._accounts:
+                break
+            # Through the cache first; a page another replica stored was never loaded here.
+            self.page(alias, MusicQuery(None, type_, None), request_id)
+            if user_id not in self._accounts:
+                with self.bulkhead.slot():
+                    raw = self.client.list_music(user_id, type_, None, request_id)
+                self._learn(user_id, raw.get("records"))
+        account = self._accounts.get(user_id)
+        if account is None:
+            raise TrackNotFound(f"The account has no track '{item}'.")
+        return f"user:{account}-tempolor:{user_id}-job:{item}"
+
+    def track(self, alias: str, item: str, request_id: str) -> Lookup:
+        """One track as a rendered Track, from the cache or the upstream's one-record call."""
+        user_id = self.settings.users[alias]
+
+        def load() -> bytes:
+            job_id = self.job_id(alias, item, request_id)
+            with self.bulkhead.slot():
+                try:
+                    raw = self.client.get_record(user_id, job_id, request_id)
+                except UpstreamFailure as exc:
+                    if exc.upstream_status == 404:
+                        raise TrackNotFound(f"The account has no track '{item}'.") from None
+                    raise
+            track = dump_track(raw)
+            if track["id"] != item:
+                raise UpstreamError("The upstream answered with another record than asked for.")
+            return _compact(track)
+
+        return self.cache.get("\x1f".join(("track", user_id, item)), load)
+
+    def audio(self, alias: str, item: str, file_format: str, request_id: str) -> Lookup:
+        """A temporary link to a completed track's file, cached until shortly before it expires.
+
+        409 track_not_ready while the track is not completed (read from the track's cached
+        copy first, so a not-ready track costs no download call).
+        """
+        user_id = self.settings.users[alias]
+        status = json.loads(self.track(alias, item, request_id).page.body)["status"]
+        if status != "completed":
+            raise TrackNotReady(f"The track is {status}; it has no audio yet.", status)
+        lifetime = 0.0
+
+        def load() -> bytes:
+            nonlocal lifetime
+            job_id = self.job_id(alias, item, request_id)
+            with self.bulkhead.slot():
+                try:
+                    raw = self.client.get_download(user_id, job_id, file_format, request_id)
+                except UpstreamFailure as exc:
+                    if exc.upstream_status == 404:
+                        raise TrackNotFound(f"The account has no track '{item}'.") from None
+                    if isinstance(exc, UpstreamRejected):  # "not completed yet"
+                        raise TrackNotReady("The track has no audio yet.", "generating") from None
+                    raise
+            url, seconds = download_link(raw)
+            lifetime = seconds - LINK_MARGIN
+            expires = datetime.fromtimestamp(math.floor(self.cache.clock() + seconds), UTC)
+            link = {
+                "url": url,
+                "format": file_format,
+                "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+            return _compact(link)
+
+        key = "\x1f".join(("link", user_id, item, file_format))
+        return self.cache.get(key, load, lambda _body: lifetime)
+
+
+# A link is cached, and announced in max-age, this much shorter than it stays valid: time for
+# the caller to fetch it after the answer left.
+LINK_MARGIN = 30
+_MAX_URL = 4096
+_JOB_ID_RE = re.compile(r"\Auser:(?P<account>[0-9]{1,20})-tempolor:(?P<user>.+?)-job:")
+
+
+def download_link(raw: dict[str, Any]) -> tuple[str, float]:
+    """The upstream download answer's URL (https, well-formed) and seconds left, or 502."""
+    url = raw.get("url")
+    seconds = raw.get("remainSeconds")
+    if (
+        not isinstance(url, str)
+        or len(url) > _MAX_URL
+        or not url.isascii()
+        or any(c.isspace() or not c.isprintable() for c in url)
+    ):
+        raise UpstreamError("The upstream's download link was not a well-formed URL.")
+    try:
+        parts = urlsplit(url)
+        well_formed = parts.scheme == "https" and bool(parts.hostname) and parts.port != 0
+        well_formed = well_formed and not parts.username and not parts.password
+    except ValueError:
+        well_formed = False
+    if not well_formed:
+        raise UpstreamError("The upstream's download link was not a well-formed https URL.")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds <= 0
+    ):
+        raise UpstreamError("The upstream's download link came without a validity.")
+    return url, float(seconds)
+
+
+def _compact(doc: Any) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def page_parts(
@@ -108,8 +266,16 @@ def page_parts(
     return 200, page.body, headers
 
 
+Answer = tuple[int, Iterable[bytes], list[tuple[str, str]], str | None]
+"""A route's status, body, headers and cache status (the handler adds the rest)."""
+
+_TRACK_PATH_RE = re.compile(r"\A/music/([^/]+)(/audio)?\Z")
+_JSON_TYPE = "application/json"
+
+
 class MusicHandler:
-    """WSGI: GET and HEAD /music answered here; every other request goes on to Flask."""
+    """WSGI: GET and HEAD of /music, /music/{id}, /music/{id}/audio and /library answered here
+    through the same rule functions; every other request goes on to Flask."""
 
     def __init__(
         self,
@@ -125,16 +291,34 @@ class MusicHandler:
         self.auth = auth
         self.limits = limits
         self.cors = cors
-        # What a /music response varies on: the credential when one is required, the Origin
-        # when CORS is on (one Vary header; Cors.headers' own is folded into it).
-        vary = (["Origin"] if cors.enabled else []) + (["Authorization"] if auth.required else [])
-        self.vary = [("Vary", ", ".join(vary))] if vary else []
+        # What every response here varies on: the credential when one is required, the Origin
+        # when CORS is on. A route's own (Accept) joins them: one Vary header per response.
+        self.vary_on = (["Origin"] if cors.enabled else []) + (
+            ["Authorization"] if auth.required else []
+        )
+        self.vary = [("Vary", ", ".join(self.vary_on))] if self.vary_on else []
         self.metrics = metrics
+        self.library = Library(music, limits, music.settings.library.max_items, metrics)
+
+    def _route(self, path: str | None) -> tuple[str, Callable[..., Answer], str] | None:
+        """The route template, its answering method and the track id in the path, or None."""
+        if path == "/music":  # first and cheapest: the list is most of the traffic
+            return "/music", self._list, ""
+        if path == "/library":
+            return "/library", self.library.answer, ""
+        match = _TRACK_PATH_RE.match(path or "")
+        if match is None:
+            return None
+        if match[2]:
+            return "/music/{id}/audio", self._audio, match[1]
+        return "/music/{id}", self._track, match[1]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
-        if environ.get("PATH_INFO") != "/music" or method not in ("GET", "HEAD"):
+        route = self._route(environ.get("PATH_INFO"))
+        if route is None or method not in ("GET", "HEAD"):
             return self.app(environ, start_response)
+        template, answer, item = route
         started = time.monotonic()
         rid = access.request_id(environ.get("HTTP_X_REQUEST_ID"))
         span = trace.begin(environ.get("HTTP_TRACEPARENT"))
@@ -143,6 +327,7 @@ class MusicHandler:
         who = self.auth.identify(authorization)
         user = cache_status = None
         limit_headers: list[tuple[str, str]] = []
+        body: Iterable[bytes]
         try:
             state = self.limits.check(who, environ.get("REMOTE_ADDR"))
             if state is not None:
@@ -150,39 +335,36 @@ class MusicHandler:
             if who.problem is not None:
                 raise who.problem
             # PEP 3333: the query's bytes arrive as latin-1 text.
-            query = parse_query(environ.get("QUERY_STRING", "").encode("latin-1"))
-            # Authorized before the cache: a cached page is no excuse.
-            alias = self.music.alias(query.user, who.client)
-            user = alias
-            lookup = self.music.page(alias, query, rid)
-            cache_status = lookup.cache_status
-            status, body, headers = page_parts(
-                lookup, environ.get("HTTP_IF_NONE_MATCH"), who.client is not None
-            )
+            raw = environ.get("QUERY_STRING", "").encode("latin-1")
+            scope = Scope(self.music, who, rid, environ)
+            status, body, headers, cache_status = answer(raw, scope, item)
+            user = scope.user
             headers += limit_headers
         except Problem as exc:
             if isinstance(exc, RateLimited):
                 self.metrics.limited(client_label(who.client.name if who.client else None))
             status = exc.status
-            body, headers = problem_parts(exc.body(), rid, exc.headers)
-            headers.append(("Content-Length", str(len(body))))
+            problem, headers = problem_parts(exc.body(), rid, exc.headers)
+            headers.append(("Content-Length", str(len(problem))))
             present = {name for name, _ in headers}  # a 429 carries its own rate-limit headers
             headers += [h for h in limit_headers if h[0] not in present]
+            body = [problem]
         except Exception as exc:
             log.error("unexpected error", exc_info=exc)
             status = 500
-            body, headers = problem_parts(Problem(INTERNAL_DETAIL).body(), rid)
-            headers.append(("Content-Length", str(len(body))))
+            problem, headers = problem_parts(Problem(INTERNAL_DETAIL).body(), rid)
+            headers.append(("Content-Length", str(len(problem))))
             headers += limit_headers
+            body = [problem]
         if self.cors.enabled:
             headers += [h for h in self.cors.headers(environ.get("HTTP_ORIGIN")) if h[0] != "Vary"]
-        headers += self.vary
+        headers = self._one_vary(headers)
         headers += access.common_headers(rid, span)
         start_response(_STATUS_LINES[status], headers)
         client = who.client.name if who.client else None
         access.log_access(
             method,
-            "/music",
+            template,
             status,
             rid,
             started,
@@ -192,20 +374,117 @@ class MusicHandler:
             remote_addr=environ.get("REMOTE_ADDR"),
         )
         metrics = self.metrics
-        metrics.request("/music", method, status, client_label(client), time.monotonic() - started)
+        # Labelled by the route's template, never the path a caller sent.
+        metrics.request(template, method, status, client_label(client), time.monotonic() - started)
         # A lookup that stored a page changed this process's cache size.
         if cache_status is not None and metrics.page(cache_status) in STORED:
             metrics.cache_size(*self.music.cache.backend.size())
         trace.end()
-        return [] if method == "HEAD" else [body]
+        if method == "HEAD":
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()  # a stream not begun: nothing is fetched
+            return []
+        if isinstance(body, list):
+            return body
+        return traced(body, span)  # a stream: its upstream calls and log lines stay in the trace
+
+    def _one_vary(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The headers with the route's own Vary folded into the handler's: one Vary header."""
+        own = [value for name, value in headers if name == "Vary"]
+        if not own:
+            return headers + self.vary
+        rest = [h for h in headers if h[0] != "Vary"]
+        return [*rest, ("Vary", ", ".join(self.vary_on + own))]
+
+    def _list(self, raw: bytes, scope: Scope, item: str) -> Answer:
+        query = parse_query(raw)
+        alias = scope.account(query.user)
+        lookup = self.music.page(alias, query, scope.request_id)
+        status, body, headers = page_parts(
+            lookup, scope.environ.get("HTTP_IF_NONE_MATCH"), scope.who.client is not None
+        )
+        return status, [body], headers, lookup.cache_status
+
+    def _track(self, raw: bytes, scope: Scope, item: str) -> Answer:
+        values = parse_params(raw, TRACK_RULES, unknown_message("/music/{id}", TRACK_RULES))
+        track_id = item_id(item)
+        alias = scope.account(values.get("user"))
+        lookup = self.music.track(alias, track_id, scope.request_id)
+        status, body, headers = page_parts(
+            lookup, scope.environ.get("HTTP_IF_NONE_MATCH"), scope.who.client is not None
+        )
+        return status, [body], headers, lookup.cache_status
+
+    def _audio(self, raw: bytes, scope: Scope, item: str) -> Answer:
+        rules = AUDIO_RULES
+        values = parse_params(raw, rules, unknown_message("/music/{id}/audio", rules))
+        track_id = item_id(item)
+        alias = scope.account(values.get("user"))
+        lookup = self.music.audio(alias, track_id, values["format"], scope.request_id)
+        headers = [
+            ("Cache-Control", f"private, max-age={lookup.max_age}"),
+            ("Cache-Status", lookup.cache_status),
+            ("Vary", "Accept"),
+        ]
+        if wants_json(scope.environ.get("HTTP_ACCEPT")):
+            body = lookup.page.body
+            headers += [("Content-Type", _JSON_TYPE), ("Content-Length", str(len(body)))]
+            return 200, [body], headers, lookup.cache_status
+        url = json.loads(lookup.page.body)["url"]
+        headers += [("Location", url), ("Content-Length", "0")]
+        return 302, [], headers, lookup.cache_status
 
 
-def _routing_only() -> str:
-    """Never called: MusicHandler answers GET and HEAD /music before Flask sees them."""
+def traced(body: Iterable[bytes], span: trace.Trace) -> Iterator[bytes]:
+    """A streamed body produced inside the request's trace (the handler ended it on return).
+
+    The WSGI server pulls the chunks after the handler returned: each is made with the span
+    current again, so the upstream calls of later pages are its children and log lines carry
+    its trace_id; closing the stream (a client gone) closes the body.
+    """
+    chunks = iter(body)
+    try:
+        while True:
+            trace.CURRENT.set(span)
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            finally:
+                trace.end()
+            yield chunk
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+def wants_json(accept: str | None) -> bool:
+    """Whether an Accept header names application/json itself (not only */*) with q > 0."""
+    if not accept:
+        return False
+    return any(value == _JSON_TYPE and q > 0 for value, q in parse_accept_header(accept))
+
+
+class TrackIdConverter(BaseConverter):
+    """A Track id in a Flask route: the pattern query.ITEM_ID_PATTERN checks."""
+
+    regex = ITEM_ID_PATTERN[2:-2]
+
+
+def _routing_only(**_: str) -> str:
+    """Never called: MusicHandler answers GET and HEAD of its routes before Flask sees them."""
     raise AssertionError("GET /music reached Flask; MusicHandler is not installed")
 
 
 def register(app: Flask, music: Music) -> None:
-    """Give Flask the /music rule (so it answers OPTIONS and 405 like on any route)."""
+    """Give Flask the handler's rules (so they answer OPTIONS and 405 like any route)."""
     app.extensions["music"] = music
     app.add_url_rule("/music", "music", _routing_only, methods=["GET"])
+    # Only well-formed ids are routes (for OPTIONS); GET and HEAD of others are the handler's 400.
+    app.url_map.converters["track_id"] = TrackIdConverter
+    # The variable is named `id` as in openapi.yaml: metrics label a route by its template.
+    app.add_url_rule("/music/<track_id:id>", "track", _routing_only, methods=["GET"])
+    app.add_url_rule("/music/<track_id:id>/audio", "audio", _routing_only, methods=["GET"])
+    app.add_url_rule("/library", "library", _routing_only, methods=["GET"])

@@ -75,14 +75,25 @@ def decode_query(raw: bytes) -> tuple[dict[str, list[str]], dict[str, list[str]]
 
 def parse_query(raw: bytes) -> MusicQuery:
     """Validate the request's raw query string, or raise InvalidQuery naming each bad parameter."""
+    values = parse_params(raw, RULES, UNKNOWN)
+    return MusicQuery(
+        user=values.get("user"),
+        type=values.get("type") or RULES["type"].default or "song",
+        cursor=values.get("cursor"),
+    )
+
+
+def parse_params(raw: bytes, rules: dict[str, Rule], unknown: str) -> dict[str, str]:
+    """The valid parameters of a raw query string by a rule table, defaults filled in, or
+    InvalidQuery naming each bad parameter (`unknown` is the message for a name not in rules)."""
     args, errors = decode_query(raw)
-    values: dict[str, str | None] = {}
+    values: dict[str, str] = {}
     for name, given in args.items():
-        rule = RULES.get(name)
+        rule = rules.get(name)
         if len(given) > 1:
             errors.setdefault(name, [REPEATED])
         elif rule is None:
-            errors.setdefault(name, [UNKNOWN])
+            errors.setdefault(name, [unknown])
         elif not rule.pattern.match(given[0]):
             errors.setdefault(name, [rule.message])
         else:
@@ -92,8 +103,36 @@ def parse_query(raw: bytes) -> MusicQuery:
         errors = {name[:64]: errors[name] for name in sorted(errors)[:MAX_REPORTED]}
         names = ", ".join(errors)
         raise InvalidQuery(f"Invalid query parameter(s): {names}.", errors=errors)
-    return MusicQuery(
-        user=values.get("user"),
-        type=values.get("type") or RULES["type"].default or "song",
-        cursor=values.get("cursor"),
-    )
+    for name, rule in rules.items():
+        if rule.default is not None:
+            values.setdefault(name, rule.default)
+    return values
+
+
+ITEM_ID_PATTERN = r"\A[A-Za-z0-9_-]{1,64}\Z"
+ITEM_ID_RE = re.compile(ITEM_ID_PATTERN)
+FORMATS = ("mp3", "wav", "stems")
+TRACK_RULES = {"user": RULES["user"]}
+AUDIO_RULES = {
+    "user": RULES["user"],
+    "format": Rule(re.compile(r"\A(mp3|wav|stems)\Z"), "must be 'mp3', 'wav' or 'stems'", "mp3"),
+}
+LIBRARY_RULES = {
+    "user": RULES["user"],
+    "type": RULES["type"],
+    "limit": Rule(re.compile(r"\A[1-9][0-9]{0,6}\Z"), "must be a whole number from 1"),
+}
+
+
+def unknown_message(endpoint: str, rules: dict[str, Rule]) -> str:
+    """The error for a parameter the endpoint does not take."""
+    return f"is not a parameter of {endpoint} (use {', '.join(rules)})"
+
+
+def item_id(value: str) -> str:
+    """A track id from the path, or InvalidQuery."""
+    if not ITEM_ID_RE.match(value):
+        raise InvalidQuery(
+            "Invalid track id.", errors={"id": ["must be 1-64 characters of A-Z a-z 0-9 _ -"]}
+        )
+    return value

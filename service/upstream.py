@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import urllib3
 import urllib3.exceptions
@@ -57,6 +57,7 @@ ACCEPT_ENCODING = "gzip, deflate"
 DECODABLE = frozenset({"gzip", "x-gzip", "deflate", "identity"})
 _TOKEN_RE = re.compile(r"\A[A-Za-z0-9._+-]{1,32}\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
+_JOB_ID_RE = re.compile(r"user:\S*")
 _READ_CHUNK = 64 * 1024
 TIMEOUT_DETAIL = "The upstream did not answer in time."
 USER_AGENT = "music-facade"
@@ -118,6 +119,17 @@ class UpstreamClient:
         if cursor is not None:
             params["cursor"] = cursor
         return self.get_json(user_id, "/music/", params, request_id)
+
+    def get_record(self, user_id: str, job_id: str, request_id: str) -> dict[str, Any]:
+        """GET /music/{job_id}: one record's JSON object (404 → UpstreamError, status 404)."""
+        return self.get_json(user_id, "/music/" + _job_path(job_id), {}, request_id).doc
+
+    def get_download(
+        self, user_id: str, job_id: str, file_format: str, request_id: str
+    ) -> dict[str, Any]:
+        """GET /music/download/{job_id}: {"url", "remainSeconds"} for a completed job."""
+        path = "/music/download/" + _job_path(job_id)
+        return self.get_json(user_id, path, {"file_format": file_format}, request_id).doc
 
     def get_json(
         self, user_id: str, path: str, params: dict[str, str], request_id: str
@@ -330,10 +342,16 @@ class UpstreamClient:
         if not isinstance(message, str) or not message.strip():
             return None
         message = message.replace(self.settings.token.reveal(), "********")
+        message = _JOB_ID_RE.sub("<job>", message)  # names the useapi.net account
         message = message.replace(user_id, "<user>")
         message = _CONTROL_RE.sub(" ", message).strip()
         message = LONE_SURROGATE_RE.sub("\ufffd", message)
         return message[:300]
+
+
+def _job_path(job_id: str) -> str:
+    """A job_id as a path segment: as the upstream's examples send it, colons included."""
+    return quote(job_id, safe=":")
 
 
 def _content_encoding(resp: BaseHTTPResponse) -> str:

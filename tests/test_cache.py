@@ -208,3 +208,30 @@ def test_memory_backend_is_thread_safe() -> None:
         t.join()
     assert errors == []
     assert len(backend) <= 16
+
+
+def test_an_entry_with_its_own_lifetime_ends_then_and_is_never_stale(clock: Clock) -> None:
+    cache, load = make(clock, ttl=30, stale=300), Loader()
+    first = cache.get("link", load, lambda body: 100)  # longer than the cache's ttl
+    assert first.max_age == 100
+    assert first.page.expires_at == clock.now + 100
+    clock.now += 99
+    assert cache.get("link", load, lambda body: 100).cache_status == "music-facade; hit; ttl=1"
+    clock.now += 1
+    load.error = UpstreamTimeout("slow")
+    with pytest.raises(UpstreamTimeout):  # no stale-if-error past its own expiry
+        cache.get("link", load, lambda body: 100)
+    load.error = None
+    short = cache.get("short", load, lambda body: 5)  # shorter than the cache's ttl
+    clock.now += 5
+    assert cache.get("short", load, lambda body: 5).page != short.page
+    assert load.calls == 4
+
+
+def test_an_entry_lifetime_survives_the_shared_store_format() -> None:
+    from service.shared.pages import pack, unpack
+
+    page = CachedPage.make(b'{"url":"https://x"}', 1000.5, 1070.25)
+    assert unpack(pack(page)) == page
+    plain = CachedPage.make(b"{}", 1000.5)
+    assert unpack(pack(plain)) == plain

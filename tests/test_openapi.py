@@ -122,13 +122,8 @@ def test_info_and_servers() -> None:
     assert {(p, m) for p, m, _ in operations()} == {
         (path, method)
         for path in (
-            "/music",
-            "/healthz",
-            "/readyz",
-            "/metrics",
-            "/openapi.yaml",
-            "/openapi.json",
-            "/docs",
+            *("/music", "/music/{id}", "/music/{id}/audio", "/library"),
+            *("/healthz", "/readyz", "/metrics", "/openapi.yaml", "/openapi.json", "/docs"),
         )
         for method in ("get", "head", "options")
     }
@@ -566,7 +561,10 @@ def test_client_key_scheme_is_http_bearer() -> None:
 def test_only_music_reads_need_a_key_and_open_mode_is_documented() -> None:
     for path, method, operation in operations():
         label = f"{method.upper()} {path}"
-        if path == "/music" and method in ("get", "head"):
+        if path in ("/music", "/music/{id}", "/music/{id}/audio", "/library") and method in (
+            "get",
+            "head",
+        ):
             # The document's own `security`: required; the served one drops it in open mode
             # (tests/test_served_contract.py).
             assert "security" not in operation, label

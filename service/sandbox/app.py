@@ -5,17 +5,20 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import hashlib
 import json
+import re
 import threading
+import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException
 
-from service.sandbox.data import ACCOUNTS, SONG, TYPES, Account
+from service.sandbox.data import ACCOUNTS, SONG, TYPES, USEAPI_ACCOUNT, Account
 from service.sandbox.faults import JSON, Fault, FaultContext, parse_fault
 
 SANDBOX_TOKEN = "sandbox-token"  # noqa: S105 - the fake's public, documented token
@@ -31,6 +34,12 @@ CHUNKED_OVER = 8 * 1024
 """JSON answers larger than this (before compression) are sent chunked, without Content-Length."""
 _CHUNK = 4 * 1024
 ALL_ACCOUNTS = "*"
+LINK_SECONDS = 3600
+"""How long the sandbox's download links stay valid (the upstream's remainSeconds)."""
+FILE_FORMATS = {"mp3": "mp3", "wav": "wav", "stems": "zip"}
+"""The download endpoint's file_format values and the extension of each one's file."""
+CDN_BASE = "https://cdn.sandbox.example/tempolor"
+JOB_ID_RE = re.compile(r"\Auser:(?P<account>[0-9]+)-tempolor:(?P<user>.+?)-job:(?P<item>.+)\Z")
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class SandboxState:
         self._calls: list[SandboxCall] = []
         self._faults: dict[str, _ArmedFault] = {}
         self._release = threading.Event()
+        self.link_seconds = LINK_SECONDS
 
     def record(self, call: SandboxCall) -> None:
         """Append a call to the log."""
@@ -139,6 +149,7 @@ class SandboxState:
             self._calls.clear()
             self._faults.clear()
             self.encodings = self._default_encodings
+            self.link_seconds = LINK_SECONDS
         self.release()
 
 
@@ -261,12 +272,54 @@ def create_sandbox(
             {"records": list(records[offset:end]), "hasNext": has_next, "cursor": next_cursor}
         )
 
-    @app.get(MUSIC_PATH, strict_slashes=False)
-    def music() -> Response:
-        """GET /v1/tempolor/music/: the upstream's list endpoint, faults first."""
+    def find(job_id: str) -> tuple[str | None, dict[str, Any] | Response]:
+        """The account named by a job_id and its record, or the upstream's 404 answer."""
+        match = JOB_ID_RE.match(job_id)
+        user_id = match["user"] if match else None
+        account = ACCOUNTS.get(user_id or "")
+        if match and account is not None and match["account"] == USEAPI_ACCOUNT:
+            for music_type in TYPES:
+                for record in account.records(music_type):
+                    if isinstance(record, dict) and record.get("itemId") == match["item"]:
+                        return user_id, record
+        return user_id, _error(f"No record found for {job_id}", 404)
+
+    def authorized() -> Response | None:
+        if request.headers.get("Authorization") != f"Bearer {token}":
+            return _error("Unauthorized", 401)
+        return None
+
+    def one_record(job_id: str) -> Response:
+        """GET /music/{job_id}: one record, the same shape as a list record."""
+        found = find(job_id)[1]
+        return authorized() or (found if isinstance(found, Response) else _json(found))
+
+    def download(job_id: str) -> Response:
+        """GET /music/download/{job_id}: a temporary link to a completed job's file."""
+        refused = authorized()
+        if refused is not None:
+            return refused
+        file_format = request.args.get("file_format", "mp3")
+        if file_format not in FILE_FORMATS:
+            return _error("Invalid file_format. Must be 'mp3', 'wav' or 'stems'", 400)
+        found = find(job_id)[1]
+        if isinstance(found, Response):
+            return found
+        status = found.get("status")
+        if not isinstance(status, int) or status < 30:
+            return _error(f"Generation is not completed yet ({status})", 400)
+        seconds = sandbox.link_seconds
+        expires = int(time.time()) + seconds
+        item = found["itemId"]
+        key = hashlib.sha256(f"{item}:{file_format}:{expires}".encode()).hexdigest()[:32]
+        ext = FILE_FORMATS[file_format]
+        url = f"{CDN_BASE}/{file_format}/{item}.{ext}?auth_key={expires}-{key}"
+        return _json({"url": url, "remainSeconds": seconds})
+
+    def serve(user_id: str | None, respond: Callable[[], Response]) -> Response:
+        """Log the call, then its armed or header-given fault, else respond()."""
         # Taken before the call is logged, so a reset that follows the log always releases it.
         release = sandbox.release_event()
-        user_id = request.args.get("user_id")
         sandbox.record(
             SandboxCall(
                 path=request.path,
@@ -285,18 +338,32 @@ def create_sandbox(
         else:
             fault = sandbox.take_fault(user_id)
         if fault is not None:
-            ctx = FaultContext(
-                release, lambda: answer(user_id), request.environ.get(RAW_WRITER_KEY)
-            )
+            ctx = FaultContext(release, respond, request.environ.get(RAW_WRITER_KEY))
             replacement = fault.apply(ctx)
             if replacement is not None:
                 return replacement
-        return answer(user_id)
+        return respond()
+
+    @app.get(MUSIC_PATH, strict_slashes=False)
+    def music() -> Response:
+        """GET /v1/tempolor/music/: the upstream's list endpoint, faults first."""
+        user_id = request.args.get("user_id")
+        return serve(user_id, lambda: answer(user_id))
+
+    @app.get(MUSIC_PATH + "download/<path:job_id>")
+    def music_download(job_id: str) -> Response:
+        """GET /v1/tempolor/music/download/{job_id}: a temporary download link, faults first."""
+        return serve(find(job_id)[0], lambda: download(job_id))
+
+    @app.get(MUSIC_PATH + "<path:job_id>")
+    def music_record(job_id: str) -> Response:
+        """GET /v1/tempolor/music/{job_id}: one record, faults first."""
+        return serve(find(job_id)[0], lambda: one_record(job_id))
 
     @app.after_request
     def edge(resp: Response) -> Response:
         """The music endpoint's JSON answers leave compressed, as through a CDN edge."""
-        if request.path.rstrip("/") == MUSIC_PATH.rstrip("/"):
+        if request.path.startswith(MUSIC_PATH.rstrip("/")):
             return compress(resp, request, sandbox.encodings)
         return resp
 

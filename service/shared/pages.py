@@ -19,15 +19,20 @@ from . import SharedStore, StoreUnavailable, digest
 
 
 def pack(page: CachedPage) -> bytes:
-    """stored_at, ETag and body in one value."""
-    return f"{page.stored_at!r}\n{page.etag}\n".encode("ascii") + page.body
+    """stored_at (and the entry's own expiry, if any), ETag and body in one value."""
+    times = repr(page.stored_at)
+    if page.expires_at is not None:
+        times += f" {page.expires_at!r}"
+    return f"{times}\n{page.etag}\n".encode("ascii") + page.body
 
 
 def unpack(value: bytes) -> CachedPage | None:
     """The page a value holds, or None when it is not one (another version's, or damaged)."""
     try:
-        stored_at, etag, body = value.split(b"\n", 2)
-        return CachedPage(body, etag.decode("ascii"), float(stored_at))
+        times, etag, body = value.split(b"\n", 2)
+        stored_at, _, expires_at = times.partition(b" ")
+        expires = float(expires_at) if expires_at else None
+        return CachedPage(body, etag.decode("ascii"), float(stored_at), expires)
     except ValueError:
         return None
 
