@@ -7,20 +7,19 @@ deploy/ configuration rendered for these addresses (tests/deploy_render.py).
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import requests
 
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
 from .deploy_render import nginx_binary, render_nginx
+from .programs import free_port, missing_program
 from .redis_server import RedisServer
 
 FLEET_CONFIG = """
@@ -56,23 +55,11 @@ backoff_max = 1
 """
 
 
-def free_port() -> int:
-    """A port nobody listens on right now (for nginx, which must bind it itself)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def require_nginx() -> str:
     """The nginx binary; a failure in CI (which installs it), a skip elsewhere."""
     binary = nginx_binary()
     if binary is None:
-        import os
-
-        if os.environ.get("CI"):
-            pytest.fail("nginx is not installed (.ci/run installs it)")
-        pytest.skip("nginx is not installed (apt-get install nginx)")
+        missing_program("nginx", "nginx")
     return binary
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
-import pytest
 import redis
+
+from .programs import free_port, missing_program
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -20,17 +19,8 @@ REDIS_SERVER = shutil.which("redis-server")
 def require_redis_server() -> str:
     """The redis-server binary; skipped locally when absent, a failure in CI."""
     if REDIS_SERVER is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (.ci/run installs it)")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        missing_program("redis-server", "redis-server")
     return REDIS_SERVER
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class RedisServer:
@@ -39,7 +29,7 @@ class RedisServer:
     def __init__(self, password: str | None = None) -> None:
         self.binary = require_redis_server()
         self.password = password
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="music-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -24,17 +24,13 @@ from service.sandbox import SandboxServer
 
 from .helpers import live_service
 from .idp import AUDIENCE, TestIdP, running_idp
+from .programs import missing_program
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-    missing = (
-        "needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)"
-    )
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the browser test {missing}", pytrace=False)
-    pytest.skip(missing, allow_module_level=True)
+    missing_program("chromium with its driver", "chromium chromium-driver")
 
 from selenium import webdriver  # noqa: E402 - only once the browser is known to be there
 from selenium.webdriver.chrome.service import Service  # noqa: E402

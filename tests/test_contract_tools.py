@@ -24,6 +24,8 @@ from service.auth import mint_key
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
+from .programs import missing_program
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools" / "contract"
 SPEC = ROOT / "openapi.yaml"
@@ -43,9 +45,7 @@ def run(
 def npm_tools() -> Path:
     """tools/contract/node_modules/.bin, installed with `npm ci` when the lock file changed."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("node and npm are required in CI (Debian packages nodejs and npm)")
-        pytest.skip("node and npm are not installed (Debian packages nodejs and npm)")
+        missing_program("node and npm", "nodejs npm")
     stamp = TOOLS / "node_modules" / ".lock-installed"
     lock = (TOOLS / "package-lock.json").read_text()
     if not stamp.exists() or stamp.read_text() != lock:

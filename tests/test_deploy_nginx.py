@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from .deploy_render import (
     render_nginx,
     render_nginx_text,
 )
+from .programs import missing_program
 
 TEMPLATE = NGINX_TEMPLATE.read_text(encoding="utf-8")
 # Variables that carry the query string or credentials; none may reach a log line.
@@ -43,9 +43,7 @@ def nginx() -> str:
     """The nginx binary; CI must have it (.ci/run installs it), elsewhere the test may skip."""
     binary = nginx_binary()
     if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("nginx is not installed (CI=true: .ci/run must install Debian's nginx)")
-        pytest.skip("nginx is not installed")
+        missing_program("nginx", "nginx")
     return binary
 
 

@@ -7,10 +7,8 @@ without it, a failure in CI.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
 from .helpers import get_on_each_worker, live_service
+from .programs import free_port, missing_program
 from .redis_server import RedisServer
 from .test_metrics_live import wait_for_workers
 
@@ -40,9 +39,7 @@ def require(binary: str) -> str:
     """The binary's path; skipped locally when absent, a failure in CI."""
     found = shutil.which(binary)
     if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{binary} is not installed (Debian package prometheus)")
-        pytest.skip(f"{binary} is not installed (apt-get install prometheus)")
+        missing_program(binary, "prometheus")
     return found
 
 
@@ -128,13 +125,6 @@ def test_alerts_and_dashboard_use_only_exported_metrics(fleet_member: GunicornPr
 # --- a real Prometheus scrapes a two-worker service --------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _query(base: str, promql: str) -> list[dict[str, Any]]:
     resp = requests.get(base + "/api/v1/query", params={"query": promql}, timeout=5)
     resp.raise_for_status()
@@ -160,7 +150,7 @@ def prometheus_for(tmp_path: Path) -> Iterator[Any]:
                 }
             )
         )
-        port = _free_port()
+        port = free_port()
         log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 (closed with the process)
         procs.append(
             subprocess.Popen(
