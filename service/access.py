@@ -7,7 +7,6 @@ them directly, and Flask's hooks (register) call the same ones for every other r
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 
@@ -27,7 +26,7 @@ def request_id(given: str | None) -> str:
     """The request's id: the caller's X-Request-ID when it is safe, else a fresh one."""
     if given and _REQUEST_ID_RE.match(given):
         return given
-    return os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, without building a UUID
+    return trace.random_hex(32)  # 32 hex digits, as uuid4().hex, without building a UUID
 
 
 def common_headers(rid: str, span: trace.Trace | None) -> list[tuple[str, str]]:
@@ -36,6 +35,37 @@ def common_headers(rid: str, span: trace.Trace | None) -> list[tuple[str, str]]:
     if span is not None:
         headers.append(("traceparent", span.header()))
     return headers
+
+
+class AccessRecord(logging.LogRecord):
+    """One access line's record, made at a fraction of a LogRecord's cost (one per request).
+
+    What logging works out for every record (the caller's file and function, thread and
+    process, by a path split and lookups) is the same for every access line: worked out once,
+    and copied in. Formatters read a record's __dict__, so every attribute is an instance's.
+    """
+
+    def __init__(self, level: int, args: tuple[str, str, int]) -> None:
+        # logging.LogRecord.__init__ is not called: every attribute it sets is set here.
+        created = time.time()
+        fields = self.__dict__
+        fields.update(_CONSTANT_FIELDS)
+        fields["args"] = args
+        fields["levelno"] = level
+        fields["levelname"] = logging.getLevelName(level)
+        fields["created"] = created
+        fields["msecs"] = int((created - int(created)) * 1000) + 0.0
+        fields["relativeCreated"] = (created - _LOADED) * 1000
+
+
+_CONSTANT_FIELDS = {
+    name: value
+    for name, value in vars(
+        logging.LogRecord(log.name, logging.INFO, __file__, 0, "%s %s %s", None, None, "log_access")
+    ).items()
+    if name not in ("args", "levelno", "levelname", "created", "msecs", "relativeCreated")
+} | dict.fromkeys(("thread", "threadName", "process", "processName"))  # never printed
+_LOADED = time.time()
 
 
 def log_access(
@@ -56,9 +86,7 @@ def log_access(
         return
     # logging's own record path (Logger.info → makeRecord with `extra`) without its per-key
     # collision checks: the fields below are fixed and never collide with a record's own.
-    record = logging.LogRecord(
-        log.name, level, __file__, 0, "%s %s %s", (method, path, status), None
-    )
+    record = AccessRecord(level, (method, path, status))
     fields = record.__dict__
     fields["request_id"] = rid
     fields["method"] = method

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.http import parse_accept_header
 
+from . import jsoncodec
 from .auth import Caller
 from .cache import Lookup
 from .errors import INTERNAL_DETAIL, InvalidQuery, Problem
@@ -112,7 +112,7 @@ class Library:
                 who = scope.who.client
                 self.metrics.limited(client_label(who.name if who else None))
                 raise
-        page: dict[str, Any] = json.loads(lookup.page.body)
+        page: dict[str, Any] = jsoncodec.loads(lookup.page.body)
         return page
 
     def _stream(
@@ -154,7 +154,7 @@ def _wants_csv(accept: str | None) -> bool:
 
 def _ndjson(lines: Iterator[dict[str, Any]]) -> Iterator[bytes]:
     for line in lines:
-        yield json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        yield jsoncodec.dumps(line) + b"\n"
 
 
 def _csv_rows(lines: Iterator[dict[str, Any]]) -> Iterator[bytes]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.config
 import time
 from contextvars import ContextVar
 from typing import Any
 
-from . import trace
+from . import jsoncodec, trace
 
 # The credential the current request presented (set by service.auth.presented): a secret
 # for the log lines written while it runs. Per thread, and per greenlet under gevent.
@@ -20,11 +19,8 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) |
     "message",
     "asctime",
     "taskName",
+    "json_line",  # the line RedactSecrets formatted and checked (JsonLines.format reuses it)
 }
-
-
-# One encoder for every line: json.dumps with any option builds a new one per call.
-_ENCODER = json.JSONEncoder(default=str)
 
 
 class JsonLines(logging.Formatter):
@@ -49,7 +45,13 @@ class JsonLines(logging.Formatter):
         return f"{text},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
-        """The record as one line of JSON."""
+        """The record as one line of JSON (made once: RedactSecrets made it already)."""
+        line = record.__dict__.get("json_line")
+        if line is None:
+            line = record.__dict__["json_line"] = self._line(record)
+        return line
+
+    def _line(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
             "time": self.formatTime(record),
             "level": record.levelname,
@@ -67,7 +69,7 @@ class JsonLines(logging.Formatter):
             doc["trace_id"] = current.trace_id  # every line written while a request runs
         attrs = _RECORD_ATTRS
         doc.update({name: value for name, value in vars(record).items() if name not in attrs})
-        return _ENCODER.encode(doc)
+        return jsoncodec.line(doc)
 
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:
@@ -108,50 +110,68 @@ class RedactSecrets(logging.Filter):
     """Replace known secrets in a record's message, traceback and extra fields with ********.
 
     Our own code never logs a secret; this catches a library that puts one in an exception.
-    A record is looked through once for all secrets and rewritten only when one is there, so
-    the common line (the access log's) costs one join and a scan per secret.
+    The record is checked as the line it becomes: formatted once (JsonLines reuses the line),
+    then one scan per secret. Only a line with a secret in it costs more: the record's fields
+    are rewritten in place (so every handler sees them clean) and the line made again.
     """
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self.secrets = {s for s in secrets if s}
+        self.secrets: set[str] = set()
+        # A secret as it appears inside a JSON string (quotes, backslashes, non-ASCII escaped).
+        self._escaped: list[str] = []
+        self.add(secrets)
 
-    def _secrets(self) -> list[str]:
-        secrets = list(self.secrets)
-        # The credential the current caller presented: known only while its request runs.
+    def add(self, secrets: list[str]) -> None:
+        """Redact these secrets too."""
+        self.secrets.update(s for s in secrets if s)
+        self._escaped = [_escaped(s) for s in self.secrets]
+
+    def _presented(self) -> str | None:
+        """The credential the current caller presented: known only while its request runs."""
         presented = PRESENTED.get()
         if presented and len(presented) >= 8:  # a short one would garble the whole line
-            secrets.append(presented)
-        return secrets
+            return presented
+        return None
 
-    @staticmethod
-    def _clean(text: str, secrets: list[str]) -> str:
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record in place when it holds a secret; never drop it."""
+        presented = self._presented()
+        line = _LINES.format(record)
+        escaped = self._escaped if presented is None else [*self._escaped, _escaped(presented)]
+        if any(secret in line for secret in escaped):
+            secrets = list(self.secrets) if presented is None else [*self.secrets, presented]
+            _clean_record(record, secrets)
+        return True
+
+
+_LINES = JsonLines()
+
+
+def _escaped(secret: str) -> str:
+    return jsoncodec.encoded(secret)
+
+
+def _clean_record(record: logging.LogRecord, secrets: list[str]) -> None:
+    """Replace the secrets in every text a record holds, and drop its formatted line."""
+
+    def clean(text: str) -> str:
         for secret in secrets:
             text = text.replace(secret, "********")
         return text
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record in place when it holds a secret; never drop it."""
-        secrets = self._secrets()
-        # Formatted once, here: the formatter then finds it done.
-        message = record.msg = record.getMessage()
-        record.args = None
-        if record.exc_info:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
-        # What may hold a secret: the message, a traceback, a stack, and the extra fields (a
-        # record's own attributes name code locations, never data).
-        fields = vars(record)
-        texts = [message, record.exc_text or "", record.stack_info or ""]
-        texts += [fields[k] for k in fields.keys() - _RECORD_ATTRS if isinstance(fields[k], str)]
-        blob = "\0".join(texts)
-        if not any(secret in blob for secret in secrets):
-            return True
-        record.msg = self._clean(message, secrets)
-        for name, value in list(fields.items()):
-            if isinstance(value, str) and name != "msg":
-                setattr(record, name, self._clean(value, secrets))
-        return True
+    fields = vars(record)
+    fields.pop("json_line", None)
+    record.msg = clean(record.getMessage())
+    record.args = None
+    if record.exc_info:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.exc_info = None
+    for name, value in list(fields.items()):
+        if name not in _RECORD_ATTRS and not isinstance(value, str | int | float | None):
+            value = str(value)  # the formatter would print its str(): clean that
+        if isinstance(value, str):
+            setattr(record, name, clean(value))
 
 
 def redact(secrets: list[str]) -> None:
@@ -160,6 +180,6 @@ def redact(secrets: list[str]) -> None:
         for handler in logging.getLogger(name).handlers:
             found = [f for f in handler.filters if isinstance(f, RedactSecrets)]
             if found:
-                found[0].secrets.update(s for s in secrets if s)
+                found[0].add(secrets)
             else:
                 handler.addFilter(RedactSecrets(secrets))

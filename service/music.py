@@ -11,7 +11,6 @@ through the same steps, each its own route in the handler's table.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -26,7 +25,7 @@ from flask import Flask
 from werkzeug.http import parse_accept_header, parse_etags
 from werkzeug.routing import BaseConverter
 
-from . import access, trace
+from . import access, jsoncodec, trace
 from .auth import Authenticator, Principal, authorize, presented
 from .bulkhead import Bulkhead
 from .cache import Lookup, PageCache
@@ -173,7 +172,7 @@ class Music:
         copy first, so a not-ready track costs no download call).
         """
         user_id = self.settings.users[alias]
-        status = json.loads(self.track(alias, item, request_id).page.body)["status"]
+        status = jsoncodec.loads(self.track(alias, item, request_id).page.body)["status"]
         if status != "completed":
             raise TrackNotReady(f"The track is {status}; it has no audio yet.", status)
         lifetime = 0.0
@@ -241,7 +240,7 @@ def download_link(raw: dict[str, Any]) -> tuple[str, float]:
 
 
 def _compact(doc: Any) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    return jsoncodec.dumps(doc)
 
 
 def page_parts(
@@ -431,7 +430,7 @@ class MusicHandler:
             body = lookup.page.body
             headers += [("Content-Type", _JSON_TYPE), ("Content-Length", str(len(body)))]
             return 200, [body], headers, lookup.cache_status
-        url = json.loads(lookup.page.body)["url"]
+        url = jsoncodec.loads(lookup.page.body)["url"]
         headers += [("Location", url), ("Content-Length", "0")]
         return 302, [], headers, lookup.cache_status
 

@@ -9,7 +9,6 @@ retries of connection errors and 502/503/504 in the client's own loop, a body de
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import random
 import re
@@ -25,7 +24,7 @@ import urllib3
 import urllib3.exceptions
 from urllib3.response import BaseHTTPResponse
 
-from . import trace
+from . import jsoncodec, trace
 from .config import UpstreamSettings
 from .errors import (
     GuardRefusal,
@@ -93,6 +92,10 @@ class UpstreamClient:
         # reads a retried 5xx answer's whole body to reuse the connection.
         self.pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, retries=False)
         self.pool.pool_classes_by_scheme = POOL_CLASSES  # connections report to the watchdog
+        # Every call goes to base_url's host: its connection pool is taken once, not looked up
+        # (URL parsed, pool key normalised) on every call as PoolManager.request does.
+        self._host = self.pool.connection_from_url(settings.base_url)
+        self._path = urllib3.util.parse_url(settings.base_url).path or ""
         self._headers = {
             "Authorization": f"Bearer {settings.token.reveal()}",
             "Accept": "application/json",
@@ -161,7 +164,7 @@ class UpstreamClient:
         started = time.monotonic()
         with self.watchdog.exchange(self.settings.exchange_deadline) as ex:
             try:
-                resp = self._send(self.settings.base_url + path, params, request_id, ex)
+                resp = self._send(self._path + path, params, request_id, ex)
                 try:
                     encoding = _content_encoding(resp)
                     body, wire = self._read_body(resp, ex)
@@ -204,10 +207,10 @@ class UpstreamClient:
         return UpstreamAnswer(doc, resp.status, encoding, wire, len(body), seconds)
 
     def _send(
-        self, url: str, params: dict[str, str], request_id: str, ex: Exchange
+        self, path: str, params: dict[str, str], request_id: str, ex: Exchange
     ) -> BaseHTTPResponse:
         """The upstream's answer (body unread), retrying connection errors and 502/503/504."""
-        url = f"{url}?{urlencode(params)}"
+        target = f"{path}?{urlencode(params)}" if params else path
         headers = {**self._headers, "X-Request-ID": request_id}
         retries = self.settings.retries
         for attempt in range(retries + 1):
@@ -217,9 +220,9 @@ class UpstreamClient:
             if left <= 0:
                 raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True)
             try:
-                resp = self.pool.request(
+                resp = self._host.urlopen(
                     "GET",
-                    url,
+                    target,
                     # Each attempt a child span of the request's (a new trace outside one).
                     headers={**headers, "traceparent": trace.outgoing()},
                     timeout=urllib3.Timeout(
@@ -229,6 +232,7 @@ class UpstreamClient:
                     preload_content=False,
                     redirect=False,
                     retries=False,
+                    assert_same_host=False,
                 )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if ex.expired:
@@ -415,13 +419,9 @@ def retry_after_seconds(
     return int(min(max(seconds, 1), cap, MAX_RETRY_AFTER))
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _json_or_none(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return jsoncodec.loads(body)
     except (ValueError, RecursionError):
         return None
 
@@ -429,7 +429,7 @@ def _json_or_none(body: bytes) -> Any:
 def _parse_page(body: bytes) -> dict[str, Any]:
     """The 200 body as a JSON object, or UpstreamError."""
     try:
-        doc = json.loads(body, parse_constant=_reject_constant)
+        doc = jsoncodec.loads(body)
     except (ValueError, RecursionError):
         raise UpstreamError(
             "The upstream's answer was not valid JSON.", upstream_status=200

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gunicorn import glogging, util
+from gunicorn.http.body import LengthReader
 from gunicorn.http.errors import (
     ChunkMissingTerminator,
     ExpectationFailed,
@@ -230,6 +231,12 @@ class AccessQuietLogger(glogging.Logger):  # type: ignore[misc]
             super().access(resp, req, environ, request_time)
 
 
+def _drained(body: Any) -> bool:
+    """Whether a request body is known to have nothing left (most requests: no body at all)."""
+    reader = body.reader
+    return isinstance(reader, LengthReader) and reader.length == 0 and not body.buf.tell()
+
+
 class ProblemWorker(GeventWorker):  # type: ignore[misc]
     """gunicorn's gevent worker whose own error answers are problem+json, not HTML."""
 
@@ -266,7 +273,7 @@ class ProblemWorker(GeventWorker):  # type: ignore[misc]
         keepalive = super().handle_request(listener_name, req, sock, addr)
         setattr(req, _ANSWERED, True)
         body = getattr(req, "body", None)
-        if body is not None:
+        if body is not None and not _drained(body):
             try:
                 with self.timeout_ctx():  # no longer than an idle keep-alive connection
                     while body.read(8192):
