@@ -73,10 +73,18 @@ class CacheBackend(Protocol):
 
 
 class MemoryBackend:
-    """A thread-safe LRU that forgets a page once it is too old even to be served stale."""
+    """A thread-safe LRU that forgets a page once it is too old even to be served stale.
+
+    It counts its bodies' bytes as pages come and go (cachetools' getsizeof accounting), so
+    size() is O(1): the metrics read it after every stored page.
+    """
 
     def __init__(self, max_entries: int, retention: float, clock: Callable[[], float]) -> None:
-        self._pages: TTLCache[str, CachedPage] = TTLCache(max_entries, retention, timer=clock)
+        # Bounded by entries here, not by cachetools' maxsize, which then counts bytes.
+        self._pages: TTLCache[str, CachedPage] = TTLCache(
+            math.inf, retention, timer=clock, getsizeof=_body_size
+        )
+        self._max_entries = max_entries
         # cachetools caches are not thread-safe: every access, reads included, takes the lock.
         self._lock = threading.Lock()
 
@@ -88,17 +96,24 @@ class MemoryBackend:
     def set(self, key: str, page: CachedPage) -> None:
         """Store a page, evicting the least recently used one when full."""
         with self._lock:
-            self._pages[key] = page
+            pages = self._pages
+            if key not in pages:
+                while len(pages) >= self._max_entries:
+                    pages.popitem()
+            pages[key] = page
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._pages)
 
     def size(self) -> tuple[int, int]:
-        """Pages kept and their bodies' bytes (expired ones dropped first); O(pages)."""
+        """Pages kept and their bodies' bytes (expired ones dropped first)."""
         with self._lock:
-            self._pages.expire()
-            return len(self._pages), sum(len(p.body) for p in self._pages.values())
+            return len(self._pages), int(self._pages.currsize)
+
+
+def _body_size(page: CachedPage) -> int:
+    return len(page.body)
 
 
 class FleetRunner(Protocol):

@@ -210,6 +210,29 @@ def test_memory_backend_is_thread_safe() -> None:
     assert len(backend) <= 16
 
 
+def test_memory_backend_size_follows_stores_evictions_and_expiry(clock: Clock) -> None:
+    backend = MemoryBackend(max_entries=3, retention=60, clock=clock)
+
+    def page(n: int) -> CachedPage:
+        return CachedPage.make(b"x" * n, clock.now)
+
+    backend.set("a", page(10))
+    backend.set("b", page(20))
+    assert backend.size() == (2, 30)
+    backend.set("a", page(5))  # replaced: its old bytes go
+    assert backend.size() == (2, 25)
+    backend.set("c", page(1))
+    backend.set("d", page(100))  # full: "b", the least recently used, is evicted
+    assert backend.get("b") is None
+    assert backend.size() == (3, 106)
+    clock.now += 30
+    backend.set("e", page(7))  # evicts "a" (least recently used)
+    assert backend.size() == (3, 108)
+    clock.now += 31  # "c" and "d" are past retention; "e" is not
+    assert backend.size() == (1, 7)
+    assert [backend.get(k) is not None for k in "abcde"] == [False] * 4 + [True]
+
+
 def test_an_entry_with_its_own_lifetime_ends_then_and_is_never_stale(clock: Clock) -> None:
     cache, load = make(clock, ttl=30, stale=300), Loader()
     first = cache.get("link", load, lambda body: 100)  # longer than the cache's ttl
