@@ -1,19 +1,21 @@
 """Benchmark: each figure of issue 8's table as a ratio to a baseline measured in the same run.
 
-    ./run bench [--seconds 3] [--rounds 5]
+    ./run bench [--seconds 3] [--rounds 5] [--redis] [--only hits|miss]
 
 Starts a stub upstream (bench/upstream.py: any page, after the delay its user id names), the
 service under deploy/gunicorn.conf.py (production worker class and settings, 2 workers), the
-same with a client key and rate limit, and bare Flask returning the same page bytes under the
-same configuration (bench/baseline.py). Then, in alternating rounds, each row with its
-baseline next to it; the table shows each row's median and its spread (min-max) over rounds.
-Then the three hostile-client probes. Load comes from wrk (see bench/wrk.py for why).
+same with a client key and rate limit, and bare Flask under the same configuration replaying
+the service's hit answers: the same headers and body, captured from the service at start, and
+the body alone (bench/baseline.py). Then, in alternating rounds, each row with its baseline next
+to it; the table shows each row's median and its spread (min-max) over rounds. Then the three
+hostile-client probes. Load comes from wrk (see bench/wrk.py for why).
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import socket
 import statistics
@@ -99,6 +101,17 @@ def shared_store(wanted: bool) -> Iterator[str]:
 
 def get(base: str, path: str, headers: dict[str, str] | None = None) -> bytes:
     """One GET on a new connection; the body of a 200, else an error."""
+    return answer(base, path, headers)[1]
+
+
+# Headers the server adds or computes itself: not replayed by the baseline.
+_SERVER_HEADERS = frozenset({"server", "date", "connection", "content-length", "transfer-encoding"})
+
+
+def answer(
+    base: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[list[tuple[str, str]], bytes]:
+    """One GET on a new connection: a 200's headers (the app's own) and body, else an error."""
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
@@ -107,7 +120,8 @@ def get(base: str, path: str, headers: dict[str, str] | None = None) -> bytes:
         body = resp.read()
         if resp.status != 200:
             raise RuntimeError(f"{path}: {resp.status}")
-        return body
+        own = [(k, v) for k, v in resp.getheaders() if k.lower() not in _SERVER_HEADERS]
+        return own, body
     finally:
         conn.close()
 
@@ -158,8 +172,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["hits"],
-        help="just the hit rows (for iterating on the hit path)",
+        choices=["hits", "miss"],
+        help="just the hit rows, or just the miss row (for iterating on one path)",
     )
     args = parser.parse_args()
     secs = args.seconds
@@ -187,13 +201,26 @@ def main() -> None:
         try:
             svc = start(envs["service"], args.workers, "service:create_app()")
             keyed = start(envs["keyed"], args.workers, "service:create_app()")
-            body = Path(tmp) / "page.json"
-            body.write_bytes(get(svc.url, PAGE))
-            bare_env = {**envs["service"], "BENCH_BODY_FILE": str(body)}
-            bare = start(bare_env, args.workers, "bench.baseline:create_app()")
-            assert get(bare.url, "/music") == get(svc.url, PAGE) == body.read_bytes()
             auth = {"Authorization": f"Bearer {key}"}
+            get(svc.url, PAGE)  # a miss: the page is cached from now on
             get(keyed.url, PAGE, auth)
+            # The baseline replays a real hit's answers: the same headers and body.
+            hit_headers, page = answer(svc.url, PAGE)
+            keyed_headers, keyed_page = answer(keyed.url, PAGE, auth)
+            assert page == keyed_page
+            body, header_file = Path(tmp) / "page.json", Path(tmp) / "headers.json"
+            body.write_bytes(page)
+            header_file.write_text(json.dumps({"/music": hit_headers, "/keyed": keyed_headers}))
+            bare_env = {
+                **envs["service"],
+                "BENCH_BODY_FILE": str(body),
+                "BENCH_HEADERS_FILE": str(header_file),
+            }
+            bare = start(bare_env, args.workers, "bench.baseline:create_app()")
+            for route, headers in (("/music", hit_headers), ("/keyed", keyed_headers)):
+                replayed, replayed_body = answer(bare.url, route)
+                assert replayed_body == page
+                assert sorted(replayed) == sorted(headers), (replayed, headers)
             table = Table()
             for rnd in range(args.rounds):
                 run_round(rnd, secs, table, svc.url, keyed.url, bare.url, upstream, auth, args.only)
@@ -237,6 +264,9 @@ def run_round(
 
     if only == "hits":
         hit_rows(rnd, secs, table, svc, keyed, bare, auth, pair)
+        return
+    if only == "miss":
+        miss_row(rnd, secs, table, svc, upstream, pair)
         return
 
     # 1. A cached page while SLOW_CALLERS callers wait on a 2 s upstream (distinct pages).
@@ -285,7 +315,14 @@ def run_round(
         ">= 0.9",
     )
     hit_rows(rnd, secs, table, svc, keyed, bare, auth, pair)
-    # 5. A miss on a 50 ms upstream, one at a time, against calling the upstream directly.
+    miss_row(rnd, secs, table, svc, upstream, pair)
+
+
+Pair = Callable[[Callable[[], WrkResult], Callable[[], WrkResult]], tuple[WrkResult, ...]]
+
+
+def miss_row(rnd: int, secs: float, table: Table, svc: str, upstream: str, pair: Pair) -> None:
+    """Row 5: a miss on a 50 ms upstream, one at a time, against calling the upstream directly."""
     direct_url = upstream + "/v1/tempolor/music/?user_id=d50&type=song"
     miss, direct = pair(
         lambda: wrk(svc, secs, 1, distinct_prefix=f"/music?user=fast&cursor=r{rnd}f"),
@@ -301,9 +338,6 @@ def run_round(
     )
 
 
-Pair = Callable[[Callable[[], WrkResult], Callable[[], WrkResult]], tuple[WrkResult, ...]]
-
-
 def hit_rows(
     rnd: int,
     secs: float,
@@ -314,29 +348,46 @@ def hit_rows(
     auth: dict[str, str],
     pair: Pair,
 ) -> None:
-    """Rows 3 and 4: cache hits, plain and keyed, against bare Flask in the same round."""
-    # 3, 4. Hits: the service, keyed, and bare Flask returning the same bytes.
+    """Rows 3 and 4: cache hits, plain and keyed, each against bare Flask sending the same
+    response in the same round; then both against bare Flask sending the body alone."""
     hit, base = pair(lambda: wrk(svc + PAGE, secs, 32), lambda: wrk(bare + "/music", secs, 32))
-    key_hit = wrk(keyed + PAGE, secs, 32, headers=auth)
-    for result in (hit, base, key_hit):
+    key_hit, key_base = pair(
+        lambda: wrk(keyed + PAGE, secs, 32, headers=auth), lambda: wrk(bare + "/keyed", secs, 32)
+    )
+    body_only = wrk(bare + "/body", secs, 32)
+    for result in (hit, base, key_hit, key_base, body_only):
         if result.bad:
             raise RuntimeError(f"failed responses in a hit run: {result}")
-    base_rps = base.rps
     table.add(
-        "cache hit req/s (ratio: to bare Flask, same bytes, same gunicorn settings)",
+        "cache hit req/s (ratio: to bare Flask sending the same response, same gunicorn settings)",
         hit.rps,
-        hit.rps / base_rps,
+        hit.rps / base.rps,
         "req/s",
         ">= 1.0",
     )
     table.add(
-        "keyed cache hit (client key + rate limit) req/s (ratio: to bare Flask)",
+        "keyed cache hit (client key + rate limit) req/s (ratio: to bare Flask, same response)",
         key_hit.rps,
-        key_hit.rps / base_rps,
+        key_hit.rps / key_base.rps,
         "req/s",
         ">= 0.9",
     )
-    table.add("  bare Flask req/s (the baseline)", base_rps, 1.0, "req/s", "")
+    table.add("  bare Flask, the hit's response (baseline)", base.rps, 1.0, "req/s", "")
+    table.add("  bare Flask, the keyed hit's response (baseline)", key_base.rps, 1.0, "req/s", "")
+    table.add(
+        "  cache hit (ratio: to bare Flask sending the body alone, without the service's headers)",
+        hit.rps,
+        hit.rps / body_only.rps,
+        "req/s",
+        "",
+    )
+    table.add(
+        "  keyed cache hit (ratio: to bare Flask sending the body alone)",
+        key_hit.rps,
+        key_hit.rps / body_only.rps,
+        "req/s",
+        "",
+    )
 
 
 def rss_row(
