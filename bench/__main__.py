@@ -226,7 +226,7 @@ def main() -> None:
                 run_round(rnd, secs, table, svc.url, keyed.url, bare.url, upstream, auth, args.only)
                 print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
             if args.only is None:
-                rss_row(table, envs["service"], bare, start, body)
+                rss_row(table, envs["service"], bare, start)
             print(
                 f"\n{args.rounds} rounds x {secs:g} s per measurement, wrk -t1, loopback; "
                 f"gunicorn -c deploy/gunicorn.conf.py, {args.workers} workers "
@@ -395,7 +395,6 @@ def rss_row(
     env: dict[str, str],
     bare: GunicornProcess,
     start: Callable[[dict[str, str], int, str], GunicornProcess],
-    body: Path,
 ) -> None:
     """RSS of one worker holding 1024 cached pages, against a bare Flask worker's."""
     one = start(env, 1, "service:create_app()")

@@ -107,7 +107,7 @@ class Music:
             with self.bulkhead.slot():
                 raw = self.client.list_music(user_id, query.type, query.cursor, request_id)
             self._learn(user_id, raw.get("records"))
-            return _compact(reshape_page(raw))
+            return jsoncodec.dumps(reshape_page(raw))
 
         # \x1f cannot occur in any part (user ids and cursors are visible ASCII).
         key = "\x1f".join((user_id, query.type, query.cursor or ""))
@@ -161,7 +161,7 @@ class Music:
             track = dump_track(raw)
             if track["id"] != item:
                 raise UpstreamError("The upstream answered with another record than asked for.")
-            return _compact(track)
+            return jsoncodec.dumps(track)
 
         return self.cache.get("\x1f".join(("track", user_id, item)), load)
 
@@ -197,7 +197,7 @@ class Music:
                 "format": file_format,
                 "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
-            return _compact(link)
+            return jsoncodec.dumps(link)
 
         key = "\x1f".join(("link", user_id, item, file_format))
         return self.cache.get(key, load, lambda _body: lifetime)
@@ -237,10 +237,6 @@ def download_link(raw: dict[str, Any]) -> tuple[str, float]:
     ):
         raise UpstreamError("The upstream's download link came without a validity.")
     return url, float(seconds)
-
-
-def _compact(doc: Any) -> bytes:
-    return jsoncodec.dumps(doc)
 
 
 def page_parts(
