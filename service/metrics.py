@@ -243,13 +243,17 @@ class Metrics:
         self._in_flight_dec = self.upstream_in_flight.dec
         # Every account's series exist from the start: rate() and alerts see a zero, not a gap.
         self._calls = {}
+        self._upstream_durations: dict[str, Any] = {}
+        self._guard_gauges = (self.breaker_open_until, self.cooldown_until, self.auth_failed_until)
+        self._guard_values: dict[str, tuple[float, float, float]] = {}
         for alias in self.aliases.values():
             for outcome in UPSTREAM_OUTCOMES:
                 self._calls[alias, outcome] = self.upstream_calls.labels(alias, outcome)
             for reason in REFUSALS.values():
                 self.upstream_refusals.labels(alias, reason)
-            self.upstream_duration.labels(alias)
-            for gauge in (self.breaker_open_until, self.cooldown_until, self.auth_failed_until):
+            self._upstream_durations[alias] = self.upstream_duration.labels(alias)
+            self._guard_values[alias] = (0.0, 0.0, 0.0)
+            for gauge in self._guard_gauges:
                 gauge.labels(alias).set(0)
         for client in {*(c.name for c in settings.clients), ANONYMOUS}:
             self.rate_limited.labels(client_label(client))
@@ -290,7 +294,10 @@ class Metrics:
         if child is None:  # an outcome or account not pre-bound (a new problem code)
             child = self._calls[alias, outcome] = self.upstream_calls.labels(alias, outcome)
         child.inc()
-        self.upstream_duration.labels(alias).observe(seconds)
+        hist = self._upstream_durations.get(alias)
+        if hist is None:
+            hist = self._upstream_durations[alias] = self.upstream_duration.labels(alias)
+        hist.observe(seconds)
 
     def upstream_refused(self, user_id: str, refusal: UpstreamFailure) -> None:
         """Count one call a guard refused (cooldown, remembered auth failure, breaker)."""
@@ -300,11 +307,14 @@ class Metrics:
     def guard_state(
         self, user_id: str, open_until: float, cooldown_until: float, auth_failed_until: float
     ) -> None:
-        """Record an account's guard state after it changed."""
+        """Record an account's guard state (told before every call and after every change)."""
         alias = self.aliases.get(user_id, "other")
-        self.breaker_open_until.labels(alias).set(open_until)
-        self.cooldown_until.labels(alias).set(cooldown_until)
-        self.auth_failed_until.labels(alias).set(auth_failed_until)
+        values = (open_until, cooldown_until, auth_failed_until)
+        if self._guard_values.get(alias) == values:
+            return  # what this process's gauges already hold
+        self._guard_values[alias] = values
+        for gauge, value in zip(self._guard_gauges, values, strict=True):
+            gauge.labels(alias).set(value)
 
     def in_flight(self, delta: int) -> None:
         """A bulkhead slot was taken (+1) or given back (-1)."""
