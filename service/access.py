@@ -12,7 +12,7 @@ import time
 
 from flask import Flask, Response, g, request
 
-from . import trace
+from . import logs, trace
 
 log = logging.getLogger("service.access")
 
@@ -37,35 +37,8 @@ def common_headers(rid: str, span: trace.Trace | None) -> list[tuple[str, str]]:
     return headers
 
 
-class AccessRecord(logging.LogRecord):
-    """One access line's record, made at a fraction of a LogRecord's cost (one per request).
-
-    What logging works out for every record (the caller's file and function, thread and
-    process, by a path split and lookups) is the same for every access line: worked out once,
-    and copied in. Formatters read a record's __dict__, so every attribute is an instance's.
-    """
-
-    def __init__(self, level: int, args: tuple[str, str, int]) -> None:
-        # logging.LogRecord.__init__ is not called: every attribute it sets is set here.
-        created = time.time()
-        fields = self.__dict__
-        fields.update(_CONSTANT_FIELDS)
-        fields["args"] = args
-        fields["levelno"] = level
-        fields["levelname"] = logging.getLevelName(level)
-        fields["created"] = created
-        fields["msecs"] = int((created - int(created)) * 1000) + 0.0
-        fields["relativeCreated"] = (created - _LOADED) * 1000
-
-
-_CONSTANT_FIELDS = {
-    name: value
-    for name, value in vars(
-        logging.LogRecord(log.name, logging.INFO, __file__, 0, "%s %s %s", None, None, "log_access")
-    ).items()
-    if name not in ("args", "levelno", "levelname", "created", "msecs", "relativeCreated")
-} | dict.fromkeys(("thread", "threadName", "process", "processName"))  # never printed
-_LOADED = time.time()
+# The access line's record, its constant parts worked out once (service.logs.LineRecords).
+ACCESS_LINES = logs.LineRecords(log, "%s %s %s", __file__, "log_access")
 
 
 def log_access(
@@ -82,23 +55,19 @@ def log_access(
 ) -> None:
     """One INFO line per request, DEBUG for probes (service.access at WARNING: none at all)."""
     level = logging.DEBUG if path in PROBE_PATHS else logging.INFO
-    if not log.isEnabledFor(level):
-        return
-    # logging's own record path (Logger.info → makeRecord with `extra`) without its per-key
-    # collision checks: the fields below are fixed and never collide with a record's own.
-    record = AccessRecord(level, (method, path, status))
-    fields = record.__dict__
-    fields["request_id"] = rid
-    fields["method"] = method
-    fields["path"] = path
-    # Not the raw query: a careless caller may put a key in it. The parsed alias instead.
-    fields["user"] = user
-    fields["client"] = client
-    fields["status"] = status
-    fields["duration_ms"] = round((time.monotonic() - started) * 1000, 2)
-    fields["cache"] = cache
-    fields["remote_addr"] = remote_addr
-    log.handle(record)
+    fields = {
+        "request_id": rid,
+        "method": method,
+        "path": path,
+        # Not the raw query: a careless caller may put a key in it. The parsed alias instead.
+        "user": user,
+        "client": client,
+        "status": status,
+        "duration_ms": round((time.monotonic() - started) * 1000, 2),
+        "cache": cache,
+        "remote_addr": remote_addr,
+    }
+    ACCESS_LINES.emit(level, (method, path, status), fields)
 
 
 def _begin() -> None:

@@ -124,10 +124,14 @@ class FleetRunner(Protocol):
 
 
 class _Flight:
-    """One load in progress: its eventual outcome and how many callers wait on it."""
+    """One load in progress: how many callers wait on it, and (once one does) its outcome.
+
+    The Future is made by the first follower: most loads have none, and a Future (a condition
+    and its lock) is a measurable part of a miss.
+    """
 
     def __init__(self) -> None:
-        self.result: Future[Lookup] = Future()
+        self.result: Future[Lookup] | None = None
         self.followers = 0
 
 
@@ -175,30 +179,49 @@ class PageCache:
             return fresh
         with self._lock:
             flight = self._flights.get(key)
-            leader = flight is None
             if flight is None:
                 flight = self._flights[key] = _Flight()
+                waited = None
             else:
                 flight.followers += 1
-        if not leader:
-            outcome = flight.result.result()  # the leader's page, or its exception raised here
+                if flight.result is None:
+                    flight.result = Future()
+                waited = flight.result
+        if waited is not None:
+            outcome = waited.result()  # the leader's page, or its exception raised here
             status = outcome.cache_status
             if not status.endswith("; collapsed"):  # the leader itself may have waited
                 status += "; collapsed"
             return Lookup(outcome.page, status, outcome.max_age)
+        return self._lead(key, flight, load, lifetime)
+
+    def _lead(
+        self,
+        key: str,
+        flight: _Flight,
+        load: Callable[[], bytes],
+        lifetime: Callable[[bytes], float] | None,
+    ) -> Lookup:
+        """Load key's page for every caller that joins the flight meanwhile."""
         try:
             # Another leader may have stored the page between our look and taking the flight.
             stored = self.backend.get(key)
             outcome = self._fresh(stored) or self._refresh(key, stored, load, lifetime)
         except BaseException as exc:
-            flight.result.set_exception(exc)
+            waiting = self._land(key, flight)
+            if waiting is not None:
+                waiting.set_exception(exc)
             raise
-        else:
-            flight.result.set_result(outcome)
-            return outcome
-        finally:
-            with self._lock:
-                del self._flights[key]
+        waiting = self._land(key, flight)
+        if waiting is not None:
+            waiting.set_result(outcome)
+        return outcome
+
+    def _land(self, key: str, flight: _Flight) -> Future[Lookup] | None:
+        """End the flight (later callers start their own); the Future its followers wait on."""
+        with self._lock:
+            del self._flights[key]
+            return flight.result
 
     def followers(self, key: str) -> int:
         """How many callers are waiting on the load in flight for key."""

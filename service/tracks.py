@@ -6,6 +6,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from marshmallow import Schema, fields
@@ -48,6 +49,8 @@ def _text(value: Any) -> str | None:
     """A non-empty string (lone surrogates, which UTF-8 cannot carry, become U+FFFD)."""
     if not isinstance(value, str) or value == "":
         return None
+    if value.isascii():  # most are, and then hold no surrogate: no scan needed
+        return value
     return LONE_SURROGATE_RE.sub("\ufffd", value)
 
 
@@ -149,16 +152,48 @@ class TrackSchema(Schema):
 
 
 _TRACK = TrackSchema()
-# The schema's fields as a plan: public name, (first key, further keys) per path, rule. A track
-# is each field's first usable value in declaration order: what _TRACK.dump gives, without
-# marshmallow's per-field machinery and method calls (most of a miss's CPU, measured).
-# test_tracks checks they agree.
+
+Getter = Callable[[dict[str, Any]], Any]
+
+
+def _getter(paths: tuple[tuple[str, ...], ...], rule: Callable[[Any], Any]) -> Getter:
+    """A field's value in a record: the rule's value of the field's first usable path.
+
+    The shapes the schema uses (one key, one nested key) get a function of their own, without
+    the general case's loops: a page's tracks are most of a miss's own work.
+    """
+    if len(paths) == 1 and len(paths[0]) == 1:
+        (key,) = paths[0]
+        return lambda record: rule(record.get(key))
+    if len(paths) == 1 and len(paths[0]) == 2:
+        outer, inner = paths[0]
+
+        def nested(record: dict[str, Any]) -> Any:
+            found = record.get(outer)
+            return rule(found.get(inner) if isinstance(found, dict) else None)
+
+        return nested
+
+    def general(record: dict[str, Any]) -> Any:
+        value = None
+        for path in paths:
+            found: Any = record
+            for part in path:
+                found = found.get(part) if isinstance(found, dict) else None
+            value = rule(found)
+            if value is not None:
+                break
+        return value
+
+    return general
+
+
+# The schema's fields as a plan: public name and how to get its value (the first usable value
+# of its paths, in order). A track is the plan's values in declaration order: what _TRACK.dump
+# gives, without marshmallow's per-field machinery and method calls (most of a miss's CPU,
+# measured). test_tracks checks they agree.
 _PLAN = tuple(
-    (
-        field.data_key or name,
-        tuple((parts[0], parts[1:]) for parts in field._parts),
-        type(field).rule,
-    )
+    (field.data_key or name, _getter(field._parts, type(field).rule))
     for name, field in _TRACK.dump_fields.items()
     if isinstance(field, _Upstream)
 )
@@ -168,18 +203,7 @@ def dump_track(record: Any) -> dict[str, Any]:
     """One upstream record as a Track (anything but an object: every field unusable)."""
     if not isinstance(record, dict):
         record = {}
-    track = {}
-    for name, paths, rule in _PLAN:
-        value = None
-        for first, rest in paths:
-            found = record.get(first)
-            for part in rest:
-                found = found.get(part) if isinstance(found, dict) else None
-            value = rule(found)
-            if value is not None:
-                break
-        track[name] = value
-    return track
+    return {name: get(record) for name, get in _PLAN}
 
 
 def reshape_page(page: dict[str, Any]) -> dict[str, Any]:

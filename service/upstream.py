@@ -24,7 +24,7 @@ import urllib3
 import urllib3.exceptions
 from urllib3.response import BaseHTTPResponse
 
-from . import jsoncodec, trace
+from . import jsoncodec, logs, trace
 from .config import UpstreamSettings
 from .errors import (
     GuardRefusal,
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 log = logging.getLogger(__name__)
+# One line per upstream call, made as cheaply as the access line (service.logs.LineRecords).
+ANSWERED_LINES = logs.LineRecords(log, "upstream answered", __file__, "_exchange")
 
 DEFAULT_RETRY_AFTER = 10
 MAX_RETRY_AFTER = 3600
@@ -182,9 +184,10 @@ class UpstreamClient:
                     raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True) from None
                 raise
         seconds = time.monotonic() - started
-        log.info(
-            "upstream answered",
-            extra={
+        ANSWERED_LINES.emit(
+            logging.INFO,
+            None,
+            {
                 "upstream_status": resp.status,
                 "upstream_ms": round(seconds * 1000, 1),
                 "upstream_bytes": wire,

@@ -111,7 +111,7 @@ def test_access_lines_are_complete_records(handler: logging.StreamHandler[io.Str
         "%(asctime)s %(levelname)s %(name)s %(module)s %(funcName)s %(lineno)d "
         "%(process)s %(thread)s %(relativeCreated)d %(message)s"
     )
-    record = access.AccessRecord(logging.INFO, ("GET", "/music", 200))
+    record = access.ACCESS_LINES.record(logging.INFO, ("GET", "/music", 200))
     assert plain.format(record).endswith("GET /music 200")
     assert record.levelname == "INFO"
     assert record.name == "service.access"
