@@ -169,7 +169,7 @@ class UpstreamClient:
                 resp = self._send(self._path + path, params, request_id, ex)
                 try:
                     encoding = _content_encoding(resp)
-                    body, wire = self._read_body(resp, ex)
+                    body, wire = self._read_body(resp, ex, encoding == "identity")
                 except BaseException:
                     resp.close()  # a half-read answer's connection cannot be reused: drop it
                     raise
@@ -270,12 +270,13 @@ class UpstreamClient:
             return resp
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _read_body(self, resp: BaseHTTPResponse, ex: Exchange) -> tuple[bytes, int]:
+    def _read_body(self, resp: BaseHTTPResponse, ex: Exchange, identity: bool) -> tuple[bytes, int]:
         """The decoded body and its size on the wire, refused past max_body_bytes (either)."""
         cap = self.settings.max_body_bytes
         too_large = f"The upstream's answer is larger than {cap} bytes."
         declared = resp.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > cap:
+        length = int(declared) if declared.isdigit() else None
+        if length is not None and length > cap:
             raise UpstreamError(too_large, upstream_status=resp.status)
         buf = bytearray()
         try:
@@ -287,6 +288,8 @@ class UpstreamClient:
                     raise UpstreamError(too_large, upstream_status=resp.status)
                 if ex.remaining() <= 0:
                     raise UpstreamTimeout("The upstream's answer did not arrive in time.")
+                if identity and resp.tell() == length:
+                    break  # all of it: no read just to learn that nothing follows
         except urllib3.exceptions.ReadTimeoutError:
             raise UpstreamTimeout(
                 "The upstream's answer did not arrive in time.", outage=True
