@@ -130,6 +130,43 @@ def test_upstream_connections_are_kept_alive(make_app: AppFactory, gzip_upstream
     assert _GzipUpstream.connections == 1  # no connection churn: one kept-alive connection
 
 
+class _ClosingUpstream(_GzipUpstream):
+    """Closes each connection after its answer without saying so (no Connection: close), as a
+    server does when its keep-alive timeout passes between two calls."""
+
+    def do_GET(self) -> None:
+        super().do_GET()
+        self.close_connection = True
+
+
+class _ClosingServer(ThreadingHTTPServer):
+    closed = threading.Semaphore(0)
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        self.closed.release()  # the connection is closed on this side
+
+
+def test_a_pooled_connection_the_upstream_closed_is_not_reused(make_app: AppFactory) -> None:
+    # Retries are off: a call sent on the dead connection would fail. The pool's check before
+    # reusing a connection (WatchedHTTPConnection.is_connected) sees the EOF and connects anew.
+    server = _ClosingServer(("127.0.0.1", 0), _ClosingUpstream)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    _ClosingUpstream.connections = 0
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1/tempolor"
+        client = make_app(upstream_base_url=url, cache_ttl=0).test_client()
+        for _ in range(3):
+            assert client.get("/music?user=studio").status_code == 200
+            assert server.closed.acquire(timeout=10)
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    assert _ClosingUpstream.connections == 3
+
+
 # --- hostile answers ------------------------------------------------------------------------
 
 
