@@ -19,19 +19,14 @@ from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
 from .deploy_render import nginx_binary, render_nginx
+from .helpers import LIVE_CONFIG
 from .programs import free_port, missing_program
 from .redis_server import RedisServer
 
-FLEET_CONFIG = """
-[upstream]
-base_url = "{base_url}"
-retries = 0
-read_timeout = 2
-
-[users]
-studio = "1001"
-edge = "1002"
-
+# The live service's configuration, with client keys, a trusted proxy (nginx) and Redis.
+FLEET_CONFIG = (
+    LIVE_CONFIG
+    + """
 [[clients]]
 name = "limited"
 key_sha256 = "{limited_digest}"
@@ -53,6 +48,7 @@ url = "{redis_url}"
 prefix = "fleet"
 backoff_max = 1
 """
+)
 
 
 def require_nginx() -> str:

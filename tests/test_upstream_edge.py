@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,9 @@ class _GzipUpstream(BaseHTTPRequestHandler):
         """Quiet."""
 
 
-@pytest.fixture
-def gzip_upstream() -> Iterator[str]:
-    """A gzip-compressing upstream on a random loopback port; yields its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _GzipUpstream)
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[str]:
+    """Run server in a thread until the block ends; yields its upstream base URL."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -110,6 +110,13 @@ def gzip_upstream() -> Iterator[str]:
         server.shutdown()
         thread.join()
         server.server_close()
+
+
+@pytest.fixture
+def gzip_upstream() -> Iterator[str]:
+    """A gzip-compressing upstream on a random loopback port; yields its base URL."""
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _GzipUpstream)) as url:
+        yield url
 
 
 def test_an_independent_gzip_upstream(make_app: AppFactory, gzip_upstream: str) -> None:
@@ -140,7 +147,9 @@ class _ClosingUpstream(_GzipUpstream):
 
 
 class _ClosingServer(ThreadingHTTPServer):
-    closed = threading.Semaphore(0)
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ClosingUpstream)
+        self.closed = threading.Semaphore(0)
 
     def shutdown_request(self, request: Any) -> None:
         super().shutdown_request(request)
@@ -150,20 +159,13 @@ class _ClosingServer(ThreadingHTTPServer):
 def test_a_pooled_connection_the_upstream_closed_is_not_reused(make_app: AppFactory) -> None:
     # Retries are off: a call sent on the dead connection would fail. The pool's check before
     # reusing a connection (WatchedHTTPConnection.is_connected) sees the EOF and connects anew.
-    server = _ClosingServer(("127.0.0.1", 0), _ClosingUpstream)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
     _ClosingUpstream.connections = 0
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/v1/tempolor"
+    server = _ClosingServer()
+    with serving(server) as url:
         client = make_app(upstream_base_url=url, cache_ttl=0).test_client()
         for _ in range(3):
             assert client.get("/music?user=studio").status_code == 200
             assert server.closed.acquire(timeout=10)
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
     assert _ClosingUpstream.connections == 3
 
 
