@@ -125,7 +125,7 @@ class LineRecords:
 
     def record(self, level: int, args: tuple[Any, ...] | None) -> logging.LogRecord:
         """A record of this line at level, with these %-arguments for its message."""
-        record = _LineRecord.__new__(_LineRecord)  # LogRecord.__init__ is not called
+        record = logging.LogRecord.__new__(logging.LogRecord)  # its __init__ is not called
         created = time.time()
         fields = record.__dict__
         fields.update(self._constant)
@@ -143,10 +143,6 @@ class LineRecords:
             record = self.record(level, args)
             record.__dict__.update(fields)  # fixed names, never a record's own
             self.logger.handle(record)
-
-
-class _LineRecord(logging.LogRecord):
-    """A LogRecord whose every attribute LineRecords.record sets (formatters read __dict__)."""
 
 
 _PER_RECORD = ("args", "levelno", "levelname", "created", "msecs", "relativeCreated")

@@ -177,10 +177,7 @@ def _getter(paths: tuple[tuple[str, ...], ...], rule: Callable[[Any], Any]) -> G
     def general(record: dict[str, Any]) -> Any:
         value = None
         for path in paths:
-            found: Any = record
-            for part in path:
-                found = found.get(part) if isinstance(found, dict) else None
-            value = rule(found)
+            value = rule(_lookup(record, path))
             if value is not None:
                 break
         return value
