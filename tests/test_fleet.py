@@ -7,10 +7,14 @@ Redis degrades the fleet without a 5xx.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
@@ -18,8 +22,10 @@ import requests
 from service.auth import mint_key
 from service.sandbox import SandboxServer
 from service.sandbox.app import encode_cursor
+from service.shared.flights import FOLLOW_POLL
 
 from .fleet import Fleet, fleet
+from .redis_server import RedisServer
 
 PAGE = "/music?user=studio&type=song"
 
@@ -123,16 +129,96 @@ def test_a_429_through_one_replica_stops_upstream_calls_from_the_other(
     assert sandbox.state.call_count() == 2
 
 
+# --- a Redis blip while a replica leads a flight ------------------------------------------------
+
+# Redis is blocked this long while the leader works; the upstream answers a cold page in LATENCY.
+BLIP = 1.0
+LATENCY = 0.6
+
+
+@contextlib.contextmanager
+def blip(kind: str, redis: RedisServer) -> Iterator[None]:
+    """Redis blocked for BLIP seconds from now while the block runs; over when the block ends.
+
+    client-pause: Redis holds every command and runs it once the pause is over. sigstop:
+    connections stay open and nothing answers. full: maxmemory below what Redis holds, with
+    noeviction, so every write fails with OOM.
+    """
+    client = redis.client()
+    end: Callable[[], object]
+    if kind == "client-pause":
+        client.client_pause(int(BLIP * 1000))
+        end = lambda: None  # noqa: E731 (the pause ends by itself)
+    elif kind == "sigstop":
+        assert redis.proc is not None
+        pid = redis.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        end = lambda: os.kill(pid, signal.SIGCONT)  # noqa: E731
+    else:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")
+        end = lambda: client.config_set("maxmemory", "0")  # noqa: E731
+    timer = threading.Timer(BLIP, end)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.join()  # the blip is over, whatever the block did
+
+
+def _scripts_run(redis: RedisServer) -> int:
+    """How many EVALSHA calls Redis has answered (limits' scripts, the flights' lock)."""
+    stats: dict[str, Any] = redis.client().info("commandstats")  # type: ignore[assignment]
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def _poll(done: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)  # poll interval
+
+
+@pytest.mark.parametrize(("kind", "offset"), [("client-pause", 1), ("sigstop", 2), ("full", 3)])
+def test_a_redis_blip_while_a_replica_leads_does_not_stall_the_other(
+    live: Fleet, sandbox: SandboxServer, kind: str, offset: int
+) -> None:
+    one, two = live.replicas
+    path = f"/music?user=studio&cursor={encode_cursor('1001', 'song', offset)}"
+    sandbox.state.set_fault("1001", {"kind": "latency", "seconds": LATENCY})
+    with ThreadPoolExecutor(2) as pool:
+        leader = pool.submit(get, one.url, live.app_key, path)
+        _poll(lambda: sandbox.state.call_count() == 1)  # the leader holds the lock, calling
+        scripts = _scripts_run(live.redis)
+        started = time.monotonic()
+        follower = pool.submit(get, two.url, live.app_key, path)
+        # The follower found the lock taken: its two rate-limit scripts and the lock's ran.
+        _poll(lambda: _scripts_run(live.redis) >= scripts + 3)
+        with blip(kind, live.redis):
+            assert follower.result().status_code == 200
+            waited = time.monotonic() - started
+        assert leader.result().status_code == 200
+    # The follower waits at most for the blip, one Redis timeout, one poll of the lock and its
+    # own upstream call (if the leader could not store the page), with half a second to spare.
+    bound = BLIP + 0.25 + FOLLOW_POLL + LATENCY + 0.5
+    print(f"{kind}: the follower waited {waited:.2f} s (bound {bound:.2f} s)")
+    assert waited < bound
+
+
 class SteadyLoad:
     """Client threads requesting cached and uncached pages and /healthz until stopped."""
 
     PATHS = ("/music?user=studio", "/music?user=studio&type=instrumental", "/healthz",
              "/music?user=edge")  # fmt: skip
 
-    def __init__(self, url: str, key: str, clients: int = 8) -> None:
+    def __init__(
+        self, url: str, key: str, clients: int = 8, paths: tuple[str, ...] | None = None
+    ) -> None:
         self.url, self.key = url, key
+        self.paths = paths or self.PATHS  # each client sends them in turn, from the first
         self.failures: list[str] = []  # statuses >= 500 and transport errors
         self.total = 0
+        self.slowest = 0.0  # seconds: the longest answer
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._client) for _ in range(clients)]
@@ -144,14 +230,16 @@ class SteadyLoad:
         headers = {"Authorization": f"Bearer {self.key}"}
         sent = 0
         while not self._stop.is_set():
-            path = self.PATHS[sent % len(self.PATHS)]
+            path = self.paths[sent % len(self.paths)]
             sent += 1
+            started = time.monotonic()
             try:
                 resp = session.get(self.url + path, headers=headers, timeout=15)
                 failure = f"{path}: {resp.status_code}" if resp.status_code >= 500 else None
             except requests.RequestException as exc:
                 failure = f"{path}: {type(exc).__name__}"
             with self._lock:
+                self.slowest = max(self.slowest, time.monotonic() - started)
                 self.total += 1
                 if failure:
                     self.failures.append(failure)
@@ -162,6 +250,36 @@ class SteadyLoad:
         for t in self._threads:
             t.join()
         return self.failures
+
+
+@pytest.mark.parametrize(
+    ("kind", "pages"),
+    [
+        ("sigstop", [("song", n) for n in (4, 5, 6, 7, 8, 9, 11, 12, 13)]),
+        ("full", [("instrumental", n) for n in range(1, 10)]),
+    ],
+)
+def test_a_redis_blip_under_load_stalls_no_request(
+    live: Fleet, sandbox: SandboxServer, kind: str, pages: list[tuple[str, int]]
+) -> None:
+    # Eight clients ask for the same cold pages in turn, so flights (a leader and waiters on
+    # other replicas) are always in progress when Redis blips.
+    latency = 0.3
+    sandbox.state.set_fault("1001", {"kind": "latency", "seconds": latency})
+    paths = tuple(
+        f"/music?user=studio&type={kind_}&cursor={encode_cursor('1001', kind_, n)}"
+        for kind_, n in pages
+    )
+    load = SteadyLoad(live.url, live.app_key, paths=paths)
+    time.sleep(0.2)  # flights under way (a measured stretch, not a readiness wait)
+    with blip(kind, live.redis):
+        pass
+    time.sleep(1.0)  # the load runs on after the blip
+    failures = load.stop()
+    bound = BLIP + 0.25 + FOLLOW_POLL + latency + 0.5
+    print(f"{kind} under load: {load.total} requests, slowest {load.slowest:.2f} s")
+    assert failures == []
+    assert load.slowest < bound
 
 
 def test_redis_killed_under_load_gives_no_5xx_and_readiness_says_degraded(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +17,8 @@ from flask import Flask
 from service.auth import mint_key
 from service.config import ClientSettings, ConfigError, RedisSettings, Secret, parse_settings
 from service.sandbox import SandboxServer
-from service.shared import SharedStore, digest
-from service.shared.flights import FleetFlights
+from service.shared import FIRST_BACKOFF, SharedStore, StoreUnavailable, digest
+from service.shared.flights import FOLLOW_POLL, FleetFlights
 
 from .helpers import AppFactory
 from .redis_server import RedisServer
@@ -130,6 +131,87 @@ def test_a_dead_leaders_lock_expires_and_a_waiter_takes_over(
     resp = app.test_client().get(PAGE)
     assert resp.status_code == 200
     assert sandbox.state.call_count() == 1
+
+
+Flights = Callable[[float], FleetFlights]
+
+
+@pytest.fixture
+def flights(fresh_redis: RedisServer) -> Iterator[Flights]:
+    """FleetFlights(lock_seconds) on their own store of the test's Redis; closed afterwards."""
+    made: list[tuple[FleetFlights, SharedStore]] = []
+
+    def factory(lock_seconds: float) -> FleetFlights:
+        store = SharedStore(RedisSettings(url=Secret(fresh_redis.url), prefix="t"))
+        runner = FleetFlights(store, lock_seconds)
+        made.append((runner, store))
+        assert runner.wait_subscribed(5)
+        return runner
+
+    yield factory
+    for runner, store in made:
+        runner.close()
+        store.close()
+
+
+def test_a_release_the_backoff_skipped_is_sent_once_redis_answers(
+    flights: Flights, fresh_redis: RedisServer
+) -> None:
+    runner = flights(30)
+    store = runner.store
+    watcher = fresh_redis.client().pubsub()  # type: ignore[no-untyped-call]
+    watcher.subscribe(runner.channel)
+    assert watcher.get_message(timeout=5)["type"] == "subscribe"
+    pause = 0.6
+
+    def lead() -> str:
+        # A Redis blip while leading: a call times out and the process backs off, so the
+        # release and the wake-up at the end of the flight find Redis backed off.
+        fresh_redis.client().client_pause(int(pause * 1000))
+        with pytest.raises(StoreUnavailable):
+            store.call(lambda r: r.get("t:anything"))
+        return "page"
+
+    started = time.monotonic()
+    assert runner.run("a page", lead, lambda: None) == "page"
+    message = None
+    while message is None and time.monotonic() - started < 10:
+        message = watcher.get_message(timeout=0.1)
+    waited = time.monotonic() - started
+    watcher.close()
+    assert message is not None, "the waiters were never woken"
+    assert json.loads(message["data"]) == {"key": digest("a page"), "problem": None}
+    assert fresh_redis.client().exists(store.key("lock", digest("a page"))) == 0
+    # The blip, the backoff it started, one listener tick, and some slack.
+    assert waited < pause + FIRST_BACKOFF + 0.25 + 0.5
+
+
+def test_a_waiter_finds_the_page_without_the_wake_up(
+    flights: Flights, fresh_redis: RedisServer
+) -> None:
+    runner = flights(10)
+    # Another process leads and will never publish (its wake-up was lost); it stores the page
+    # after 0.2 s.
+    fresh_redis.client().set(runner.store.key("lock", digest("a page")), "silent", px=10_000)
+    stored = threading.Event()
+    timer = threading.Timer(0.2, stored.set)
+    timer.start()
+    started = time.monotonic()
+    found = runner.run("a page", lambda: "own load", lambda: "page" if stored.is_set() else None)
+    waited = time.monotonic() - started
+    timer.join()
+    assert found == "page"
+    assert waited < 0.2 + FOLLOW_POLL + 0.5
+
+
+def test_a_waiter_loads_on_its_own_once_a_lock_outlives_its_longest_lease(
+    flights: Flights, fresh_redis: RedisServer
+) -> None:
+    runner = flights(1)  # our leaders hold a lock 1 s at most; this one says 60 s
+    fresh_redis.client().set(runner.store.key("lock", digest("a page")), "stuck", px=60_000)
+    started = time.monotonic()
+    assert runner.run("a page", lambda: "own load", lambda: None) == "own load"
+    assert time.monotonic() - started < 1 + FOLLOW_POLL + 0.5
 
 
 def test_redis_down_serves_per_process_and_comes_back(

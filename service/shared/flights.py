@@ -3,9 +3,15 @@
 The process-local single flight (PageCache) already collapses a process's own concurrent misses
 into one leader. That leader then takes a Redis lock for the page; the one that gets it loads and
 stores the page, the others wait. When the page is stored (or the load failed) the leader
-publishes the key on one channel, and every process's listener wakes its waiters at once: no
-polling on a timer. If a leader dies its lock expires (its TTL is bounded by the upstream
-timeouts) and one waiter takes over. While Redis is unavailable every process loads on its own.
+releases the lock and publishes the key on one channel in one script, and every process's
+listener wakes its waiters at once. While Redis is unavailable every process loads on its own.
+
+A wake-up can be lost: the leader's process may be in its Redis backoff when it finishes (a blip
+hit one of its calls), or a subscription may be down. So a leader whose release was skipped
+keeps it in a short, bounded list that the listener retries once the backoff is over, and a
+waiter never trusts the wake-up for longer than FOLLOW_POLL: it then looks for the page and the
+lock itself, takes over once the lock is gone, and after the longest a lock can be held (its
+TTL, bounded by the exchange deadline) loads on its own.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import logging
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -31,12 +38,17 @@ _ACQUIRE = """
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
 return redis.call('pttl', KEYS[1])
 """
-# Delete the lock only if it is still ours (it may have expired and been taken over).
+# Delete the lock only if it is still ours (it may have expired and been taken over), then wake
+# the waiters: one round trip, and no waiter can wake to find the lock still there. Neither
+# command is refused when Redis is full (maxmemory, noeviction), so a leader can always finish.
 _RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
+if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
+return redis.call('publish', ARGV[2], ARGV[3])
 """
-_LISTEN_SECONDS = 1.0  # how long one get_message waits; bounds how fast close() is noticed
+FOLLOW_POLL = 0.5
+"""Seconds a waiter waits for the wake-up before it looks at the page and the lock itself."""
+_TICK = 0.25  # one get_message wait: how often skipped releases are retried, close() noticed
+_MAX_PENDING = 256  # skipped releases kept for a retry; past that their locks just expire
 
 
 @dataclass
@@ -45,15 +57,28 @@ class _Waiter:
     problem: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class _Release:
+    """A leader's release and wake-up that Redis's backoff skipped, to retry until `until`."""
+
+    lock: str
+    token: str
+    message: str
+    until: float  # the store's clock: the lock has expired by itself by then
+
+
 class FleetFlights:
     """Run a load once across every process sharing the store, per key."""
 
     def __init__(self, store: SharedStore, lock_seconds: float) -> None:
         self.store = store
+        # The longest a leader may hold a page's lock: the caller bounds it by the exchange
+        # deadline, so a leader that died (or whose release never got through) frees it then.
         self.lock_ms = max(1000, int(lock_seconds * 1000))
         self.channel = store.key("flights")
         self._waiters: dict[str, list[_Waiter]] = {}
         self._lock = threading.Lock()
+        self._pending: deque[_Release] = deque(maxlen=_MAX_PENDING)
         self._closed = threading.Event()
         self._subscribed = threading.Event()
         self._acquire = store.redis.register_script(_ACQUIRE)
@@ -67,7 +92,10 @@ class FleetFlights:
         key = digest(key)  # for the lock, the message and the waiters alike
         lock = self.store.key("lock", key)
         token = uuid.uuid4().hex
-        while True:
+        # A lock lives lock_ms at most, so only a chain of leaders could keep a waiter here
+        # longer: past this it loads on its own.
+        give_up = self.store.clock() + self.lock_ms / 1000 + FOLLOW_POLL
+        while self.store.clock() < give_up:
             waiter = self._watch(key)
             try:
                 try:
@@ -78,16 +106,20 @@ class FleetFlights:
                     return lead()
                 if left == -1:
                     return self._lead(key, lock, token, lead, recheck)
-                # Another process leads: wait for its word, at most until its lock runs out.
-                waiter.event.wait(max(int(left), 50) / 1000)
+                # Another process leads: wait for its word, at most until its lock runs out
+                # and never longer than FOLLOW_POLL (the word may never come).
+                waiter.event.wait(min(max(int(left), 50) / 1000, FOLLOW_POLL))
                 if waiter.problem is not None:
                     raise failure_from_body(waiter.problem)
                 found = recheck()
                 if found is not None:
                     return found
-                # No page and no failure: the leader's lock expired (it died). Try to take over.
+                # No page and no failure: the leader is still at it, or its lock is gone (it
+                # died, or finished without storing the page). Look again, or take over.
             finally:
                 self._unwatch(key, waiter)
+        log.warning("a single flight's lock outlived its longest lease; loading on our own")
+        return lead()
 
     def _lead(
         self,
@@ -108,14 +140,41 @@ class FleetFlights:
             problem = {**exc.body(), "headers": exc.headers}
             raise
         finally:
-            self._publish(key, problem)
-            with contextlib.suppress(StoreUnavailable):  # else the lock expires by itself
-                self.store.call(lambda r: self._release(keys=[lock], args=[token], client=r))
+            message = json.dumps({"key": key, "problem": problem}, separators=(",", ":"))
+            release = _Release(lock, token, message, self.store.clock() + self.lock_ms / 1000)
+            try:
+                self._finish(release)
+            except StoreUnavailable:
+                # Redis is backed off (or failed just now): the listener retries it.
+                self._pending.append(release)
 
-    def _publish(self, key: str, problem: dict[str, Any] | None) -> None:
-        message = json.dumps({"key": key, "problem": problem}, separators=(",", ":"))
-        with contextlib.suppress(StoreUnavailable):  # else waiters wake when the lock expires
-            self.store.call(lambda r: r.publish(self.channel, message))
+    def _finish(self, release: _Release) -> None:
+        """Release the lock if it is still ours and wake every waiter, in one script."""
+        self.store.call(
+            lambda r: self._release(
+                keys=[release.lock],
+                args=[release.token, self.channel, release.message],
+                client=r,
+            )
+        )
+
+    def _retry_pending(self) -> None:
+        """Send the releases the backoff skipped, oldest first, while Redis answers; those
+        whose lock has expired by itself are dropped (their waiters have looked by then)."""
+        for _ in range(len(self._pending)):  # those pending now: a bounded pass
+            if not self.store.available:
+                break
+            try:
+                release = self._pending.popleft()
+            except IndexError:
+                break
+            if self.store.clock() >= release.until:
+                continue
+            try:
+                self._finish(release)
+            except StoreUnavailable:
+                self._pending.appendleft(release)
+                break
 
     def _watch(self, key: str) -> _Waiter:
         waiter = _Waiter()
@@ -149,19 +208,22 @@ class FleetFlights:
         return self._subscribed.wait(timeout)
 
     def _listen(self) -> None:
-        """Keep one subscription to the flights channel; re-subscribe after Redis outages."""
+        """Keep one subscription to the flights channel; re-subscribe after Redis outages; retry
+        the releases a backoff skipped."""
         while not self._closed.is_set():
             pubsub = None
             try:
                 if not self.store.available:
-                    self._closed.wait(0.5)
+                    self._closed.wait(_TICK)
                     continue
                 pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(self.channel)
                 self._subscribed.set()
                 self.store.succeeded()
                 while not self._closed.is_set():
-                    message = pubsub.get_message(timeout=_LISTEN_SECONDS)
+                    if self._pending:
+                        self._retry_pending()
+                    message = pubsub.get_message(timeout=_TICK)
                     if message and message.get("type") == "message":
                         self._wake(message["data"])
             except Exception as exc:  # any Redis or socket failure: back off, then retry
@@ -175,4 +237,4 @@ class FleetFlights:
     def close(self) -> None:
         """Stop the listener."""
         self._closed.set()
-        self._listener.join(timeout=_LISTEN_SECONDS + 1)
+        self._listener.join(timeout=_TICK + 1)
