@@ -47,7 +47,7 @@ class LimitState(NamedTuple):
             ("RateLimit", f'"music";r={remaining};t={reset_in}'),
             ("X-RateLimit-Limit", str(amount)),
             ("X-RateLimit-Remaining", str(remaining)),
-            ("X-RateLimit-Reset", str(int(self.reset_at))),
+            ("X-RateLimit-Reset", str(math.ceil(self.reset_at))),  # as t: never before it
         ]
         if self.breached:
             headers.append(("Retry-After", str(max(1, reset_in))))
@@ -252,9 +252,15 @@ def _counters(limit: str, bucket: str) -> tuple[_Counter, ...]:
 def _reset_at(
     expiry: int, previous: float, previous_ttl: float, current: float, current_ttl: float
 ) -> float:
-    """When the next request frees up (limits' SlidingWindowCounterRateLimiter.get_window_stats)."""
+    """When the next request frees up (limits' SlidingWindowCounterRateLimiter.get_window_stats).
+
+    The current counter lives two windows, so its TTL is in (expiry, 2 * expiry] and the
+    window ends TTL - expiry from now. limits takes TTL % expiry, which is 0 when the TTL is a
+    whole 2 * expiry: the first hit of a window in Redis (a fresh counter set with PX 2 *
+    expiry) or in memory on a window boundary then read "resets now" (RateLimit t=0).
+    """
     now = time.time()
     previous_in = previous_ttl % (expiry / previous) if previous else math.inf
-    current_in = current_ttl % expiry if current else math.inf
+    current_in = (current_ttl % expiry or expiry) if current else math.inf
     soonest = min(previous_in, current_in)
     return now if soonest == math.inf else now + soonest

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import re
+import time
+
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.datastructures import Headers
 
 from service.config import ClientSettings, LimitSettings
+from service.limits import _reset_at
 
 from .helpers import AppFactory
 from .test_clients import ADMIN_KEY, CLIENTS, WEB_KEY, bearer
@@ -37,6 +43,30 @@ def test_headers_count_down_then_429(limited: FlaskClient) -> None:
     assert "3 per 1 minute" in body["detail"]
     assert 1 <= int(over.headers["Retry-After"]) <= 60
     assert over.headers["X-RateLimit-Remaining"] == "0"
+
+
+def reset_of(headers: Headers) -> tuple[int, int]:
+    """RateLimit's t (seconds to the reset) and X-RateLimit-Reset (epoch seconds)."""
+    found = re.search(r";t=(\d+)\Z", headers["RateLimit"])
+    assert found is not None
+    return int(found.group(1)), int(headers["X-RateLimit-Reset"])
+
+
+def test_the_first_request_of_a_window_resets_at_the_windows_end(limited: FlaskClient) -> None:
+    before = time.time()
+    t, reset = reset_of(limited.get("/music?user=studio", headers=bearer(WEB_KEY)).headers)
+    # In memory a window is aligned to the clock: this one ends at the next whole minute.
+    end = (math.floor(before / 60) + 1) * 60
+    assert 1 <= t <= 60
+    assert abs(reset - end) <= 1
+    assert abs((before + t) - end) <= 1
+
+
+@pytest.mark.parametrize(("current_ttl", "left"), [(120.0, 60.0), (119.5, 59.5), (90.0, 30.0)])
+def test_a_fresh_counters_window_ends_a_window_from_now(current_ttl: float, left: float) -> None:
+    # A counter lives two windows: set with a whole 2 x 60 s (Redis's first hit of a window, or
+    # memory's on a window boundary), its window ends 60 s from now, not now.
+    assert _reset_at(60, 0, 0.0, 1, current_ttl) - time.time() == pytest.approx(left, abs=0.1)
 
 
 def test_clients_have_separate_buckets(limited: FlaskClient) -> None:

@@ -390,6 +390,20 @@ def test_an_open_breaker_is_shared_and_one_replica_probes(
     assert sandbox.state.call_count() == 4
 
 
+def test_the_first_request_of_a_window_in_redis_resets_a_window_from_now(
+    replica: Replica, sandbox: SandboxServer
+) -> None:
+    key, digest = mint_key()
+    limited = ClientSettings("fresh", (digest,), frozenset({"*"}), "5/minute")
+    app = replica(clients=(limited,))
+    before = time.time()
+    resp = app.test_client().get(PAGE, headers={"Authorization": f"Bearer {key}"})
+    assert resp.status_code == 200
+    # Redis's windows start at a counter's first hit: this one ends a minute from now.
+    assert resp.headers["RateLimit"] in ('"music";r=4;t=60', '"music";r=4;t=59')
+    assert before + 59 <= int(resp.headers["X-RateLimit-Reset"]) <= time.time() + 61
+
+
 def test_a_clients_limit_is_exact_across_replicas(
     replica: Replica, sandbox: SandboxServer, fresh_redis: RedisServer
 ) -> None:
