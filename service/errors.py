@@ -84,6 +84,9 @@ class UpstreamFailure(Problem):
     circuit breaker (a 5xx-class answer, a timeout, an unreachable upstream).
     """
 
+    always_outage: ClassVar[bool] = False
+    """True: every failure of the class is an outage, whatever the code raising it passed."""
+
     def __init__(
         self,
         detail: str,
@@ -95,7 +98,7 @@ class UpstreamFailure(Problem):
     ) -> None:
         super().__init__(detail, errors=errors, headers=headers)
         self.upstream_status = upstream_status
-        self.outage = outage
+        self.outage = outage or self.always_outage
 
     @property
     def stale_ok(self) -> bool:
@@ -121,10 +124,12 @@ class UpstreamError(UpstreamFailure):
 
 class UpstreamTimeout(UpstreamFailure):
     status, code, title = 504, "upstream_timeout", "The upstream did not answer in time"
+    always_outage = True  # whichever step noticed the deadline (a read, the watchdog, retries)
 
 
 class UpstreamUnreachable(UpstreamFailure):
     status, code, title = 502, "upstream_unreachable", "The upstream could not be reached"
+    always_outage = True
 
 
 class UpstreamUnavailable(UpstreamFailure):

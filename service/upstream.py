@@ -178,10 +178,10 @@ class UpstreamClient:
                 if ex.expired:
                     # Cut at the deadline, http.client may take the EOF for the end of the
                     # headers or of the body: whatever arrived is not the answer.
-                    raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True)
+                    raise UpstreamTimeout(TIMEOUT_DETAIL)
             except UpstreamFailure:
                 if ex.expired:
-                    raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True) from None
+                    raise UpstreamTimeout(TIMEOUT_DETAIL) from None
                 raise
         seconds = time.monotonic() - started
         ANSWERED_LINES.emit(
@@ -221,7 +221,7 @@ class UpstreamClient:
                 time.sleep(max(0.0, min(backoff_seconds(attempt), ex.remaining())))
             left = ex.remaining()
             if left <= 0:
-                raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True)
+                raise UpstreamTimeout(TIMEOUT_DETAIL)
             try:
                 resp = self._host.urlopen(
                     "GET",
@@ -239,7 +239,7 @@ class UpstreamClient:
                 )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if ex.expired:
-                    raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True) from None
+                    raise UpstreamTimeout(TIMEOUT_DETAIL) from None
                 malformed = _malformed_answer(exc)
                 if malformed is not None:
                     # The upstream answered, but not in HTTP we accept (a 70 KB header line,
@@ -250,7 +250,7 @@ class UpstreamClient:
                     ) from None
                 if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
                     # Never retried: it already cost read_timeout seconds.
-                    raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True) from None
+                    raise UpstreamTimeout(TIMEOUT_DETAIL) from None
                 if attempt < retries:
                     continue  # no connection, or it broke before an answer: try again
                 # NewConnectionError subclasses ConnectTimeoutError in urllib3: a refused or
@@ -258,11 +258,9 @@ class UpstreamClient:
                 if isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(
                     exc, urllib3.exceptions.NewConnectionError
                 ):
-                    raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True) from None
+                    raise UpstreamTimeout(TIMEOUT_DETAIL) from None
                 log.warning("upstream unreachable: %s", type(exc).__name__)
-                raise UpstreamUnreachable(
-                    "The upstream could not be reached.", outage=True
-                ) from None
+                raise UpstreamUnreachable("The upstream could not be reached.") from None
             if resp.status in RETRY_STATUSES and attempt < retries:
                 resp.close()  # drop the connection rather than read a body we will not use
                 resp.release_conn()
@@ -291,12 +289,10 @@ class UpstreamClient:
                 if identity and resp.tell() == length:
                     break  # all of it: no read just to learn that nothing follows
         except urllib3.exceptions.ReadTimeoutError:
-            raise UpstreamTimeout(
-                "The upstream's answer did not arrive in time.", outage=True
-            ) from None
+            raise UpstreamTimeout("The upstream's answer did not arrive in time.") from None
         except (urllib3.exceptions.HTTPError, OSError, EOFError, ValueError) as exc:
             if ex.expired:
-                raise UpstreamTimeout(TIMEOUT_DETAIL, outage=True) from None
+                raise UpstreamTimeout(TIMEOUT_DETAIL) from None
             log.warning("upstream body broken: %s", type(exc).__name__)
             raise UpstreamError(
                 "The upstream's answer was cut off or undecodable.",

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from service.config import Secret, UpstreamSettings
-from service.errors import BreakerOpen, UpstreamError, UpstreamTimeout
+from service.errors import BreakerOpen, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from service.guards import CLEAR, Guards
 from service.guards.memory import MemoryGuardStore
 from service.sandbox import SandboxServer
@@ -189,6 +189,18 @@ def test_half_open_lets_exactly_one_probe_through() -> None:
     guards.succeeded("1001")
     guards.admit("1001")
     assert guards.store.read("1001") == CLEAR
+
+
+def test_every_timeout_and_unreachable_upstream_is_an_outage_whoever_raised_it() -> None:
+    clock = Clock()
+    guards = _guards(clock, failures=3)
+    # Raised without saying so (as a body read that noticed the deadline did): still outages.
+    guards.failed("1001", UpstreamTimeout("slow"))
+    guards.failed("1001", UpstreamUnreachable("gone"))
+    assert guards.store.read("1001").failures == 2
+    guards.failed("1001", UpstreamTimeout("slow", outage=False))
+    with pytest.raises(BreakerOpen):
+        guards.admit("1001")
 
 
 def test_a_lost_probe_lease_expires() -> None:

@@ -17,6 +17,7 @@ import requests
 
 from service.sandbox import SandboxServer
 from service.sandbox.data import SONG, full_record
+from service.watchdog import Watchdog
 
 from . import contract
 from .helpers import AppFactory, live_service
@@ -278,6 +279,38 @@ def test_body_drip_is_bound_by_the_same_deadline(
     started = time.monotonic()
     problem(client.get("/music?user=studio"), 504, "upstream_timeout")
     assert time.monotonic() - started < 2.0
+
+
+class _LateWatchdog(Watchdog):
+    """A watchdog whose thread has not run yet (a busy worker's greenlet, a starved thread):
+    nothing marks an exchange expired or cuts its socket, so only the body read's own deadline
+    check notices the deadline."""
+
+    def _ensure_thread(self) -> None:
+        """Never started."""
+
+
+def test_a_body_read_past_the_deadline_before_the_watchdog_fires_is_an_outage(
+    make_app: AppFactory, sandbox: SandboxServer
+) -> None:
+    app = make_app(
+        upstream_read_timeout=2.0, upstream_deadline=0.5, upstream_breaker_failures=2, cache_ttl=0
+    )
+    upstream = app.extensions["music"].client
+    upstream.watchdog = _LateWatchdog()
+    client = app.test_client()
+    sandbox.state.set_fault("1001", {"kind": "status", "status": 500}, times=1)
+    problem(client.get("/music?user=studio"), 502, "upstream_error")
+    assert upstream.guards.store.read("1001").failures == 1
+    # The whole body arrives, a few bytes every 50 ms for 1 s: past the 0.5 s deadline.
+    sandbox.state.set_fault("1001", {"kind": "drip", "interval": 0.05, "seconds": 1.0}, times=1)
+    problem(client.get("/music?user=studio"), 504, "upstream_timeout")
+    state = upstream.guards.store.read("1001")
+    assert state.failures == 2  # a second outage in a row, not a success that resets the count
+    assert state.open_until > 0
+    calls = sandbox.state.call_count()
+    problem(client.get("/music?user=studio"), 503, "upstream_unavailable")
+    assert sandbox.state.call_count() == calls  # the open breaker made no call
 
 
 def test_header_drip_that_ends_in_time_is_a_page(
