@@ -57,7 +57,7 @@ def create_app(
     # which call the same rule functions as /music's handler. Order matters: after-hooks run
     # in reverse, so metrics (first) counts the final response; then the request id and trace
     # (its after-hook logs the final response), then the caller.
-    metrics.register(app, measures, settings.metrics)
+    metrics.register(app, measures, settings)
     access.register(app)
     errors.register(app)
     auth.register(app, authenticator)

@@ -211,7 +211,8 @@ class LibrarySettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    """[metrics]: who may scrape /metrics (by default anyone, like /healthz)."""
+    """[metrics]: who may scrape /metrics (Settings.metrics_access: without either key, anyone
+    in open mode, nobody once keys or OIDC are configured)."""
 
     allow: tuple[str, ...] = ()  # CIDRs of the caller's address (after proxy_hops); () = any
     token_sha256: tuple[str, ...] = ()  # SHA-256 of accepted bearer tokens; () = none needed
@@ -244,6 +245,24 @@ class Settings:
         if len(self.users) == 1:
             return next(iter(self.users))
         return None
+
+    @property
+    def mode(self) -> str:
+        """Who may call: "open" (anyone), "keyed" ([[clients]]), "OIDC", or "keyed+OIDC"."""
+        if self.clients and self.oidc is not None:
+            return "keyed+OIDC"
+        if self.clients:
+            return "keyed"
+        return "OIDC" if self.oidc is not None else "open"
+
+    @property
+    def metrics_access(self) -> str:
+        """Who may read /metrics: "restricted" ([metrics] allow or token_sha256), else "open" in
+        open mode and "closed" once callers need a credential: the metrics name every alias
+        and client, which a key holder must not learn."""
+        if self.metrics.allow or self.metrics.token_sha256:
+            return "restricted"
+        return "open" if self.mode == "open" else "closed"
 
     def describe(self) -> dict[str, Any]:
         """The effective configuration as plain data, with the token masked."""
@@ -292,6 +311,7 @@ class Settings:
             "metrics": {
                 "allow": list(self.metrics.allow),
                 "token_sha256": list(self.metrics.token_sha256),
+                "access": self.metrics_access,
             },
         }
 
