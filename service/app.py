@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from . import access, auth, cors, errors, limits, logs, meta, metrics, music
+from . import access, auth, cors, errors, limits, logs, master, meta, metrics, music
 from .bulkhead import Bulkhead
 from .cache import MemoryBackend, PageCache
 from .config import Settings, ineffective_keys, load_settings
@@ -25,12 +25,15 @@ log = logging.getLogger(__name__)
 def create_app(
     settings: Settings | None = None, *, clock: Callable[[], float] = time.time
 ) -> Flask:
-    """Build the WSGI app; without settings, read them from MUSIC_CONFIG and the environment.
+    """Build the WSGI app; without settings, the ones gunicorn's master validated (a worker
+    inherits them: service.master), else read from MUSIC_CONFIG and the environment.
 
     clock is the time source of the page cache and the upstream guards (cooldowns, breaker),
     for tests that age pages and guard states without waiting.
     """
-    settings = settings if settings is not None else load_settings()
+    if settings is None:
+        held = master.held()
+        settings = held if held is not None else load_settings()
     logs.redact([settings.upstream.token.reveal()])
     logs.skip_unused_record_fields()
     app = Flask("service")
