@@ -23,10 +23,11 @@ import sys
 from service import master, multiproc
 from service.config import ConfigError, load_settings
 from service.logs import logging_config
+from service.startup import DEFAULT_WORKERS, log_summary
 
 bind = os.environ.get("MUSIC_BIND", "0.0.0.0:8080")
 worker_class = "service.worker.ProblemWorker"
-workers = int(os.environ.get("MUSIC_WORKERS", "2"))
+workers = int(os.environ.get("MUSIC_WORKERS", str(DEFAULT_WORKERS)))
 # Connections one worker serves at once: in-flight requests (>= 1000 waiting on the upstream:
 # bulkhead slots, callers waiting for a slot, followers of single flights) plus idle keep-alive
 # and slow connections. Each costs one greenlet (a few KB) and one file descriptor; past it the
@@ -73,7 +74,7 @@ def _raise_nofile_limit() -> None:
 
 def on_starting(server: object) -> None:
     """Read and validate the configuration once, for every worker: refuse to start, with one
-    line per error, when it is unusable."""
+    line per error, when it is unusable; else say what runs."""
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -81,6 +82,7 @@ def on_starting(server: object) -> None:
             print(f"music-facade: configuration error: {line}", file=sys.stderr)
         sys.exit(2)
     master.hold(settings)  # the workers, forked later, inherit it and never read the file
+    log_summary(settings, server.cfg.workers)  # type: ignore[attr-defined]
     _raise_nofile_limit()  # the workers, forked later, inherit it
     # Before any worker imports prometheus_client: it picks its multiprocess mode at import.
     master.hold_metrics_dir(*multiproc.prepare(os.environ))
@@ -91,13 +93,16 @@ def on_reload(server: object) -> None:
     file is logged and the last good configuration stays (the new workers get it); a good one
     is what every worker forked from now on serves."""
     try:
-        master.reload()
+        settings = master.reload()
     except Exception:
         # Whatever the file holds, the master must keep serving: an exception here would end
         # gunicorn's main loop, and the pod with it.
         logging.getLogger("service.master").exception(
             "configuration reload failed, still serving the previous configuration"
         )
+        return
+    if settings is not None:
+        log_summary(settings, server.cfg.workers)  # type: ignore[attr-defined]
 
 
 def child_exit(server: object, worker: object) -> None:

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from . import access, auth, cors, errors, limits, logs, master, meta, metrics, music
+from . import access, auth, cors, errors, limits, logs, master, meta, metrics, music, startup
 from .bulkhead import Bulkhead
 from .cache import MemoryBackend, PageCache
-from .config import Settings, ineffective_keys, load_settings
+from .config import Settings, load_settings
 from .guards import Guards
 from .proxies import TrustedProxyFix
 from .upstream import UpstreamClient
@@ -31,8 +31,8 @@ def create_app(
     clock is the time source of the page cache and the upstream guards (cooldowns, breaker),
     for tests that age pages and guard states without waiting.
     """
+    held = master.held()
     if settings is None:
-        held = master.held()
         settings = held if held is not None else load_settings()
     logs.redact([settings.upstream.token.reveal()])
     logs.skip_unused_record_fields()
@@ -79,10 +79,8 @@ def create_app(
         # inside (limits, logs) sees the caller's address.
         networks = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
-    for line in ineffective_keys(settings):
-        log.warning("%s", line)
-    if not authenticator.required:
-        log.warning("no [[clients]] or [oidc] configured: /music is open to anyone")
+    if settings is not held:  # the master said what runs already, once for all workers
+        startup.log_summary(settings, workers=1)
     return app
 
 
