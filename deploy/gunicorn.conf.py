@@ -15,18 +15,19 @@ This file must not import requests (or anything that imports it): the master run
 the workers monkey-patch ssl/socket; see service/worker.py.
 """
 
+import logging
 import os
 import resource
 import sys
-from pathlib import Path
 
-from service import multiproc
+from service import master, multiproc
 from service.config import ConfigError, load_settings
 from service.logs import logging_config
+from service.startup import DEFAULT_WORKERS, log_summary
 
 bind = os.environ.get("MUSIC_BIND", "0.0.0.0:8080")
 worker_class = "service.worker.ProblemWorker"
-workers = int(os.environ.get("MUSIC_WORKERS", "2"))
+workers = int(os.environ.get("MUSIC_WORKERS", str(DEFAULT_WORKERS)))
 # Connections one worker serves at once: in-flight requests (>= 1000 waiting on the upstream:
 # bulkhead slots, callers waiting for a slot, followers of single flights) plus idle keep-alive
 # and slow connections. Each costs one greenlet (a few KB) and one file descriptor; past it the
@@ -66,30 +67,53 @@ def _raise_nofile_limit() -> None:
 
 # PROMETHEUS_MULTIPROC_DIR (service/multiproc.py): each worker's metric files, summed by
 # /metrics. The operator's directory if set (emptied at start), else a temporary one.
-_metrics_dir: Path | None = None
-_metrics_dir_made = False
+#
+# gunicorn executes this file anew on SIGHUP, so nothing the master must remember (the
+# configuration, the metrics directory) is kept in its globals: service.master holds it.
 
 
 def on_starting(server: object) -> None:
-    """Refuse to start, with one line naming the key, when the configuration is unusable."""
+    """Read and validate the configuration once, for every worker: refuse to start, with one
+    line per error, when it is unusable; else say what runs."""
     try:
-        load_settings()
+        settings = load_settings()
     except ConfigError as exc:
-        print(f"music-facade: configuration error: {exc}", file=sys.stderr)
+        for line in exc.errors:
+            print(f"music-facade: configuration error: {line}", file=sys.stderr)
         sys.exit(2)
+    master.hold(settings)  # the workers, forked later, inherit it and never read the file
+    log_summary(settings, server.cfg.workers)  # type: ignore[attr-defined]
     _raise_nofile_limit()  # the workers, forked later, inherit it
     # Before any worker imports prometheus_client: it picks its multiprocess mode at import.
-    global _metrics_dir, _metrics_dir_made
-    _metrics_dir, _metrics_dir_made = multiproc.prepare(os.environ)
+    master.hold_metrics_dir(*multiproc.prepare(os.environ))
+
+
+def on_reload(server: object) -> None:
+    """SIGHUP: read the configuration again before gunicorn forks the new workers. A broken
+    file is logged and the last good configuration stays (the new workers get it); a good one
+    is what every worker forked from now on serves."""
+    try:
+        settings = master.reload()
+    except Exception:
+        # Whatever the file holds, the master must keep serving: an exception here would end
+        # gunicorn's main loop, and the pod with it.
+        logging.getLogger("service.master").exception(
+            "configuration reload failed, still serving the previous configuration"
+        )
+        return
+    if settings is not None:
+        log_summary(settings, server.cfg.workers)  # type: ignore[attr-defined]
 
 
 def child_exit(server: object, worker: object) -> None:
     """A worker is gone: its in-flight and per-process gauges leave /metrics with it."""
-    if _metrics_dir is not None:
-        multiproc.mark_process_dead(worker.pid, _metrics_dir)  # type: ignore[attr-defined]
+    held = master.metrics_dir()
+    if held is not None:
+        multiproc.mark_process_dead(worker.pid, held[0])  # type: ignore[attr-defined]
 
 
 def on_exit(server: object) -> None:
     """Remove the metrics directory the master made (an operator's own is left in place)."""
-    if _metrics_dir is not None and _metrics_dir_made:
-        multiproc.remove(_metrics_dir)
+    held = master.metrics_dir()
+    if held is not None and held[1]:
+        multiproc.remove(held[0])

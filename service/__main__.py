@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
-from .config import ALIAS_PATTERN, NAME_RULE, ConfigError, ineffective_keys, load_settings
+from .config import ALIAS_PATTERN, NAME_RULE, ConfigError, load_settings
+from .startup import DEFAULT_WORKERS, summarize
 
 DEMO_CONFIG = """\
 default_user = "studio"
@@ -27,14 +29,23 @@ empty = "1003"
 
 
 def check_config(path: str | None = None) -> int:
-    """Print the effective configuration (token masked), or every line that is wrong."""
+    """Print the effective configuration (token masked), or every line that is wrong; on
+    stderr, what it runs as (the start-up line) and its warnings."""
+    errors = []
     try:
         settings = load_settings(path=path)
     except ConfigError as exc:
-        for line in exc.errors:
+        errors += exc.errors
+    workers = os.environ.get("MUSIC_WORKERS", str(DEFAULT_WORKERS))
+    if not workers.isdecimal() or int(workers) < 1:  # as deploy/gunicorn.conf.py reads it
+        errors.append(f"MUSIC_WORKERS: {workers!r} is not a positive number of workers")
+    if errors:
+        for line in errors:
             print(f"music-facade: configuration error: {line}", file=sys.stderr)
         return 2
-    for line in ineffective_keys(settings):
+    summary = summarize(settings, int(workers))
+    print(f"music-facade: runs: {summary.line}", file=sys.stderr)
+    for line in summary.warnings:
         print(f"music-facade: warning: {line}", file=sys.stderr)
     print(json.dumps(settings.describe(), indent=2))
     return 0

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from . import access, auth, cors, errors, limits, logs, meta, metrics, music
+from . import access, auth, cors, errors, limits, logs, master, meta, metrics, music, startup
 from .bulkhead import Bulkhead
 from .cache import MemoryBackend, PageCache
-from .config import Settings, ineffective_keys, load_settings
+from .config import Settings, load_settings
 from .guards import Guards
 from .proxies import TrustedProxyFix
 from .upstream import UpstreamClient
@@ -25,12 +25,15 @@ log = logging.getLogger(__name__)
 def create_app(
     settings: Settings | None = None, *, clock: Callable[[], float] = time.time
 ) -> Flask:
-    """Build the WSGI app; without settings, read them from MUSIC_CONFIG and the environment.
+    """Build the WSGI app; without settings, the ones gunicorn's master validated (a worker
+    inherits them: service.master), else read from MUSIC_CONFIG and the environment.
 
     clock is the time source of the page cache and the upstream guards (cooldowns, breaker),
     for tests that age pages and guard states without waiting.
     """
-    settings = settings if settings is not None else load_settings()
+    held = master.held()
+    if settings is None:
+        settings = held if held is not None else load_settings()
     logs.redact([settings.upstream.token.reveal()])
     logs.skip_unused_record_fields()
     app = Flask("service")
@@ -57,7 +60,7 @@ def create_app(
     # which call the same rule functions as /music's handler. Order matters: after-hooks run
     # in reverse, so metrics (first) counts the final response; then the request id and trace
     # (its after-hook logs the final response), then the caller.
-    metrics.register(app, measures, settings.metrics)
+    metrics.register(app, measures, settings)
     access.register(app)
     errors.register(app)
     auth.register(app, authenticator)
@@ -76,10 +79,8 @@ def create_app(
         # inside (limits, logs) sees the caller's address.
         networks = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
-    for line in ineffective_keys(settings):
-        log.warning("%s", line)
-    if not authenticator.required:
-        log.warning("no [[clients]] or [oidc] configured: /music is open to anyone")
+    if settings is not held:  # the master said what runs already, once for all workers
+        startup.log_summary(settings, workers=1)
     return app
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import math
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from limits import parse_many
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 from marshmallow.types import UnknownOption
 
 # \A…\Z, not ^…$: Python's $ also matches before a trailing newline.
@@ -208,7 +211,8 @@ class LibrarySettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    """[metrics]: who may scrape /metrics (by default anyone, like /healthz)."""
+    """[metrics]: who may scrape /metrics (Settings.metrics_access: without either key, anyone
+    in open mode, nobody once keys or OIDC are configured)."""
 
     allow: tuple[str, ...] = ()  # CIDRs of the caller's address (after proxy_hops); () = any
     token_sha256: tuple[str, ...] = ()  # SHA-256 of accepted bearer tokens; () = none needed
@@ -241,6 +245,24 @@ class Settings:
         if len(self.users) == 1:
             return next(iter(self.users))
         return None
+
+    @property
+    def mode(self) -> str:
+        """Who may call: "open" (anyone), "keyed" ([[clients]]), "OIDC", or "keyed+OIDC"."""
+        if self.clients and self.oidc is not None:
+            return "keyed+OIDC"
+        if self.clients:
+            return "keyed"
+        return "OIDC" if self.oidc is not None else "open"
+
+    @property
+    def metrics_access(self) -> str:
+        """Who may read /metrics: "restricted" ([metrics] allow or token_sha256), else "open" in
+        open mode and "closed" once callers need a credential: the metrics name every alias
+        and client, which a key holder must not learn."""
+        if self.metrics.allow or self.metrics.token_sha256:
+            return "restricted"
+        return "open" if self.mode == "open" else "closed"
 
     def describe(self) -> dict[str, Any]:
         """The effective configuration as plain data, with the token masked."""
@@ -289,11 +311,17 @@ class Settings:
             "metrics": {
                 "allow": list(self.metrics.allow),
                 "token_sha256": list(self.metrics.token_sha256),
+                "access": self.metrics_access,
             },
         }
 
 
 # --- the file's schema -------------------------------------------------------------------------
+
+
+# No setting needs more; and a larger integer (TOML's hex ints escape Python's 4300-digit limit
+# on parsing) could not be printed by check-config or turned into a float.
+_INT_MAX = 2**63 - 1
 
 
 class _StrictInt(fields.Integer):
@@ -302,15 +330,21 @@ class _StrictInt(fields.Integer):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kw: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.make_error("invalid")
+        if abs(value) > _INT_MAX:
+            raise ValidationError(f"Not a valid integer: larger than {_INT_MAX}.")
         return value
 
 
 class _StrictNumber(fields.Float):
-    """A number that TOML wrote as a number: no strings or booleans."""
+    """A finite number that TOML wrote as a number: no strings, booleans, inf or nan."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kw: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.make_error("invalid")
+        if isinstance(value, int) and abs(value) > _INT_MAX:
+            raise ValidationError(f"Not a valid number: larger than {_INT_MAX}.")
+        if not math.isfinite(value):
+            raise ValidationError("Not a valid number: must be finite (no inf or nan).")
         return float(value)
 
 
@@ -319,8 +353,26 @@ def _positive(what: str) -> validate.Range:
 
 
 class _StrictSchema(Schema):
+    """A table whose unknown keys are errors, each with the closest known key as a hint."""
+
     class Meta:
-        unknown: UnknownOption = RAISE
+        # Unknown keys are reported by _unknown_keys, which (unlike RAISE's fixed message)
+        # can name the key that was probably meant.
+        unknown: UnknownOption = EXCLUDE
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _unknown_keys(self, data: Any, original: Any, **kw: Any) -> None:
+        if not isinstance(original, Mapping):
+            return  # not a table: the field's own error says so
+        known = [f.data_key or name for name, f in self.load_fields.items()]
+        errors: dict[str, list[str]] = {}
+        for key in original:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" Did you mean `{close[0]}`?" if close else ""
+                errors[key] = [f"Unknown field.{hint}"]
+        if errors:
+            raise ValidationError(errors)
 
 
 class _UpstreamSchema(_StrictSchema):
@@ -516,43 +568,68 @@ class _FileSchema(_StrictSchema):
     oidc = fields.Nested(_OidcSchema)
     metrics = fields.Nested(_MetricsSchema)
 
-    @validates_schema
-    def _check_oidc_scopes(self, data: dict[str, Any], **kw: Any) -> None:
-        for value, aliases in data.get("oidc", {}).get("scopes", {}).items():
-            for alias in aliases:
-                if alias != "*" and alias not in data.get("users", {}):
-                    raise ValidationError(
-                        f"'{alias}' (for '{value}') is not an alias in [users]", "oidc.scopes"
-                    )
+    # The cross-field checks run even when other keys are wrong, on whatever is valid, and
+    # report every problem they find: check-config shows every error in one run. An alias is
+    # looked up among the file's [users] keys (even one whose value is wrong has its own error).
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _check_oidc_scopes(self, data: dict[str, Any], original: Any, **kw: Any) -> None:
+        users = _file_aliases(original)
+        if users is None:
+            return  # [users] missing or not a table: its own error says so
+        errors = [
+            f"'{alias}' (for '{value}') is not an alias in [users]"
+            for value, aliases in data.get("oidc", {}).get("scopes", {}).items()
+            for alias in aliases
+            if alias != "*" and alias not in users
+        ]
+        if errors:
+            raise ValidationError({"oidc.scopes": errors})
 
-    # Runs even when other keys are wrong: every error is reported at once.
-    @validates_schema(skip_on_field_errors=False)
-    def _check_users(self, data: dict[str, Any], **kw: Any) -> None:
-        if "users" not in data:
-            return  # missing or invalid: its own error says so
-        users = data["users"]
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _check_users(self, data: dict[str, Any], original: Any, **kw: Any) -> None:
+        users = _file_aliases(original)
+        if users is None:
+            return  # missing or not a table: its own error says so
         if not users:
             raise ValidationError("must name at least one alias = upstream user_id", "users")
         default = data.get("default_user")
         if default is not None and default not in users:
             raise ValidationError(f"'{default}' is not an alias in [users]", "default_user")
 
-    @validates_schema
-    def _check_clients(self, data: dict[str, Any], **kw: Any) -> None:
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _check_clients(self, data: dict[str, Any], original: Any, **kw: Any) -> None:
+        clients = data.get("clients", [])
+        given = original.get("clients", []) if isinstance(original, Mapping) else None
+        if not isinstance(given, list) or len(given) != len(clients):
+            return  # an entry that is not a table left the list: positions would be wrong
+        users = _file_aliases(original) or set()  # none: [users]'s own error says why
         names: set[str] = set()
         hashes: set[str] = set()
-        for i, client in enumerate(data.get("clients", [])):
-            where = f"clients.{i}"
-            if client["name"] in names:
-                raise ValidationError(f"'{client['name']}' is used by another client", where)
-            names.add(client["name"])
-            for alias in client["users"]:
-                if alias != "*" and alias not in data.get("users", {}):
-                    raise ValidationError(f"users: '{alias}' is not an alias in [users]", where)
-            for digest in client["key_sha256"]:
+        errors: dict[str, list[str]] = {}
+        for i, client in enumerate(clients):
+            found = errors.setdefault(f"clients.{i}", [])
+            name = client.get("name")  # absent when invalid: its own error says so
+            if name is not None and name in names:
+                found.append(f"'{name}' is used by another client")
+            names.add(name)
+            for alias in client.get("users", []) if users else []:
+                if alias != "*" and alias not in users:
+                    found.append(f"users: '{alias}' is not an alias in [users]")
+            for digest in client.get("key_sha256", []):
                 if digest in hashes:
-                    raise ValidationError("key_sha256: a key is listed twice", where)
+                    found.append("key_sha256: a key is listed twice")
                 hashes.add(digest)
+        errors = {where: lines for where, lines in errors.items() if lines}
+        if errors:
+            raise ValidationError(errors)
+
+
+def _file_aliases(original: Any) -> set[str] | None:
+    """The aliases the file's [users] table names; None when it has none or it is no table."""
+    if not isinstance(original, Mapping):
+        return None
+    users = original.get("users")
+    return set(users) if isinstance(users, Mapping) else None
 
 
 def _all_errors(messages: Any, path: str = "") -> list[str]:
@@ -586,13 +663,33 @@ def _hint(line: str) -> str:
 
 
 def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
-    """Validate a parsed TOML document and the environment into Settings, or raise ConfigError."""
+    """Validate a parsed TOML document and the environment into Settings, or raise ConfigError
+    with every error found: the file's, the token's and Redis's together."""
+    errors: list[str] = []
     try:
         data = _FileSchema().load(dict(document))
     except ValidationError as exc:
-        raise ConfigError(*(_hint(line) for line in _all_errors(exc.messages))) from None
+        errors += [_hint(line) for line in _all_errors(exc.messages)]
+        data = exc.valid_data if isinstance(exc.valid_data, dict) else {}
+        # A token_file that is itself wrong is reported; "no token" would only repeat it.
+        upstream_errors = exc.messages.get("upstream") if isinstance(exc.messages, dict) else None
+        check_token = not (isinstance(upstream_errors, dict) and "token_file" in upstream_errors)
+    else:
+        check_token = True
     upstream = dict(data.get("upstream", {}))
-    token, source = _load_token(upstream.pop("token_file", None), environ)
+    token_file = upstream.pop("token_file", None)
+    token, source = Secret(""), ""
+    if check_token:
+        try:
+            token, source = _load_token(token_file, environ)
+        except ConfigError as exc:
+            errors += exc.errors
+    try:
+        redis = _redis_settings(data.get("redis", {}), environ)
+    except ConfigError as exc:
+        errors += exc.errors
+    if errors:
+        raise ConfigError(*errors)
     if "base_url" in upstream:
         upstream["base_url"] = upstream["base_url"].rstrip("/")
     bulkhead = {k: upstream.pop(k) for k in BULKHEAD_KEYS if k in upstream}
@@ -614,7 +711,7 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         cors_origins=tuple(data.get("cors", {}).get("origins", [])),
         proxy_hops=data.get("server", {}).get("proxy_hops", 0),
         trusted_proxies=tuple(data.get("server", {}).get("trusted_proxies", [])),
-        redis=_redis_settings(data.get("redis", {}), environ),
+        redis=redis,
         bulkhead=BulkheadSettings(**bulkhead),
         library=LibrarySettings(**data.get("library", {})),
         oidc=_oidc_settings(data.get("oidc")),
@@ -717,4 +814,14 @@ def load_settings(environ: Mapping[str, str] | None = None, path: str | None = N
         raise ConfigError(f"MUSIC_CONFIG: cannot read {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"MUSIC_CONFIG: {path} is not valid TOML: {exc}") from None
-    return parse_settings(document, env)
+    except ValueError:
+        # tomllib lets int()'s own error through: more digits than Python converts (4300).
+        raise ConfigError(
+            f"MUSIC_CONFIG: {path}: an integer has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"MUSIC_CONFIG: {path}: arrays or tables nested too deeply") from None
+    try:
+        return parse_settings(document, env)
+    except RecursionError:  # a nesting tomllib could still read, too deep for what follows
+        raise ConfigError(f"MUSIC_CONFIG: {path}: arrays or tables nested too deeply") from None

@@ -369,14 +369,25 @@ class Metrics:
 
 
 class ScrapeAccess:
-    """[metrics] allow and token_sha256: who may read /metrics."""
+    """[metrics] allow and token_sha256: who may read /metrics.
 
-    def __init__(self, settings: MetricsSettings) -> None:
+    closed (Settings.metrics_access): callers need a credential and neither key is set. The
+    metrics name every alias and client, which a key holder must not learn, and no caller's
+    credential opens them: nobody may read them until the operator says who may.
+    """
+
+    def __init__(self, settings: MetricsSettings, *, closed: bool = False) -> None:
         self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in settings.allow)
         self.digests = tuple(bytes.fromhex(d) for d in settings.token_sha256)
+        self.closed = closed
 
     def check(self, remote_addr: str | None, authorization: str | None) -> None:
         """Return if the scrape is allowed; raise MetricsForbidden saying why not."""
+        if self.closed:
+            raise MetricsForbidden(
+                "The metrics are closed: callers need a credential here, and neither "
+                "[metrics] allow nor [metrics] token_sha256 says who may read them."
+            )
         if self.networks and not self._allowed(remote_addr):
             raise MetricsForbidden("This address may not read the metrics ([metrics] allow).")
         if self.digests:
@@ -451,13 +462,14 @@ def _observe(resp: Response) -> Response:
     return resp
 
 
-def register(app: Flask, metrics: Metrics, settings: MetricsSettings) -> None:
+def register(app: Flask, metrics: Metrics, settings: Settings) -> None:
     """Mount /metrics and count every Flask-answered request.
 
     Register before service.access: after-request hooks run in reverse order, so this one
     runs last and counts the final status.
     """
     app.extensions["metrics"] = metrics
-    app.extensions["metrics_access"] = ScrapeAccess(settings)
+    closed = settings.metrics_access == "closed"
+    app.extensions["metrics_access"] = ScrapeAccess(settings.metrics, closed=closed)
     app.after_request(_observe)
     app.register_blueprint(bp)

@@ -254,5 +254,9 @@ def test_metrics_section(tmp_path: Path) -> None:
     assert settings.describe()["metrics"] == {
         "allow": ["10.0.0.0/8", "::1"],
         "token_sha256": [digest],
+        "access": "restricted",
     }
-    assert load(tmp_path, MINIMAL).metrics == MetricsSettings()  # open by default
+    assert load(tmp_path, MINIMAL).metrics == MetricsSettings()
+    assert load(tmp_path, MINIMAL).metrics_access == "open"  # open mode: open by default
+    keyed = MINIMAL + f"[[clients]]\nname = 'web'\nkey_sha256 = '{digest}'\nusers = ['*']\n"
+    assert load(tmp_path, keyed).metrics_access == "closed"  # keys: closed by default

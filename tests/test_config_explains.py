@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from service.config import ineffective_keys, load_settings
 
 BASE = '[users]\nstudio = "1001"\n'
@@ -66,3 +68,76 @@ def test_keys_without_effect_are_warned_about(tmp_path: Path) -> None:
     result = cli("check-config", str(config))
     assert result.returncode == 0
     assert "warning: limits.per_address has no effect" in result.stderr
+
+
+def test_every_error_of_a_file_in_one_run(tmp_path: Path) -> None:
+    # Schema errors, an unknown alias in a client, a duplicate name, a duplicate key and the
+    # missing token: each used to need its own run.
+    digest = '"' + "0" * 64 + '"'
+    config = tmp_path / "music.toml"
+    config.write_text(
+        BASE + '[cache]\nttl = "soon"\n'
+        f'[[clients]]\nname = "web"\nkey_sha256 = {digest}\nusers = ["nobody"]\n'
+        f'[[clients]]\nname = "web"\nkey_sha256 = {digest}\nusers = ["studio"]\n'
+    )
+    result = cli("check-config", str(config), env={"USEAPI_TOKEN": ""})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = [line.removeprefix("music-facade: configuration error: ") for line in
+             result.stderr.splitlines()]  # fmt: skip
+    assert sorted(lines) == [
+        "USEAPI_TOKEN: no upstream token; set USEAPI_TOKEN, USEAPI_TOKEN_FILE or [upstream] "
+        "token_file",
+        "cache.ttl: Not a valid number.",
+        "clients.0: users: 'nobody' is not an alias in [users]",
+        "clients.1: 'web' is used by another client",
+        "clients.1: key_sha256: a key is listed twice",
+    ]
+
+
+def test_an_unknown_key_suggests_the_known_one(tmp_path: Path) -> None:
+    config = tmp_path / "music.toml"
+    config.write_text(
+        "defualt_user = 'studio'\n" + BASE + "[upstream]\nread_timout = 3\n"
+        "[metrics]\nalow = ['10.0.0.0/8']\n[cache]\nzzz = 1\n"
+    )
+    result = cli("check-config", str(config))
+    assert result.returncode == 2
+    assert sorted(result.stderr.splitlines()) == [
+        "music-facade: configuration error: cache.zzz: Unknown field.",  # nothing close
+        "music-facade: configuration error: defualt_user: Unknown field. "
+        "Did you mean `default_user`?",
+        "music-facade: configuration error: metrics.alow: Unknown field. Did you mean `allow`?",
+        "music-facade: configuration error: upstream.read_timout: Unknown field. "
+        "Did you mean `read_timeout`?",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # More digits than Python converts: tomllib let int()'s ValueError through.
+        ("ttl = " + "1" * 4301, "MUSIC_CONFIG: {path}: an integer has more than 4300 digits"),
+        # Hex escapes that limit while parsing, and could not be printed or made a float.
+        ("max_entries = 0x" + "f" * 5000, "cache.max_entries: Not a valid integer: larger than"),
+        ("ttl = 0x" + "f" * 300, "cache.ttl: Not a valid number: larger than"),
+        ("ttl = inf", "cache.ttl: Not a valid number: must be finite"),
+        ("stale_if_error = nan", "cache.stale_if_error: Not a valid number: must be finite"),
+        # tomllib recurses once per level: a RecursionError.
+        ("ttl = " + "[" * 2000 + "]" * 2000, "MUSIC_CONFIG: {path}: arrays or tables nested"),
+        ("ttl = " + "{a = " * 2000 + "1" + "}" * 2000, "MUSIC_CONFIG: {path}: arrays or tables"),
+    ],
+    ids=["4301-digits", "huge-hex-int", "huge-hex-number", "inf", "nan", "arrays", "tables"],
+)
+def test_hostile_numbers_and_nesting_give_one_line(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    config = tmp_path / "music.toml"
+    config.write_text(BASE + "[cache]\n" + value + "\n")
+    result = cli("check-config", str(config))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    prefix = "music-facade: configuration error: "
+    assert line.startswith(prefix + expected.format(path=config)), line

@@ -119,7 +119,9 @@ def test_breaker_open_until(make_app: AppFactory, sandbox: SandboxServer) -> Non
 
 def test_rate_limited_by_client_name(make_app: AppFactory) -> None:
     clients = (ClientSettings("web", (DIGEST,), frozenset({"*"}), rate_limit="2/minute"),)
-    client = make_app(clients=clients).test_client()
+    # With keys configured /metrics is closed unless [metrics] opens it (test_metrics_access).
+    metrics = MetricsSettings(allow=("127.0.0.0/8",))
+    client = make_app(clients=clients, metrics=metrics).test_client()
     auth = {"Authorization": f"Bearer {KEY}"}
     for _ in range(2):
         assert client.get("/music?user=studio", headers=auth).status_code == 200
