@@ -7,23 +7,30 @@ import gc
 import io
 import json
 import logging
+import math
 import threading
+import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from flask.testing import FlaskClient
+from hypothesis import given
 
 from service import create_app
 from service.auth import mint_key
 from service.config import ClientSettings, LibrarySettings, LimitSettings
+from service.errors import UpstreamError
+from service.music import MAX_LINK_SECONDS, download_link
 from service.sandbox import SandboxServer
 from service.sandbox.data import USEAPI_ACCOUNT
 
 from .helpers import AppFactory, live_service, sandbox_settings
+from .test_properties import PROPERTIES, field_values
 
 KEY, SHA = mint_key()
 EDGE_ONLY = (ClientSettings("edge-app", (SHA,), frozenset({"edge"}), rate_limit="100/minute"),)
@@ -188,6 +195,38 @@ def test_a_link_that_is_not_https_is_a_502(client: FlaskClient, sandbox: Sandbox
         resp = client.get(f"/music/{DONE}/audio?user=studio&format=wav")
         assert resp.status_code == 502, url
         assert resp.get_json()["code"] == "upstream_error"
+
+
+ABSURD_VALIDITIES = [
+    1e12, 1e308, 10**30, 10**400, 366 * 24 * 3600 + 1, -5, 0, -0.0, True, False, "60", None,
+    [60], {"seconds": 60}, math.nan, math.inf, -math.inf,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seconds", ABSURD_VALIDITIES, ids=repr)
+def test_an_absurd_link_validity_is_a_502_not_a_500(
+    client: FlaskClient, sandbox: SandboxServer, seconds: Any
+) -> None:
+    assert client.get(f"/music/{DONE}?user=studio").status_code == 200
+    body = {"url": "https://cdn.example/a.mp3", "remainSeconds": seconds}
+    sandbox.state.set_fault("1001", {"kind": "status", "status": 200, "body": body}, times=1)
+    resp = client.get(f"/music/{DONE}/audio?user=studio")
+    assert resp.status_code == 502
+    assert resp.headers["Content-Type"] == "application/problem+json"
+    assert resp.get_json()["code"] == "upstream_error"
+
+
+@PROPERTIES
+@given(field_values)
+def test_any_validity_is_a_link_or_an_upstream_error(seconds: Any) -> None:
+    try:
+        url, left = download_link({"url": "https://cdn.example/a.mp3", "remainSeconds": seconds})
+    except UpstreamError:
+        return
+    assert url == "https://cdn.example/a.mp3"
+    assert 0 < left <= MAX_LINK_SECONDS
+    # What Music.audio makes of it (the expiry) is a date.
+    datetime.fromtimestamp(math.floor(time.time() + left), UTC)
 
 
 def test_the_job_id_is_never_shown_nor_logged_at_info(
