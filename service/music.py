@@ -296,7 +296,7 @@ class MusicHandler:
         )
         self.vary = [("Vary", ", ".join(self.vary_on))] if self.vary_on else []
         self.metrics = metrics
-        self.library = Library(music, limits, music.settings.library.max_items, metrics)
+        self.library = Library(music, limits, music.settings.library, metrics)
 
     def _route(self, path: str | None) -> tuple[str, Callable[..., Answer], str] | None:
         """The route template, its answering method and the track id in the path, or None."""
