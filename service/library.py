@@ -44,6 +44,9 @@ SUMMARY_MARK = "#summary"
 # Rendered lines are written in chunks of about this much: one write per chunk instead of
 # per track, and no more than the worker's socket send buffer takes at once.
 CHUNK_BYTES = 16 * 1024
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP's CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
 
 class LimitReached(Problem):
     """Only ever inside a summary: the stream stopped at the request's `limit`."""
@@ -267,7 +270,7 @@ class CsvRender(Render):
         return self._row(COLUMNS)
 
     def track(self, track: dict[str, Any]) -> bytes:
-        """The track's values in COLUMNS order; null is empty."""
+        """The track's values in COLUMNS order; null is empty, formulas are defused."""
         return self._row([_cell(track[c]) for c in COLUMNS])
 
     def summary(self, summary: dict[str, Any]) -> bytes:
@@ -285,5 +288,11 @@ class CsvRender(Render):
 
 
 def _cell(value: Any) -> Any:
-    """A CSV cell: empty for null."""
-    return "" if value is None else value
+    """A CSV cell: empty for null, and text a spreadsheet would run as a formula quoted with a
+    leading ' (OWASP), which shows the text as it is. Numbers are the service's own rendering
+    of JSON numbers and never start a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value

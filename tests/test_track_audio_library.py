@@ -29,7 +29,7 @@ from service.config import ClientSettings, LibrarySettings, LimitSettings
 from service.errors import UpstreamError
 from service.music import MAX_LINK_SECONDS, download_link
 from service.sandbox import SandboxServer
-from service.sandbox.data import USEAPI_ACCOUNT
+from service.sandbox.data import USEAPI_ACCOUNT, full_record
 
 from . import contract
 from .helpers import AppFactory, live_service, sandbox_settings
@@ -329,6 +329,27 @@ def test_csv_quotes_lyrics_and_ends_with_a_summary_row(client: FlaskClient) -> N
     assert rows[-1] == ["#summary", "5", "false", "limit_reached"]
     empty = client.get("/library?user=empty", headers={"Accept": "text/csv"}).get_data(as_text=True)
     assert empty.splitlines()[-1] == "#summary,0,true,"
+
+
+FORMULAS = ["=1+2", "+SUM(A1:A9)", "-2+3", "@cmd", "\tTab first", "\rCR first"]
+
+
+def test_csv_defuses_cells_a_spreadsheet_would_run_as_formulas(
+    client: FlaskClient, sandbox: SandboxServer
+) -> None:
+    records = [full_record("1001", "song", i, title=title) for i, title in enumerate(FORMULAS)]
+    records[0]["musicMaterial"]["style"] = '=HYPERLINK("https://evil.example")'
+    page = {"records": records, "hasNext": False, "cursor": ""}
+    sandbox.state.set_fault("1001", {"kind": "status", "status": 200, "body": page})
+    resp = client.get("/library?user=studio", headers={"Accept": "text/csv"})
+    rows = list(csv.reader(io.StringIO(resp.get_data(as_text=True), newline="")))
+    titles = [row[rows[0].index("title")] for row in rows[1:-1]]
+    assert titles == ["'" + title for title in FORMULAS]
+    assert rows[1][rows[0].index("style")] == '\'=HYPERLINK("https://evil.example")'
+    assert rows[1][rows[0].index("status")] == "completed"  # other cells as they were
+    # NDJSON is data, not a sheet: the values stay exactly as the upstream sent them.
+    got = lines(client.get("/library?user=studio").get_data())
+    assert [track["title"] for track in got[:-1]] == FORMULAS
 
 
 def test_library_counts_one_plus_each_fetched_page(
