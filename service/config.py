@@ -10,7 +10,7 @@ import re
 import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -204,9 +204,15 @@ BULKHEAD_KEYS = ("max_concurrent_calls", "max_wait")
 
 @dataclass(frozen=True)
 class LibrarySettings:
-    """[library]: GET /library's default and maximum number of tracks per call."""
+    """[library]: GET /library's tracks per call and the bounds of its walk over the pages."""
 
-    max_items: int = 5000
+    max_items: int = 5000  # the default and maximum `limit`
+    max_pages: int = 1000  # upstream pages one call reads, cached ones included
+    max_seconds: float = 300.0  # one call's whole stream, writing included
+    max_streams: int = 16  # /library answers one worker streams at once
+    send_timeout: float = 30.0  # seconds one write may wait for a caller that stopped reading
+    # Open mode without [limits] per_address: the pages a caller's address may have fetched.
+    pages_per_address: str = "300/minute"
 
 
 @dataclass(frozen=True)
@@ -306,7 +312,7 @@ class Settings:
                 "trusted_proxies": list(self.trusted_proxies),
             },
             "redis": self.redis.describe() if self.redis else None,
-            "library": {"max_items": self.library.max_items},
+            "library": asdict(self.library),
             "oidc": self.oidc.describe() if self.oidc else None,
             "metrics": {
                 "allow": list(self.metrics.allow),
@@ -504,6 +510,11 @@ class _RedisSchema(_StrictSchema):
 
 class _LibrarySchema(_StrictSchema):
     max_items = _StrictInt(validate=validate.Range(min=1, max=1_000_000))
+    max_pages = _StrictInt(validate=validate.Range(min=1, max=100_000))
+    max_seconds = _StrictNumber(validate=validate.Range(min=1, max=86_400))
+    max_streams = _StrictInt(validate=validate.Range(min=1, max=10_000))
+    send_timeout = _StrictNumber(validate=validate.Range(min=0.1, max=600))
+    pages_per_address = fields.String(validate=_check_rate_limit)
 
 
 def _check_idp_url(value: str) -> None:

@@ -191,13 +191,19 @@ class Limits:
         """Count one request; raise RateLimited (with the headers) when over a limit."""
         return self.charge(who, remote_addr)
 
-    def charge(self, who: Caller, remote_addr: str | None) -> LimitState | None:
+    def charge(
+        self, who: Caller, remote_addr: str | None, open_limit: str | None = None
+    ) -> LimitState | None:
         """Count one more unit of work against the caller's limits, as check() counts a request.
 
         GET /library calls it once per upstream page it actually fetched, beside the one
         check() of the request itself; RateLimited stops it like a request past the limit.
+        open_limit: the limit per address where nothing else counts (open mode without
+        per_address), so upstream calls made for a caller are never free.
         """
         found = self._bucket_and_limit(who, remote_addr)
+        if found is None and open_limit is not None:
+            found = f"addr:{remote_addr}", open_limit
         if found is None:
             return None
         bucket, limit = found

@@ -206,6 +206,8 @@ class Music:
 # A link is cached, and announced in max-age, this much shorter than it stays valid: time for
 # the caller to fetch it after the answer left.
 LINK_MARGIN = 30
+# The longest validity a download link is believed to have (a year); the upstream's are hours.
+MAX_LINK_SECONDS = 366 * 24 * 3600
 _MAX_URL = 4096
 _JOB_ID_RE = re.compile(r"\Auser:(?P<account>[0-9]{1,20})-tempolor:(?P<user>.+?)-job:")
 
@@ -229,13 +231,14 @@ def download_link(raw: dict[str, Any]) -> tuple[str, float]:
         well_formed = False
     if not well_formed:
         raise UpstreamError("The upstream's download link was not a well-formed https URL.")
+    # Compared, never converted first: float() of a 400-digit integer raises, and NaN fails
+    # every comparison. Past MAX_LINK_SECONDS the expiry would not even be a date.
     if (
         isinstance(seconds, bool)
         or not isinstance(seconds, int | float)
-        or not math.isfinite(seconds)
-        or seconds <= 0
+        or not 0 < seconds <= MAX_LINK_SECONDS
     ):
-        raise UpstreamError("The upstream's download link came without a validity.")
+        raise UpstreamError("The upstream's download link came without a plausible validity.")
     return url, float(seconds)
 
 
@@ -293,7 +296,7 @@ class MusicHandler:
         )
         self.vary = [("Vary", ", ".join(self.vary_on))] if self.vary_on else []
         self.metrics = metrics
-        self.library = Library(music, limits, music.settings.library.max_items, metrics)
+        self.library = Library(music, limits, music.settings.library, metrics)
 
     def _route(self, path: str | None) -> tuple[str, Callable[..., Answer], str] | None:
         """The route template, its answering method and the track id in the path, or None."""

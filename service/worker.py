@@ -270,7 +270,13 @@ class ProblemWorker(GeventWorker):  # type: ignore[misc]
         gunicorn would discard the body while parsing the next request, where a malformed
         body could no longer be told from a malformed next request; here it still can.
         """
-        keepalive = super().handle_request(listener_name, req, sock, addr)
+        try:
+            keepalive = super().handle_request(listener_name, req, sock, addr)
+        except TimeoutError:
+            # A write past a streamed answer's send timeout (service/streaming.py): the caller
+            # stopped reading. Its connection is dropped; not a failure of the service.
+            self.log.warning("dropped a connection whose caller stopped reading")
+            raise StopIteration from None
         setattr(req, _ANSWERED, True)
         body = getattr(req, "body", None)
         if body is not None and not _drained(body):

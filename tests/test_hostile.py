@@ -11,8 +11,10 @@ import contextlib
 import json
 import re
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -379,3 +381,114 @@ def test_request_id_is_fresh_when_gunicorn_refuses(live: GunicornProcess) -> Non
     resp = exchange(live, raw)
     doc = assert_problem(resp, 400, "bad_request")
     assert HEX_ID.match(doc["request_id"])
+
+
+# Hostile /library queries: refused like /music's, never a stream, never a 500.
+HOSTILE_LIBRARY_QUERIES = [
+    _query("limit-zero", b"user=studio&limit=0", "limit"),
+    _query("limit-negative", b"user=studio&limit=-1", "limit"),
+    _query("limit-exponent", b"user=studio&limit=1e3", "limit"),
+    _query("limit-8-digits", b"user=studio&limit=99999999", "limit"),
+    _query("limit-past-max-items", b"user=studio&limit=5001", "limit"),
+    _query("limit-fullwidth-digit", b"user=studio&limit=%EF%BC%91", "limit"),
+    _query("limit-nul", b"user=studio&limit=%00", "limit"),
+    _query("limit-repeated", b"user=studio&limit=1&limit=2", "limit"),
+    _query("cursor-is-not-a-parameter", b"user=studio&cursor=abc", "cursor"),
+    _query("type-unknown", b"user=studio&type=jazz", "type"),
+]
+
+
+@pytest.mark.parametrize(("query", "bad"), HOSTILE_LIBRARY_QUERIES)
+def test_hostile_library_query_is_invalid_query(
+    live: GunicornProcess, query: bytes, bad: tuple[str, ...]
+) -> None:
+    resp = exchange(live, request(b"/library?" + query))
+    doc = assert_problem(resp, 400, "invalid_query")
+    contract.check_response("GET", "/library", resp.status, resp.headers, resp.body)
+    assert sorted(doc["errors"]) == sorted(bad)
+    assert_still_serving(live)
+
+
+# --- callers that hang up or stop reading in the middle of a /library stream --------------------
+
+STREAM_BOUNDS = """
+[library]
+max_pages = 100000
+max_seconds = 600
+pages_per_address = "100000/minute"
+max_streams = 1
+send_timeout = 1
+"""
+LIBRARY_REQUEST = request(b"/library?user=studio")
+
+
+def _calls_settle(sandbox: SandboxServer, quiet: float, within: float) -> int:
+    """The sandbox's call count once it stayed the same for `quiet` seconds; fails after
+    `within` seconds of growth."""
+    deadline = time.monotonic() + within
+    count = sandbox.state.call_count()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = sandbox.state.call_count()
+        if now == count:
+            return count
+        count = now
+    raise AssertionError(f"the upstream was still being called after {within} s: {count} calls")
+
+
+def test_a_caller_that_hangs_up_stops_the_walk(sandbox: SandboxServer, tmp_path: Path) -> None:
+    # Empty pages with a new cursor every time: nothing is ever written, so no failed write
+    # can tell the worker the caller left; it used to go on calling the upstream for good.
+    sandbox.state.set_fault("1001", {"kind": "endless"})
+    with live_service(sandbox, tmp_path, extra=STREAM_BOUNDS) as server:
+        host, port = server.sock.getsockname()[:2]
+        with socket.create_connection((host, port), timeout=5) as conn:
+            conn.sendall(LIBRARY_REQUEST)
+            while sandbox.state.call_count() < 20:  # the walk is well under way
+                time.sleep(0.01)
+        settled = _calls_settle(sandbox, quiet=0.3, within=5)
+        assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+        # The slot is free again: another stream starts (and hangs up at once).
+        sandbox.state.clear_fault("1001")
+        assert requests.get(f"{server.url}/library?user=edge", timeout=5).status_code == 200
+    assert settled > 20
+    assert "library caller hung up after 0 tracks" in log_text(server)
+
+
+def test_a_caller_that_stops_reading_is_dropped_and_frees_its_slot(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    sandbox.state.set_fault("1001", {"kind": "endless", "records": 20})
+    with live_service(sandbox, tmp_path, extra=STREAM_BOUNDS) as server:
+        host, port = server.sock.getsockname()[:2]
+        stalled = socket.socket()
+        try:
+            # A small receive window, never read: the worker's writes fill it and block.
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.connect((host, port))
+            stalled.sendall(LIBRARY_REQUEST)
+            _calls_settle(sandbox, quiet=0.3, within=5)
+            stuck = time.monotonic()
+            # max_streams = 1: while it is stuck, another stream is refused, not queued.
+            busy = exchange(server, request(b"/library?user=edge"))
+            assert_problem(busy, 503, "library_busy")
+            contract.check_response("GET", "/library", busy.status, busy.headers, busy.body)
+            assert busy.headers["retry-after"] == "10"
+            # Within the send timeout (1 s) the stuck stream is dropped and its slot freed.
+            library = f"{server.url}/library?user=edge"
+            while (status := requests.get(library, timeout=5).status_code) == 503:
+                assert time.monotonic() - stuck < 3, "the stuck stream still holds its slot"
+                time.sleep(0.05)
+            assert status == 200
+            # What the stuck caller got: the head and some tracks, then the close, no summary.
+            stalled.settimeout(5)
+            received = b""
+            while chunk := stalled.recv(65536):
+                received += chunk
+        finally:
+            stalled.close()
+    assert received.startswith(b"HTTP/1.1 200")
+    assert b'"summary"' not in received
+    entries = log_entries(server)
+    assert "dropped a connection whose caller stopped reading" in [e["message"] for e in entries]
+    assert not [e for e in entries if e["level"] == "ERROR"]

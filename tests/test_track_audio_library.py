@@ -7,23 +7,33 @@ import gc
 import io
 import json
 import logging
+import math
+import subprocess
+import sys
 import threading
+import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from flask.testing import FlaskClient
+from hypothesis import given
 
 from service import create_app
 from service.auth import mint_key
 from service.config import ClientSettings, LibrarySettings, LimitSettings
+from service.errors import UpstreamError
+from service.music import MAX_LINK_SECONDS, download_link
 from service.sandbox import SandboxServer
-from service.sandbox.data import USEAPI_ACCOUNT
+from service.sandbox.data import USEAPI_ACCOUNT, full_record
 
+from . import contract
 from .helpers import AppFactory, live_service, sandbox_settings
+from .test_properties import PROPERTIES, field_values
 
 KEY, SHA = mint_key()
 EDGE_ONLY = (ClientSettings("edge-app", (SHA,), frozenset({"edge"}), rate_limit="100/minute"),)
@@ -190,6 +200,38 @@ def test_a_link_that_is_not_https_is_a_502(client: FlaskClient, sandbox: Sandbox
         assert resp.get_json()["code"] == "upstream_error"
 
 
+ABSURD_VALIDITIES = [
+    1e12, 1e308, 10**30, 10**400, 366 * 24 * 3600 + 1, -5, 0, -0.0, True, False, "60", None,
+    [60], {"seconds": 60}, math.nan, math.inf, -math.inf,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seconds", ABSURD_VALIDITIES, ids=repr)
+def test_an_absurd_link_validity_is_a_502_not_a_500(
+    client: FlaskClient, sandbox: SandboxServer, seconds: Any
+) -> None:
+    assert client.get(f"/music/{DONE}?user=studio").status_code == 200
+    body = {"url": "https://cdn.example/a.mp3", "remainSeconds": seconds}
+    sandbox.state.set_fault("1001", {"kind": "status", "status": 200, "body": body}, times=1)
+    resp = client.get(f"/music/{DONE}/audio?user=studio")
+    assert resp.status_code == 502
+    assert resp.headers["Content-Type"] == "application/problem+json"
+    assert resp.get_json()["code"] == "upstream_error"
+
+
+@PROPERTIES
+@given(field_values)
+def test_any_validity_is_a_link_or_an_upstream_error(seconds: Any) -> None:
+    try:
+        url, left = download_link({"url": "https://cdn.example/a.mp3", "remainSeconds": seconds})
+    except UpstreamError:
+        return
+    assert url == "https://cdn.example/a.mp3"
+    assert 0 < left <= MAX_LINK_SECONDS
+    # What Music.audio makes of it (the expiry) is a date.
+    datetime.fromtimestamp(math.floor(time.time() + left), UTC)
+
+
 def test_the_job_id_is_never_shown_nor_logged_at_info(
     client: FlaskClient, sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -289,6 +331,27 @@ def test_csv_quotes_lyrics_and_ends_with_a_summary_row(client: FlaskClient) -> N
     assert empty.splitlines()[-1] == "#summary,0,true,"
 
 
+FORMULAS = ["=1+2", "+SUM(A1:A9)", "-2+3", "@cmd", "\tTab first", "\rCR first"]
+
+
+def test_csv_defuses_cells_a_spreadsheet_would_run_as_formulas(
+    client: FlaskClient, sandbox: SandboxServer
+) -> None:
+    records = [full_record("1001", "song", i, title=title) for i, title in enumerate(FORMULAS)]
+    records[0]["musicMaterial"]["style"] = '=HYPERLINK("https://evil.example")'
+    page = {"records": records, "hasNext": False, "cursor": ""}
+    sandbox.state.set_fault("1001", {"kind": "status", "status": 200, "body": page})
+    resp = client.get("/library?user=studio", headers={"Accept": "text/csv"})
+    rows = list(csv.reader(io.StringIO(resp.get_data(as_text=True), newline="")))
+    titles = [row[rows[0].index("title")] for row in rows[1:-1]]
+    assert titles == ["'" + title for title in FORMULAS]
+    assert rows[1][rows[0].index("style")] == '\'=HYPERLINK("https://evil.example")'
+    assert rows[1][rows[0].index("status")] == "completed"  # other cells as they were
+    # NDJSON is data, not a sheet: the values stay exactly as the upstream sent them.
+    got = lines(client.get("/library?user=studio").get_data())
+    assert [track["title"] for track in got[:-1]] == FORMULAS
+
+
 def test_library_counts_one_plus_each_fetched_page(
     make_app: AppFactory, sandbox: SandboxServer
 ) -> None:
@@ -364,6 +427,36 @@ def _service_side(snapshot: tracemalloc.Snapshot) -> int:
         ]
     )
     return sum(stat.size for stat in outside.statistics("filename"))
+
+
+def test_a_stream_waiting_on_its_caller_holds_its_page_rendered_not_parsed() -> None:
+    # Pages of 2000 tracks, the cache off: a stream paused after its first chunk (as behind a
+    # caller that stopped reading) used to hold the parsed page, about 3 MB; its rendering is
+    # a third of that, and leaves as it is written.
+    with SandboxServer() as upstream:
+        upstream.state.set_fault("1001", {"kind": "endless", "records": 2000})
+        settings = sandbox_settings(upstream, cache_ttl=0, upstream_max_body_bytes=20_000_000)
+        app = create_app(settings)
+        client = app.test_client()
+        logging.disable(logging.INFO)
+        paused = []
+        try:
+            for _ in range(2):  # the first run warms the parsers and the upstream connection
+                gc.collect()
+                tracemalloc.start()
+                before = _service_side(tracemalloc.take_snapshot())
+                resp = client.get("/library?user=studio", buffered=False)
+                next(iter(resp.response))
+                paused.append(resp)
+                gc.collect()
+                held = _service_side(tracemalloc.take_snapshot()) - before
+                tracemalloc.stop()
+        finally:
+            logging.disable(logging.NOTSET)
+            for resp in paused:
+                resp.close()
+            app.extensions["music"].client.close()
+    assert held < 1_300_000, held
 
 
 def test_head_library_reads_only_the_first_page(
@@ -482,3 +575,182 @@ def test_metrics_label_the_routes_by_template(make_app: AppFactory) -> None:
     # track read it to learn the account), pages 2 and 3 misses.
     assert value(found, "music_facade_page_cache_total", outcome="miss") == 4
     assert value(found, "music_facade_page_cache_total", outcome="hit") == 1
+
+
+# --- the walk over pages, bounded (against the upstream's hostile paging) ------------------------
+
+# Bounds far from the ones a test is about, so only that one can end the walk.
+LOOSE = """
+[library]
+max_pages = 100000
+max_seconds = 600
+pages_per_address = "100000/minute"
+"""
+
+
+def summary_of(resp: requests.Response) -> dict[str, Any]:
+    """The summary line of a /library answer read whole (it must be the last line)."""
+    last: dict[str, Any] = json.loads(resp.text.splitlines()[-1])
+    return last["summary"]  # type: ignore[no-any-return]
+
+
+def test_a_cursor_cycle_ends_the_walk_while_healthz_stays_responsive(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    # 200 empty pages, the last one's cursor leading back to the second. Once they are cached
+    # the walk used to spin on them forever without I/O: no summary, the worker deaf.
+    sandbox.state.set_fault("1001", {"kind": "cursor_cycle", "pages": 200})
+    with live_service(sandbox, tmp_path, extra=LOOSE) as server:
+        latencies: list[float] = []
+        reading = threading.Event()
+
+        def poll_healthz() -> None:
+            while not reading.is_set():
+                started = time.monotonic()
+                assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+                latencies.append(time.monotonic() - started)
+
+        with ThreadPoolExecutor(1) as pool:
+            polling = pool.submit(poll_healthz)
+            try:
+                first = requests.get(f"{server.url}/library?user=studio", timeout=30)
+                again = requests.get(f"{server.url}/library?user=studio", timeout=30)
+            finally:
+                reading.set()
+            polling.result()
+    for resp in (first, again):
+        assert resp.status_code == 200
+        summary = summary_of(resp)
+        assert (summary["count"], summary["complete"]) == (0, False)
+        assert summary["problem"]["code"] == "upstream_cursor_cycle"
+        assert summary["problem"]["status"] == 502
+    # The first page, 199 cursors, then cycle-0 (the first page again, by a cursor): 201 calls;
+    # the second walk read them all from the cache.
+    assert calls(sandbox, "list") == 201
+    assert len(latencies) >= 5
+    assert max(latencies) < 1, latencies
+
+
+def test_a_cycle_of_tracks_is_read_once_not_up_to_the_limit(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    # One page of 15 tracks whose cursor names itself: 5000 lines before, 4985 duplicates.
+    sandbox.state.set_fault("1001", {"kind": "cursor_cycle", "pages": 1, "records": 15})
+    with live_service(sandbox, tmp_path, extra=LOOSE) as server:
+        resp = requests.get(f"{server.url}/library?user=studio", timeout=30)
+    summary = summary_of(resp)
+    # The page without a cursor, then the same page by its cursor, whose cursor is its own.
+    assert (summary["count"], summary["complete"]) == (30, False)
+    assert summary["problem"]["code"] == "upstream_cursor_cycle"
+    assert calls(sandbox, "list") == 2
+
+
+def test_endless_pages_stop_at_max_pages(sandbox: SandboxServer, tmp_path: Path) -> None:
+    sandbox.state.set_fault("1001", {"kind": "endless", "records": 1})
+    extra = LOOSE.replace("max_pages = 100000", "max_pages = 30")
+    with live_service(sandbox, tmp_path, extra=extra) as server:
+        resp = requests.get(f"{server.url}/library?user=studio", timeout=30)
+    summary = summary_of(resp)
+    assert (summary["count"], summary["complete"]) == (30, False)
+    assert summary["problem"]["code"] == "page_limit_reached"
+    assert calls(sandbox, "list") == 30
+
+
+def test_endless_pages_stop_at_max_seconds(sandbox: SandboxServer, tmp_path: Path) -> None:
+    sandbox.state.set_fault("1001", {"kind": "endless"})
+    extra = LOOSE.replace("max_seconds = 600", "max_seconds = 1")
+    with live_service(sandbox, tmp_path, extra=extra) as server:
+        started = time.monotonic()
+        resp = requests.get(f"{server.url}/library?user=studio", timeout=30)
+        took = time.monotonic() - started
+    summary = summary_of(resp)
+    assert summary["problem"]["code"] == "time_limit_reached"
+    assert 1 <= took < 1 + 2.5  # the deadline, then at most one upstream exchange
+    assert calls(sandbox, "list") > 1
+
+
+def test_open_mode_counts_every_upstream_page_per_address(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    # Empty pages with a new cursor every time: in open mode they used to be fetched as fast
+    # as the upstream answered (2,400 a second), uncounted, for as long as the walk lasted.
+    sandbox.state.set_fault("1001", {"kind": "endless"})
+    extra = LOOSE.replace('"100000/minute"', '"25/minute"')
+    with live_service(sandbox, tmp_path, extra=extra) as server:
+        first = requests.get(f"{server.url}/library?user=studio", timeout=30)
+        # The 26 pages read are cached and free; the next one fetched is over the budget.
+        again = requests.get(f"{server.url}/library?user=studio", timeout=30)
+        music = requests.get(f"{server.url}/music?user=studio", timeout=30)
+    for resp in (first, again):
+        summary = summary_of(resp)
+        assert summary["complete"] is False
+        assert summary["problem"]["code"] == "rate_limited"
+    # 25 counted, the 26th fetched and refused; then one more fetched and refused.
+    assert calls(sandbox, "list") == 27
+    assert music.status_code == 200  # the budget is the walk's: /music stays unlimited here
+
+
+def test_the_summary_codes_are_documented() -> None:
+    table = contract.spec()["components"]["schemas"]["Problem"]["description"]
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for code, status in (
+        ("upstream_cursor_cycle", 502),
+        ("page_limit_reached", 413),
+        ("time_limit_reached", 504),
+        ("library_busy", 503),
+    ):
+        assert f"`{code}` | {status}" in table
+        assert f"| {status} | `{code}` |" in readme
+
+
+# Under gevent, as in the production worker: a greenlet runs until it does I/O or yields.
+YIELD_CHECK = """
+from gevent import monkey
+
+monkey.patch_all()
+
+import gevent
+
+from service.walk import Walk
+
+pages = 0
+
+
+def cached(cursor):  # a page from the cache: no I/O at all
+    global pages
+    pages += 1
+    return {"items": [], "next_cursor": f"c{pages}", "has_more": pages < 500}
+
+
+seen = set()
+
+
+def other_request():
+    while True:
+        seen.add(pages)
+        gevent.sleep(0)
+
+
+other = gevent.spawn(other_request)
+gevent.sleep(0)
+walk = Walk(cached, max_pages=1000, max_seconds=60)
+walk.first()
+while walk.next() is not None:
+    pass
+other.kill()
+print(len(seen))
+"""
+
+
+def test_a_walk_over_cached_pages_lets_other_greenlets_run_between_pages() -> None:
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", YIELD_CHECK],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # The other greenlet ran between (nearly) every two pages, not once the walk was over.
+    assert int(done.stdout) >= 490, done.stdout + done.stderr

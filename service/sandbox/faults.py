@@ -17,18 +17,20 @@ from email.utils import format_datetime
 from http import HTTPStatus
 from typing import Any, ClassVar
 
-from flask import Response
+from flask import Response, request
 
-from service.sandbox.data import RECORD_FIELDS
+from service.sandbox.data import RECORD_FIELDS, SONG, full_record
 
 JSON = "application/json"
 EMPTY_PAGE = b'{"records": [], "hasNext": false, "cursor": ""}'
+_INVALID_CURSOR = json.dumps({"error": "Invalid cursor", "code": 400})
 MALFORMED_BODY = b'{"records": [{"itemId": "x"'
 LONG_STRING_CHARS = 100_000
 
 _MAX_SECONDS = 3600.0
 _MAX_BYTES = 1 << 30
 _MAX_DEPTH = 10_000_000
+_MAX_RECORDS = 5000
 _DRIP_CHUNK = 4
 _STREAM_CHUNK = 1 << 16
 
@@ -406,6 +408,62 @@ class HeaderDrip(Fault):
         raise RawAnswered("header drip answered")
 
 
+@dataclass(frozen=True)
+class CursorCycle(Fault):
+    """Pages whose next cursor leads back to a page already served, `hasNext` always true.
+
+    The first page (no cursor) is page 0; page i's cursor names page (i + 1) % pages, so
+    `pages` = 1 points a page at itself. Each page has `records` records (0: empty pages).
+    """
+
+    kind: ClassVar[str] = "cursor_cycle"
+    pages: int = 1
+    records: int = 0
+
+    def apply(self, ctx: FaultContext) -> Response | None:
+        """Page i of the cycle, i read from the `cycle-<i>` cursor."""
+        index = _page_index("cycle-")
+        if index is None or index >= self.pages:
+            return Response(_INVALID_CURSOR, status=400, content_type=JSON)
+        return _fault_page(index, self.records, f"cycle-{(index + 1) % self.pages}")
+
+
+@dataclass(frozen=True)
+class Endless(Fault):
+    """Pages that never end: `hasNext` true and a new cursor every time, `records` records
+    each (0: empty pages), every record a new one."""
+
+    kind: ClassVar[str] = "endless"
+    records: int = 0
+
+    def apply(self, ctx: FaultContext) -> Response | None:
+        """Page n, n read from the `endless-<n>` cursor; its cursor names page n + 1."""
+        index = _page_index("endless-")
+        if index is None:
+            return Response(_INVALID_CURSOR, status=400, content_type=JSON)
+        return _fault_page(index, self.records, f"endless-{index + 1}")
+
+
+def _page_index(prefix: str) -> int | None:
+    """The page a fault's cursor names (no cursor: 0), or None for a cursor it did not mint."""
+    cursor = request.args.get("cursor", "")
+    if not cursor:
+        return 0
+    number = cursor.removeprefix(prefix)
+    if number == cursor or not number.isdigit() or len(number) > 9:
+        return None
+    return int(number)
+
+
+def _fault_page(index: int, records: int, cursor: str) -> Response:
+    """A page of `records` full records, numbered from index * records, with hasNext true."""
+    user_id = request.args.get("user_id", "1001")
+    music_type = request.args.get("type", SONG)
+    page = [full_record(user_id, music_type, index * records + i) for i in range(records)]
+    body = json.dumps({"records": page, "hasNext": True, "cursor": cursor})
+    return Response(body, status=200, content_type=JSON)
+
+
 @functools.cache
 def gzip_bomb(decoded_bytes: int) -> bytes:
     """Spaces (valid JSON whitespace) gzipped as repeated 1 MiB members: built in milliseconds."""
@@ -437,6 +495,8 @@ KINDS: Mapping[str, type[Fault]] = {
         RateLimited,
         Drift,
         HeaderDrip,
+        CursorCycle,
+        Endless,
     )
 }
 
@@ -567,6 +627,10 @@ _PARSERS: Mapping[str, Callable[[Mapping[str, Any]], Fault]] = {
     "header_drip": lambda p: HeaderDrip(
         _number(p, "interval", 4.0, 0.001, 60), _number(p, "seconds", 60, 0, _MAX_SECONDS)
     ),
+    "cursor_cycle": lambda p: CursorCycle(
+        _integer(p, "pages", 1, 1, 10_000), _integer(p, "records", 0, 0, _MAX_RECORDS)
+    ),
+    "endless": lambda p: Endless(_integer(p, "records", 0, 0, _MAX_RECORDS)),
 }
 _PARAMS: Mapping[str, frozenset[str]] = {
     "latency": frozenset({"seconds"}),
@@ -587,6 +651,8 @@ _PARAMS: Mapping[str, frozenset[str]] = {
     "rate_limited": frozenset({"seconds", "form"}),
     "drift": frozenset(),
     "header_drip": frozenset({"interval", "seconds"}),
+    "cursor_cycle": frozenset({"pages", "records"}),
+    "endless": frozenset({"records"}),
 }
 
 
