@@ -6,6 +6,7 @@ down (answer 503) and counts the JWKS fetches, so tests can see the service's re
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -128,6 +129,27 @@ class TestIdP:
         return jwt.encode(
             payload, key.private, algorithm=key.alg, headers={"kid": key.kid, **(headers or {})}
         )
+
+    def raw_token(self, header: dict[str, Any], claims: dict[str, Any] | None = None) -> str:
+        """A token with exactly this header, signed by the first key whatever the header says.
+
+        PyJWT's encode refuses some headers a stranger can still send (a non-string `kid`);
+        this writes the segments by hand. claims: the usual music-studio claims by default.
+        """
+        key = self.keys[0]
+        now = int(time.time())
+        payload = claims if claims is not None else {
+            "iss": self.issuer, "aud": AUDIENCE, "sub": "alice", "exp": now + 300,
+            "groups": ["music-studio"],
+        }  # fmt: skip
+        signing_input = ".".join(_segment(part) for part in (header, payload))
+        signature = jwt.get_algorithm_by_name(key.alg).sign(signing_input.encode(), key.private)
+        return signing_input + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+
+
+def _segment(doc: dict[str, Any]) -> str:
+    """A JWT segment: base64url of the JSON, unpadded (non-JSON floats as Python writes them)."""
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
 
 
 @contextmanager

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.auth import oidc
 from service.config import ConfigError, OidcSettings, parse_settings
@@ -163,7 +165,20 @@ REFUSED = [
     ("no subject", _studio(sub=None), "credential_invalid"),
     ("garbage segments", lambda idp: "eyJub3QiOiJqc29u.bm9wZQ.c2ln", "credential_malformed"),
     ("oversized", _studio(pad="x" * 9000), "credential_malformed"),
-]
+    # Header shapes PyJWT itself refuses (with an InvalidTokenError, not a DecodeError).
+    ("kid a number", lambda idp: idp.raw_token({"alg": "RS256", "kid": 123}), "credential_invalid"),
+    ("kid a list", lambda idp: idp.raw_token({"alg": "RS256", "kid": [idp.keys[0].kid]}),
+     "credential_invalid"),
+    ("crit unsupported", lambda idp: idp.raw_token(
+        {"alg": "RS256", "kid": idp.keys[0].kid, "crit": ["exp"], "exp": 1}), "credential_invalid"),
+    ("crit not a list", lambda idp: idp.raw_token(
+        {"alg": "RS256", "kid": idp.keys[0].kid, "crit": "b64"}), "credential_invalid"),
+    ("b64 false", lambda idp: idp.raw_token(
+        {"alg": "RS256", "kid": idp.keys[0].kid, "b64": False, "crit": ["b64"]}),
+     "credential_malformed"),
+    ("alg a list", lambda idp: idp.raw_token({"alg": ["RS256"], "kid": idp.keys[0].kid}),
+     "credential_invalid"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("case", "make", "code"), REFUSED, ids=[r[0] for r in REFUSED])
@@ -177,6 +192,68 @@ def test_refused_tokens(
     assert "WWW-Authenticate" in resp.headers
     assert body["code"] == code, case
     assert sandbox.state.call_count() == 0
+
+
+# Any JSON value a header may carry (json.loads also reads NaN and Infinity, so they are in).
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+# RFC 7515's registered header names (and a few of PyJWT's), plus anything else.
+HEADER_NAMES = st.sampled_from(
+    ["alg", "kid", "typ", "cty", "crit", "b64", "jku", "jwk", "x5u", "x5c", "x5t", "zip", "enc"]
+) | st.text(max_size=8)
+HEADERS = st.dictionaries(HEADER_NAMES, JSON_VALUES, max_size=5)
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture
+def unlimited(make_app: AppFactory, idp: TestIdP) -> FlaskClient:
+    """An app taking the test IdP's tokens with a rate limit no fuzzing run reaches."""
+    from service.config import LimitSettings
+
+    limits = LimitSettings(default="1000000/minute")
+    return make_app(oidc=oidc_settings(idp), limits=limits).test_client()
+
+
+@FUZZ
+@given(changes=HEADERS, path=st.sampled_from(["/music?user=studio", "/openapi.json"]))
+def test_no_header_a_stranger_sends_reaches_a_500(
+    unlimited: FlaskClient, idp: TestIdP, changes: dict[str, Any], path: str
+) -> None:
+    # Signed with the IdP's real key over a valid header with the fuzzed parameters on top, so
+    # a token gets as far as the header lets it: through the fast handler and a Flask route.
+    header = {"alg": "RS256", "kid": idp.keys[0].kid, "typ": "JWT"} | changes
+    resp = unlimited.get(path, headers=bearer(idp.raw_token(header)))
+    assert resp.status_code in (200, 401), resp.get_data(as_text=True)
+    if resp.status_code == 401:
+        assert resp.get_json()["code"] in ("credential_invalid", "credential_malformed")
+
+
+CLAIM_NAMES = st.sampled_from(
+    ["iss", "aud", "sub", "exp", "nbf", "iat", "jti", "groups", "scope", "email"]
+) | st.text(max_size=8)
+
+
+@FUZZ
+@given(changes=st.dictionaries(CLAIM_NAMES, JSON_VALUES, max_size=5))
+def test_no_claims_a_signed_token_carries_reach_a_500(
+    unlimited: FlaskClient, idp: TestIdP, changes: dict[str, Any]
+) -> None:
+    now = int(time.time())
+    claims = {"iss": idp.issuer, "aud": AUDIENCE, "sub": "alice", "exp": now + 300} | changes
+    token = idp.raw_token({"alg": "RS256", "kid": idp.keys[0].kid}, claims)
+    resp = unlimited.get("/music?user=studio", headers=bearer(token))
+    assert resp.status_code in (200, 401, 403), resp.get_data(as_text=True)
 
 
 def test_rotation_and_the_refetch_floor(tokens: FlaskClient, idp: TestIdP, clock: Clock) -> None:

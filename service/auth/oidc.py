@@ -31,6 +31,7 @@ from jwt.exceptions import (
     InvalidTokenError,
     PyJWKError,
     PyJWKSetError,
+    PyJWTError,
 )
 
 from ..config import OidcSettings
@@ -209,9 +210,14 @@ class TokenVerifier:
             header = jwt.get_unverified_header(token)
         except DecodeError:
             raise CredentialMalformed("The token is not a well-formed JWT.") from None
+        except PyJWTError as exc:
+            # A header PyJWT refuses for its shape (a `kid` that is not a string, a `crit` it
+            # does not support): its message names the parameter, never the token.
+            raise CredentialInvalid(f"The token's header is not acceptable: {exc}.") from None
         alg, kid = header.get("alg"), header.get("kid")
-        if alg not in self.algorithms:
-            raise CredentialInvalid(f"Tokens signed with {alg!r} are not accepted.")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            shown = repr(alg) if isinstance(alg, str) and len(alg) <= 16 else "its algorithm"
+            raise CredentialInvalid(f"Tokens signed with {shown} are not accepted.")
         if not isinstance(kid, str) or not kid:
             raise CredentialInvalid("The token names no signing key (kid).")
         key = self.keys.get(kid)
@@ -241,6 +247,10 @@ class TokenVerifier:
             # Wrong issuer or audience, not yet valid, a required claim missing: PyJWT's message
             # names the claim, never the token.
             raise CredentialInvalid(f"The token is not valid here: {exc}.") from None
+        except PyJWTError as exc:
+            # Any other refusal of PyJWT's (a key it cannot use for this token): still the
+            # token's fault, never the service's.
+            raise CredentialInvalid(f"The token cannot be verified: {exc}.") from None
         subject = claims.get(s.subject_claim)
         if (
             not isinstance(subject, str)
