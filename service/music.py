@@ -28,7 +28,7 @@ from werkzeug.routing import BaseConverter
 from . import access, jsoncodec, trace
 from .auth import Authenticator, Principal, authorize, presented
 from .bulkhead import Bulkhead
-from .cache import Lookup, PageCache
+from .cache import Lookup, PageCache, link_key, list_key, track_key
 from .config import Settings
 from .cors import Cors
 from .errors import (
@@ -109,9 +109,7 @@ class Music:
             self._learn(user_id, raw.get("records"))
             return jsoncodec.dumps(reshape_page(raw))
 
-        # \x1f cannot occur in any part (user ids and cursors are visible ASCII).
-        key = "\x1f".join((user_id, query.type, query.cursor or ""))
-        return self.cache.get(key, load)
+        return self.cache.get(list_key(user_id, query.type, query.cursor), load)
 
     def _learn(self, user_id: str, records: Any) -> None:
         """Remember the account number the first record's job_id names (never shown)."""
@@ -163,7 +161,7 @@ class Music:
                 raise UpstreamError("The upstream answered with another record than asked for.")
             return jsoncodec.dumps(track)
 
-        return self.cache.get("\x1f".join(("track", user_id, item)), load)
+        return self.cache.get(track_key(user_id, item), load)
 
     def audio(self, alias: str, item: str, file_format: str, request_id: str) -> Lookup:
         """A temporary link to a completed track's file, cached until shortly before it expires.
@@ -199,8 +197,7 @@ class Music:
             }
             return jsoncodec.dumps(link)
 
-        key = "\x1f".join(("link", user_id, item, file_format))
-        return self.cache.get(key, load, lambda _body: lifetime)
+        return self.cache.get(link_key(user_id, item, file_format), load, lambda _body: lifetime)
 
 
 # A link is cached, and announced in max-age, this much shorter than it stays valid: time for
