@@ -52,6 +52,7 @@ class Scope:
         self.request_id = request_id
         self.environ = environ
         self.user: str | None = None
+        self.internal_error = False  # a stream an unexpected error cut short (counted as 500)
 
     def account(self, given: str | None) -> str:
         """The alias the request names (or the implicit one), once the caller may read it."""
@@ -136,6 +137,7 @@ class Library:
         except Exception as exc:
             log.error("unexpected error in a library stream", exc_info=exc)
             problem = Problem(INTERNAL_DETAIL)
+            scope.internal_error = True
         summary: dict[str, Any] = {"count": count, "complete": problem is None}
         if problem is not None:
             if not isinstance(problem, LimitReached):
