@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from service.sandbox import SandboxServer
 
 from .helpers import AppFactory
 from .idp import AUDIENCE, SigningKey, TestIdP, running_idp
+from .test_bulkhead import wait_until
 from .test_clients import CLIENTS, WEB_KEY, bearer
 from .test_music import problem
 
@@ -319,6 +321,59 @@ def test_unreachable_idp_is_bounded(make_app: AppFactory, idp: TestIdP) -> None:
         503,
         "identity_provider_unavailable",
     )
+
+
+DEADLINE = 1.0  # the fetch deadline in these tests (seconds), for speed
+
+
+@pytest.mark.parametrize("drip_from", ["headers", "body"])
+def test_a_dripping_jwks_is_cut_at_the_deadline(
+    make_app: AppFactory, idp: TestIdP, monkeypatch: pytest.MonkeyPatch, drip_from: str
+) -> None:
+    # A byte every 0.1 s: each read gets its byte long before the 3 s read timeout, so only a
+    # deadline for the whole fetch ends it (the JWKS would take minutes at this pace).
+    monkeypatch.setattr(oidc, "FETCH_DEADLINE", DEADLINE)
+    idp.drip, idp.drip_from = 0.1, drip_from
+    client = make_app(oidc=oidc_settings(idp)).test_client()
+    started = time.monotonic()
+    resp = client.get("/music?user=studio", headers=bearer(idp.token(groups=["music-studio"])))
+    problem(resp, 503, "identity_provider_unavailable")
+    assert time.monotonic() - started < DEADLINE + 0.5
+
+
+def test_one_fetch_in_flight_however_long_it_takes(
+    make_app: AppFactory, idp: TestIdP, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(oidc, "FETCH_DEADLINE", DEADLINE)
+    idp.drip, idp.drip_from = 0.1, "body"
+    app = make_app(clock=clock, oidc=oidc_settings(idp))
+    token = idp.token(groups=["music-studio"])
+    answers: list[tuple[int, float]] = []
+
+    def get() -> None:
+        started = time.monotonic()
+        resp = app.test_client().get("/music?user=studio", headers=bearer(token))
+        answers.append((resp.status_code, time.monotonic() - started))
+
+    first = threading.Thread(target=get)
+    first.start()
+    wait_until(lambda: idp.jwks_fetches == 1)
+    # The floor has passed while the first fetch still drips: later requests neither start a
+    # fetch of their own nor queue for one after it; they take the first one's outcome.
+    clock.now += oidc.REFETCH_FLOOR + 1
+    later = [threading.Thread(target=get) for _ in range(4)]
+    for thread in later:
+        thread.start()
+    for thread in [first, *later]:
+        thread.join()
+    assert [status for status, _ in answers] == [503] * 5
+    assert max(seconds for _, seconds in answers) < DEADLINE + 0.5
+    assert idp.jwks_fetches == 1
+    # The IdP recovers: after the floor, one fetch, and the token is accepted.
+    idp.drip = None
+    clock.now += oidc.REFETCH_FLOOR + 1
+    assert app.test_client().get("/music?user=studio", headers=bearer(token)).status_code == 200
+    assert idp.jwks_fetches == 2
 
 
 def test_discovery(make_app: AppFactory, idp: TestIdP) -> None:
