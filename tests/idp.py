@@ -52,6 +52,7 @@ class TestIdP:
         self.drip: float | None = None
         self.drip_from = "headers"
         self._stopping = threading.Event()
+        self.extra_jwks: list[Any] = []  # served beside the keys (a hostile IdP's entries)
         self.jwks_fetches = 0
         self.discovery_fetches = 0
         self._lock = threading.Lock()
@@ -68,7 +69,7 @@ class TestIdP:
                         }
                     elif self.path == "/certs":
                         idp.jwks_fetches += 1
-                        doc = {"keys": [k.jwk for k in idp.keys]}
+                        doc = {"keys": [*idp.extra_jwks, *(k.jwk for k in idp.keys)]}
                     else:
                         self.send_error(404)
                         return

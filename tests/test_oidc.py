@@ -379,6 +379,26 @@ def test_one_fetch_in_flight_however_long_it_takes(
     assert idp.jwks_fetches == 2
 
 
+def test_keys_of_odd_shapes_in_the_jwks_are_skipped_or_a_503_never_a_500(
+    tokens: FlaskClient, idp: TestIdP, clock: Clock
+) -> None:
+    token = idp.token(groups=["music-studio"])
+    good = idp.keys[0].jwk
+    # A kid that is a list (unhashable) beside the good keys: skipped, the good ones verify.
+    idp.extra_jwks = [good | {"kid": ["list"]}, good | {"kid": 7}]
+    assert tokens.get("/music?user=studio", headers=bearer(token)).status_code == 200
+    # An `alg` that is a list makes PyJWT itself raise a TypeError: the JWKS is unusable.
+    idp.extra_jwks = [good | {"alg": ["RS256"]}]
+    clock.now += oidc.REFETCH_FLOOR + 1
+    other = idp.token(groups=["music-studio"], key=idp.rotate())  # an unknown kid: a refetch
+    problem(
+        tokens.get("/music?user=studio", headers=bearer(other)),
+        503,
+        "identity_provider_unavailable",
+    )
+    assert idp.jwks_fetches == 2
+
+
 def test_discovery(make_app: AppFactory, idp: TestIdP) -> None:
     client = make_app(oidc=oidc_settings(idp, jwks_url=None)).test_client()
     token = idp.token(groups=["music-studio"])

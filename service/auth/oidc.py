@@ -216,11 +216,18 @@ class KeySet:
             found = jwt.PyJWKSet.from_dict(doc).keys
         except (PyJWKSetError, PyJWKError) as exc:
             raise FetchFailed(f"{url}: no usable keys ({exc})") from None
+        except (TypeError, ValueError, KeyError) as exc:
+            # PyJWT trips over some shapes itself (an `alg` that is a list): the IdP's answer
+            # is unusable, which is not the caller's request failing.
+            raise FetchFailed(f"{url}: no usable keys ({type(exc).__name__})") from None
         allowed = set(self.settings.algorithms)
         keys = {
             k.key_id: k
             for k in found
-            if k.key_id and k.public_key_use in (None, "sig") and k.algorithm_name in allowed
+            if isinstance(k.key_id, str)
+            and k.key_id
+            and k.public_key_use in (None, "sig")
+            and k.algorithm_name in allowed
         }
         if not keys:
             raise FetchFailed(f"{url}: no signing key with a kid for {sorted(allowed)}")
