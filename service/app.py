@@ -79,6 +79,8 @@ def create_app(
         # inside (limits, logs) sees the caller's address.
         networks = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
+    # Outermost: whatever escapes every handler is still a problem+json 500, counted.
+    app.wsgi_app = errors.LastResort(app.wsgi_app, metrics.escaped(app, measures))  # type: ignore[method-assign]
     if settings is not held:  # the master said what runs already, once for all workers
         startup.log_summary(settings, workers=1)
     return app

@@ -24,6 +24,32 @@ NAME = "music-facade"
 T = TypeVar("T")
 
 
+# What a cached body is: the first part of its key, so no two kinds share an entry.
+LIST, TRACK, LINK = "list", "track", "link"
+
+
+def cache_key(kind: str, *parts: str) -> str:
+    """The key of a cached body: its kind (one of the service's own constants), then each part
+    length-prefixed, so no part's value (an upstream user id, a cursor, an item id) can make
+    one key read as another, whichever characters it holds."""
+    return kind + "".join(f"\x1f{len(part)}:{part}" for part in parts)
+
+
+def list_key(user_id: str, music_type: str, cursor: str | None) -> str:
+    """A list page's key: the account, the type and the cursor ('' for the first page)."""
+    return cache_key(LIST, user_id, music_type, cursor or "")
+
+
+def track_key(user_id: str, item: str) -> str:
+    """One track's key."""
+    return cache_key(TRACK, user_id, item)
+
+
+def link_key(user_id: str, item: str, file_format: str) -> str:
+    """A track's download link's key, per format."""
+    return cache_key(LINK, user_id, item, file_format)
+
+
 @dataclass(frozen=True)
 class CachedPage:
     """A finished 200 body, its strong ETag (unquoted), and when it was stored (clock seconds).

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from . import access
 
 log = logging.getLogger(__name__)
 
@@ -245,3 +249,37 @@ def register(app: Flask) -> None:
     app.register_error_handler(Problem, _handle_problem)
     app.register_error_handler(HTTPException, _handle_http)
     app.register_error_handler(Exception, _handle_unexpected)
+
+
+class LastResort:
+    """WSGI, outermost: an exception that escaped every handler is a counted problem+json 500.
+
+    The handlers answer their own errors (Flask's error handlers, MusicHandler's); this is for
+    whatever fails around them, so that gunicorn never answers a bare 500 that /metrics does
+    not count. counted(environ, seconds) counts it.
+    """
+
+    def __init__(
+        self,
+        app: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]],
+        counted: Callable[[dict[str, Any], float], None],
+    ) -> None:
+        self.app = app
+        self.counted = counted
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        started = time.monotonic()
+        try:
+            return self.app(environ, start_response)
+        except Exception as exc:
+            log.error("unexpected error outside every handler", exc_info=exc)
+            rid = access.request_id(environ.get("HTTP_X_REQUEST_ID"))
+            body, headers = problem_parts(Problem(INTERNAL_DETAIL).body(), rid)
+            headers += [("Content-Length", str(len(body))), *access.common_headers(rid, None)]
+            self.counted(environ, time.monotonic() - started)
+            # exc_info: if the response had already started, the server re-raises and drops
+            # the connection (the status cannot change any more).
+            start_response("500 Internal Server Error", headers, sys.exc_info())
+            return [body]

@@ -63,6 +63,7 @@ class Scope:
         self.request_id = request_id
         self.environ = environ
         self.user: str | None = None
+        self.internal_error = False  # a stream an unexpected error cut short (counted as 500)
 
     def account(self, given: str | None) -> str:
         """The alias the request names (or the implicit one), once the caller may read it."""
@@ -119,7 +120,7 @@ class Library:
             slot.release()
             raise
         render: Render = CsvRender() if _wants_csv(scope.environ.get("HTTP_ACCEPT")) else Ndjson()
-        chunks = _stream(walk, first, limit, render, scope.request_id, connection)
+        chunks = _stream(walk, first, limit, render, scope, connection)
         headers = [
             ("Content-Type", render.media_type),
             ("Cache-Control", "no-store"),
@@ -151,7 +152,7 @@ def _stream(
     first: list[dict[str, Any]],
     limit: int,
     render: Render,
-    request_id: str,
+    scope: Scope,
     connection: Connection | None,
 ) -> Iterator[bytes]:
     """Tracks in order, then one summary: {"summary": {count, complete[, problem]}}.
@@ -194,11 +195,12 @@ def _stream(
     except Exception as exc:
         log.error("unexpected error in a library stream", exc_info=exc)
         problem = Problem(INTERNAL_DETAIL)
+        scope.internal_error = True  # counted as the 500 it stands for when the stream ends
     summary: dict[str, Any] = {"count": count, "complete": problem is None}
     if problem is not None:
         if not isinstance(problem, LimitReached):
             log.warning("library stream cut short: %s", problem.code)
-        summary["problem"] = {**problem.body(), "request_id": request_id}
+        summary["problem"] = {**problem.body(), "request_id": scope.request_id}
     yield render.summary(summary)
 
 

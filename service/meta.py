@@ -11,9 +11,10 @@ from typing import Any
 
 import yaml
 from cachetools import LRUCache
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_swagger_ui import get_swaggerui_blueprint
 
+from .auth import Authenticator, Caller
 from .config import Settings
 from .errors import problem_response
 from .lifecycle import Lifecycle
@@ -37,11 +38,13 @@ def security_requirements(settings: Settings) -> list[dict[str, list[str]]]:
 
 
 def deployment_document(base: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """openapi.yaml as this deployment serves it, but for `servers` (which is per request).
+    """openapi.yaml as this deployment serves it, but for `servers` and the aliases (which are
+    per request: with_aliases).
 
     `security` is required when a credential is configured and absent in open mode (an
-    optional one makes generators demand credentials and schemathesis skip its auth checks);
-    `user` lists the configured aliases, so tools generate only requests the service can answer.
+    optional one makes generators demand credentials and schemathesis skip its auth checks).
+    The repository's example aliases are taken out of `user`: which aliases exist is not for
+    everyone to read.
     """
     doc = copy.deepcopy(base)
     requirements = security_requirements(settings)
@@ -56,36 +59,69 @@ def deployment_document(base: dict[str, Any], settings: Settings) -> dict[str, A
     if not schemes:
         doc.get("components", {}).pop("securitySchemes", None)
     user = doc["components"]["parameters"]["User"]
-    user["schema"]["enum"] = sorted(settings.users)
-    user["example"] = settings.implicit_user or sorted(settings.users)[0]
+    user["schema"].pop("enum", None)
+    user.pop("example", None)
     return doc
 
 
+def with_aliases(
+    doc: dict[str, Any], aliases: tuple[str, ...], default: str | None
+) -> dict[str, Any]:
+    """The document with `user` listing these aliases (none: left free text), so tools
+    generate only requests this caller can have answered."""
+    if not aliases:
+        return doc
+    doc = dict(doc)
+    components = doc["components"] = dict(doc["components"])
+    parameters = components["parameters"] = dict(components["parameters"])
+    user = parameters["User"] = dict(parameters["User"])
+    user["schema"] = {**user["schema"], "enum": list(aliases)}
+    user["example"] = default if default in aliases else aliases[0]
+    return doc
+
+
+def readable_aliases(
+    aliases: tuple[str, ...], caller: Caller | None, required: bool
+) -> tuple[str, ...]:
+    """Of aliases, those a request's caller may read: all in open mode, its scope's with a
+    valid credential, none without one (a stranger must not learn which aliases exist)."""
+    if not required:
+        return aliases
+    if caller is None or caller.client is None:
+        return ()
+    client = caller.client
+    return tuple(a for a in aliases if client.may_read(a))
+
+
 class ServedDocuments:
-    """The deployment's document, serialized once per (address asked for, format).
+    """The deployment's document, serialized once per (address asked for, aliases, format).
 
     The address comes from the Host header, which the caller picks: the cache is bounded.
     """
 
-    def __init__(self, doc: dict[str, Any]) -> None:
+    def __init__(self, doc: dict[str, Any], settings: Settings) -> None:
         self.doc = doc
-        self.cache: LRUCache[tuple[str, str], bytes] = LRUCache(maxsize=32)
+        self.aliases = tuple(sorted(settings.users))
+        self.default = settings.implicit_user
+        self.cache: LRUCache[tuple[str, tuple[str, ...], str], bytes] = LRUCache(maxsize=32)
         self.lock = threading.Lock()
 
-    def render(self, server_url: str, kind: str) -> bytes:
-        """The document naming server_url as its server, as 'yaml' or 'json'."""
+    def render(self, server_url: str, kind: str, aliases: tuple[str, ...] = ()) -> bytes:
+        """The document naming server_url as its server and listing aliases, as 'yaml' or
+        'json'."""
+        key = (server_url, aliases, kind)
         with self.lock:
-            found = self.cache.get((server_url, kind))
+            found = self.cache.get(key)
         if found is not None:
             return found
-        doc = dict(self.doc)
+        doc = with_aliases(self.doc, aliases, self.default)
         doc["servers"] = [{"url": server_url, "description": "This deployment."}]
         if kind == "json":
             body = json.dumps(doc, separators=(",", ":")).encode()
         else:
             body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).encode()
         with self.lock:
-            self.cache[(server_url, kind)] = body
+            self.cache[key] = body
         return body
 
 
@@ -140,11 +176,19 @@ def redis_check() -> str:
 
 def _document(kind: str, mimetype: str) -> Response:
     documents: ServedDocuments = current_app.extensions["openapi"]
+    authenticator: Authenticator = current_app.extensions["auth"]
+    # The caller as every route identifies it (service.auth); a refused credential is not an
+    # error here (the document needs none), it only lists no aliases.
+    caller: Caller | None = g.get("caller")
+    credentialed = authenticator.required and caller is not None and caller.client is not None
+    aliases = readable_aliases(documents.aliases, caller, authenticator.required)
     # request.host_url honours X-Forwarded-Proto from trusted proxies (service.proxies).
-    body = documents.render(request.host_url.rstrip("/"), kind)
+    body = documents.render(request.host_url.rstrip("/"), kind, aliases)
     resp = Response(body, mimetype=mimetype)
-    resp.headers["Cache-Control"] = "public, max-age=300"
-    resp.headers["Vary"] = "Host"
+    # A document listing a caller's aliases is that caller's: kept by its browser only, and
+    # checked again on every use, as /music pages are.
+    resp.headers["Cache-Control"] = "private, no-cache" if credentialed else "public, max-age=300"
+    resp.headers["Vary"] = "Host, Authorization" if authenticator.required else "Host"
     return resp
 
 
@@ -163,7 +207,7 @@ def openapi_json() -> Response:
 def register(app: Flask, settings: Settings) -> None:
     """Mount /healthz, /readyz, /openapi.yaml, /openapi.json and /docs."""
     base = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
-    app.extensions["openapi"] = ServedDocuments(deployment_document(base, settings))
+    app.extensions["openapi"] = ServedDocuments(deployment_document(base, settings), settings)
     app.extensions["lifecycle"] = Lifecycle()
     app.register_blueprint(bp)
     docs = get_swaggerui_blueprint(

@@ -19,6 +19,7 @@ import ipaddress
 import os
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -33,6 +34,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map
 
 from .config import MetricsSettings, Settings
 from .errors import Problem, UpstreamFailure
@@ -262,10 +264,11 @@ class Metrics:
 
     def request(self, route: str, method: str, status: int, client: str, seconds: float) -> None:
         """Count one answered request and its duration."""
+        # Before the lookup: a method a caller invents must not grow the table either.
+        method = method if method in METHODS else "other"
         key = (route, method, status, client)
         child = self._request_children.get(key)
         if child is None:
-            method = method if method in METHODS else "other"
             child = self._request_children[key] = self.requests.labels(
                 route, method, str(status), client
             )
@@ -432,20 +435,35 @@ def template(rule: str) -> str:
     return _VARIABLE_RE.sub(r"{\1}", rule)
 
 
+def route_of(url_map: Map, path: str) -> str:
+    """The template of the rule serving path for some method, or UNMATCHED."""
+    try:
+        # Every rule answers OPTIONS: matching with it finds the rule whatever the method.
+        rule, _ = url_map.bind("").match(path, method="OPTIONS", return_rule=True)
+    except HTTPException:
+        return UNMATCHED
+    return template(str(rule.rule))
+
+
 def _route(status: int) -> str:
     """The matched rule's template (never the path a caller sent), also for a 405 on a known
     path."""
     if request.url_rule is not None:
         return template(request.url_rule.rule)
-    if status == 405:  # the path has a rule, not for this method: find it with one that has
-        try:
-            rule, _ = current_app.url_map.bind("").match(
-                request.path, method="OPTIONS", return_rule=True
-            )
-        except HTTPException:
-            return UNMATCHED
-        return template(str(rule.rule))
+    if status == 405:  # the path has a rule, not for this method
+        return route_of(current_app.url_map, request.path)
     return UNMATCHED
+
+
+def escaped(app: Flask, metrics: Metrics) -> Callable[[dict[str, Any], float], None]:
+    """How errors.LastResort counts a request whose exception escaped every handler: a 500 of
+    its route, by nobody known (the caller was not, or not surely, identified)."""
+
+    def count(environ: dict[str, Any], seconds: float) -> None:
+        route = route_of(app.url_map, environ.get("PATH_INFO") or "")
+        metrics.request(route, environ.get("REQUEST_METHOD") or "", 500, ANONYMOUS, seconds)
+
+    return count
 
 
 def _observe(resp: Response) -> Response:

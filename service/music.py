@@ -26,9 +26,9 @@ from werkzeug.http import parse_accept_header, parse_etags
 from werkzeug.routing import BaseConverter
 
 from . import access, jsoncodec, trace
-from .auth import Authenticator, Principal, authorize, presented
+from .auth import Authenticator, Caller, Principal, authorize, presented
 from .bulkhead import Bulkhead
-from .cache import Lookup, PageCache
+from .cache import Lookup, PageCache, link_key, list_key, track_key
 from .config import Settings
 from .cors import Cors
 from .errors import (
@@ -66,6 +66,7 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
+NOBODY = Caller(None)
 
 
 class Music:
@@ -109,9 +110,7 @@ class Music:
             self._learn(user_id, raw.get("records"))
             return jsoncodec.dumps(reshape_page(raw))
 
-        # \x1f cannot occur in any part (user ids and cursors are visible ASCII).
-        key = "\x1f".join((user_id, query.type, query.cursor or ""))
-        return self.cache.get(key, load)
+        return self.cache.get(list_key(user_id, query.type, query.cursor), load)
 
     def _learn(self, user_id: str, records: Any) -> None:
         """Remember the account number the first record's job_id names (never shown)."""
@@ -163,7 +162,7 @@ class Music:
                 raise UpstreamError("The upstream answered with another record than asked for.")
             return jsoncodec.dumps(track)
 
-        return self.cache.get("\x1f".join(("track", user_id, item)), load)
+        return self.cache.get(track_key(user_id, item), load)
 
     def audio(self, alias: str, item: str, file_format: str, request_id: str) -> Lookup:
         """A temporary link to a completed track's file, cached until shortly before it expires.
@@ -199,8 +198,7 @@ class Music:
             }
             return jsoncodec.dumps(link)
 
-        key = "\x1f".join(("link", user_id, item, file_format))
-        return self.cache.get(key, load, lambda _body: lifetime)
+        return self.cache.get(link_key(user_id, item, file_format), load, lambda _body: lifetime)
 
 
 # A link is cached, and announced in max-age, this much shorter than it stays valid: time for
@@ -322,11 +320,13 @@ class MusicHandler:
         span = trace.begin(environ.get("HTTP_TRACEPARENT"))
         authorization = environ.get("HTTP_AUTHORIZATION")
         presented(authorization)
-        who = self.auth.identify(authorization)
+        who = NOBODY  # until identified: a failure to identify is answered (and counted) below
+        scope: Scope | None = None
         user = cache_status = None
         limit_headers: list[tuple[str, str]] = []
         body: Iterable[bytes]
         try:
+            who = self.auth.identify(authorization)
             state = self.limits.check(who, environ.get("REMOTE_ADDR"))
             if state is not None:
                 limit_headers = state.headers()
@@ -372,8 +372,11 @@ class MusicHandler:
             remote_addr=environ.get("REMOTE_ADDR"),
         )
         metrics = self.metrics
-        # Labelled by the route's template, never the path a caller sent.
-        metrics.request(template, method, status, client_label(client), time.monotonic() - started)
+        label = client_label(client)
+        streamed = method != "HEAD" and not isinstance(body, list)
+        if not streamed:
+            # Labelled by the route's template, never the path a caller sent.
+            metrics.request(template, method, status, label, time.monotonic() - started)
         # A lookup that stored a page changed this process's cache size.
         if cache_status is not None and metrics.page(cache_status) in STORED:
             metrics.cache_size(*self.music.cache.backend.size())
@@ -385,7 +388,17 @@ class MusicHandler:
             return []
         if isinstance(body, list):
             return body
-        return traced(body, span)  # a stream: its upstream calls and log lines stay in the trace
+
+        def ended() -> None:
+            # A stream is counted when it ends: one an unexpected error cut short (its summary
+            # says internal_error; the 200 had gone out) counts as the 500 it stands for.
+            failed = scope is not None and scope.internal_error
+            metrics.request(
+                template, method, 500 if failed else status, label, time.monotonic() - started
+            )
+
+        # A stream: its upstream calls and log lines stay in the trace.
+        return traced(body, span, ended)
 
     def _one_vary(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The headers with the route's own Vary folded into the handler's: one Vary header."""
@@ -434,12 +447,15 @@ class MusicHandler:
         return 302, [], headers, lookup.cache_status
 
 
-def traced(body: Iterable[bytes], span: trace.Trace) -> Iterator[bytes]:
+def traced(
+    body: Iterable[bytes], span: trace.Trace, ended: Callable[[], None] | None = None
+) -> Iterator[bytes]:
     """A streamed body produced inside the request's trace (the handler ended it on return).
 
     The WSGI server pulls the chunks after the handler returned: each is made with the span
     current again, so the upstream calls of later pages are its children and log lines carry
-    its trace_id; closing the stream (a client gone) closes the body.
+    its trace_id; closing the stream (a client gone) closes the body. ended, if given, is
+    called once the stream is over, however it ended.
     """
     chunks = iter(body)
     try:
@@ -456,6 +472,8 @@ def traced(body: Iterable[bytes], span: trace.Trace) -> Iterator[bytes]:
         close = getattr(body, "close", None)
         if close is not None:
             close()
+        if ended is not None:
+            ended()
 
 
 def wants_json(accept: str | None) -> bool:

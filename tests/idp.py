@@ -1,11 +1,13 @@
 """A test identity provider on loopback: discovery document and JWKS over real HTTP, keys made here.
 
 It signs tokens with its keys (RSA and EC, generated per instance), can rotate to a new key, go
-down (answer 503) and counts the JWKS fetches, so tests can see the service's refetch floor.
+down (answer 503), drip its JWKS answer a byte at a time (from the status line, or only the
+body), and counts the JWKS fetches, so tests can see the service's refetch floor and deadline.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -45,6 +47,12 @@ class TestIdP:
     def __init__(self) -> None:
         self.keys = [SigningKey("RS256"), SigningKey("ES256")]
         self.down = False
+        # Seconds between two bytes of a JWKS answer (None: all at once), from its first byte
+        # ("headers") or once the headers are sent ("body").
+        self.drip: float | None = None
+        self.drip_from = "headers"
+        self._stopping = threading.Event()
+        self.extra_jwks: list[Any] = []  # served beside the keys (a hostile IdP's entries)
         self.jwks_fetches = 0
         self.discovery_fetches = 0
         self._lock = threading.Lock()
@@ -61,20 +69,38 @@ class TestIdP:
                         }
                     elif self.path == "/certs":
                         idp.jwks_fetches += 1
-                        doc = {"keys": [k.jwk for k in idp.keys]}
+                        doc = {"keys": [*idp.extra_jwks, *(k.jwk for k in idp.keys)]}
                     else:
                         self.send_error(404)
                         return
                     down = idp.down
+                    drip = idp.drip if self.path == "/certs" else None
                 if down:
                     self.send_error(503)
                     return
                 body = json.dumps(doc).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                head = (
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                if drip is None:
+                    self.wfile.write(head + body)
+                elif idp.drip_from == "body":
+                    self.wfile.write(head)
+                    self._drip(body, drip)
+                else:
+                    self._drip(head + body, drip)
+
+            def _drip(self, data: bytes, seconds: float) -> None:
+                """One byte, then a pause; until done, the reader hangs up, or the IdP stops."""
+                for i in range(len(data)):
+                    try:
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        return  # the service cut the fetch
+                    if idp._stopping.wait(seconds):
+                        return
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet
@@ -90,6 +116,7 @@ class TestIdP:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopping.set()  # ends any drip still going
         self.server.shutdown()
         self.server.server_close()
         self._thread.join()
@@ -128,6 +155,27 @@ class TestIdP:
         return jwt.encode(
             payload, key.private, algorithm=key.alg, headers={"kid": key.kid, **(headers or {})}
         )
+
+    def raw_token(self, header: dict[str, Any], claims: dict[str, Any] | None = None) -> str:
+        """A token with exactly this header, signed by the first key whatever the header says.
+
+        PyJWT's encode refuses some headers a stranger can still send (a non-string `kid`);
+        this writes the segments by hand. claims: the usual music-studio claims by default.
+        """
+        key = self.keys[0]
+        now = int(time.time())
+        payload = claims if claims is not None else {
+            "iss": self.issuer, "aud": AUDIENCE, "sub": "alice", "exp": now + 300,
+            "groups": ["music-studio"],
+        }  # fmt: skip
+        signing_input = ".".join(_segment(part) for part in (header, payload))
+        signature = jwt.get_algorithm_by_name(key.alg).sign(signing_input.encode(), key.private)
+        return signing_input + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+
+
+def _segment(doc: dict[str, Any]) -> str:
+    """A JWT segment: base64url of the JSON, unpadded (non-JSON floats as Python writes them)."""
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
 
 
 @contextmanager

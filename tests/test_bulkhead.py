@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 
 from service.bulkhead import Bulkhead
+from service.cache import list_key
 from service.config import BulkheadSettings
 from service.errors import UpstreamBusy
 from service.sandbox import SandboxServer
@@ -130,7 +131,7 @@ def test_followers_of_a_flight_take_no_slot(make_app: AppFactory, sandbox: Sandb
 
 
 def _studio_key() -> str:
-    return "\x1f".join(("1001", "song", ""))
+    return list_key("1001", "song", None)
 
 
 @pytest.mark.parametrize(

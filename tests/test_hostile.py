@@ -451,7 +451,7 @@ def test_a_caller_that_hangs_up_stops_the_walk(sandbox: SandboxServer, tmp_path:
         # The slot is free again: another stream starts (and hangs up at once).
         sandbox.state.clear_fault("1001")
         assert requests.get(f"{server.url}/library?user=edge", timeout=5).status_code == 200
-    assert settled > 20
+    assert settled >= 20  # it was under way when the caller left, and then it stopped
     assert "library caller hung up after 0 tracks" in log_text(server)
 
 

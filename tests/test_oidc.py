@@ -7,20 +7,27 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.auth import oidc
 from service.config import ConfigError, OidcSettings, parse_settings
 from service.sandbox import SandboxServer
 
-from .helpers import AppFactory
+from .helpers import AppFactory, live_service
 from .idp import AUDIENCE, SigningKey, TestIdP, running_idp
+from .test_bulkhead import wait_until
 from .test_clients import CLIENTS, WEB_KEY, bearer
 from .test_music import problem
 
@@ -163,7 +170,20 @@ REFUSED = [
     ("no subject", _studio(sub=None), "credential_invalid"),
     ("garbage segments", lambda idp: "eyJub3QiOiJqc29u.bm9wZQ.c2ln", "credential_malformed"),
     ("oversized", _studio(pad="x" * 9000), "credential_malformed"),
-]
+    # Header shapes PyJWT itself refuses (with an InvalidTokenError, not a DecodeError).
+    ("kid a number", lambda idp: idp.raw_token({"alg": "RS256", "kid": 123}), "credential_invalid"),
+    ("kid a list", lambda idp: idp.raw_token({"alg": "RS256", "kid": [idp.keys[0].kid]}),
+     "credential_invalid"),
+    ("crit unsupported", lambda idp: idp.raw_token(
+        {"alg": "RS256", "kid": idp.keys[0].kid, "crit": ["exp"], "exp": 1}), "credential_invalid"),
+    ("crit not a list", lambda idp: idp.raw_token(
+        {"alg": "RS256", "kid": idp.keys[0].kid, "crit": "b64"}), "credential_invalid"),
+    ("b64 false", lambda idp: idp.raw_token(
+        {"alg": "RS256", "kid": idp.keys[0].kid, "b64": False, "crit": ["b64"]}),
+     "credential_malformed"),
+    ("alg a list", lambda idp: idp.raw_token({"alg": ["RS256"], "kid": idp.keys[0].kid}),
+     "credential_invalid"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("case", "make", "code"), REFUSED, ids=[r[0] for r in REFUSED])
@@ -177,6 +197,68 @@ def test_refused_tokens(
     assert "WWW-Authenticate" in resp.headers
     assert body["code"] == code, case
     assert sandbox.state.call_count() == 0
+
+
+# Any JSON value a header may carry (json.loads also reads NaN and Infinity, so they are in).
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+# RFC 7515's registered header names (and a few of PyJWT's), plus anything else.
+HEADER_NAMES = st.sampled_from(
+    ["alg", "kid", "typ", "cty", "crit", "b64", "jku", "jwk", "x5u", "x5c", "x5t", "zip", "enc"]
+) | st.text(max_size=8)
+HEADERS = st.dictionaries(HEADER_NAMES, JSON_VALUES, max_size=5)
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture
+def unlimited(make_app: AppFactory, idp: TestIdP) -> FlaskClient:
+    """An app taking the test IdP's tokens with a rate limit no fuzzing run reaches."""
+    from service.config import LimitSettings
+
+    limits = LimitSettings(default="1000000/minute")
+    return make_app(oidc=oidc_settings(idp), limits=limits).test_client()
+
+
+@FUZZ
+@given(changes=HEADERS, path=st.sampled_from(["/music?user=studio", "/openapi.json"]))
+def test_no_header_a_stranger_sends_reaches_a_500(
+    unlimited: FlaskClient, idp: TestIdP, changes: dict[str, Any], path: str
+) -> None:
+    # Signed with the IdP's real key over a valid header with the fuzzed parameters on top, so
+    # a token gets as far as the header lets it: through the fast handler and a Flask route.
+    header = {"alg": "RS256", "kid": idp.keys[0].kid, "typ": "JWT"} | changes
+    resp = unlimited.get(path, headers=bearer(idp.raw_token(header)))
+    assert resp.status_code in (200, 401), resp.get_data(as_text=True)
+    if resp.status_code == 401:
+        assert resp.get_json()["code"] in ("credential_invalid", "credential_malformed")
+
+
+CLAIM_NAMES = st.sampled_from(
+    ["iss", "aud", "sub", "exp", "nbf", "iat", "jti", "groups", "scope", "email"]
+) | st.text(max_size=8)
+
+
+@FUZZ
+@given(changes=st.dictionaries(CLAIM_NAMES, JSON_VALUES, max_size=5))
+def test_no_claims_a_signed_token_carries_reach_a_500(
+    unlimited: FlaskClient, idp: TestIdP, changes: dict[str, Any]
+) -> None:
+    now = int(time.time())
+    claims = {"iss": idp.issuer, "aud": AUDIENCE, "sub": "alice", "exp": now + 300} | changes
+    token = idp.raw_token({"alg": "RS256", "kid": idp.keys[0].kid}, claims)
+    resp = unlimited.get("/music?user=studio", headers=bearer(token))
+    assert resp.status_code in (200, 401, 403), resp.get_data(as_text=True)
 
 
 def test_rotation_and_the_refetch_floor(tokens: FlaskClient, idp: TestIdP, clock: Clock) -> None:
@@ -242,6 +324,79 @@ def test_unreachable_idp_is_bounded(make_app: AppFactory, idp: TestIdP) -> None:
         503,
         "identity_provider_unavailable",
     )
+
+
+DEADLINE = 1.0  # the fetch deadline in these tests (seconds), for speed
+
+
+@pytest.mark.parametrize("drip_from", ["headers", "body"])
+def test_a_dripping_jwks_is_cut_at_the_deadline(
+    make_app: AppFactory, idp: TestIdP, monkeypatch: pytest.MonkeyPatch, drip_from: str
+) -> None:
+    # A byte every 0.1 s: each read gets its byte long before the 3 s read timeout, so only a
+    # deadline for the whole fetch ends it (the JWKS would take minutes at this pace).
+    monkeypatch.setattr(oidc, "FETCH_DEADLINE", DEADLINE)
+    idp.drip, idp.drip_from = 0.1, drip_from
+    client = make_app(oidc=oidc_settings(idp)).test_client()
+    started = time.monotonic()
+    resp = client.get("/music?user=studio", headers=bearer(idp.token(groups=["music-studio"])))
+    problem(resp, 503, "identity_provider_unavailable")
+    assert time.monotonic() - started < DEADLINE + 0.5
+
+
+def test_one_fetch_in_flight_however_long_it_takes(
+    make_app: AppFactory, idp: TestIdP, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(oidc, "FETCH_DEADLINE", DEADLINE)
+    idp.drip, idp.drip_from = 0.1, "body"
+    app = make_app(clock=clock, oidc=oidc_settings(idp))
+    token = idp.token(groups=["music-studio"])
+    answers: list[tuple[int, float]] = []
+
+    def get() -> None:
+        started = time.monotonic()
+        resp = app.test_client().get("/music?user=studio", headers=bearer(token))
+        answers.append((resp.status_code, time.monotonic() - started))
+
+    first = threading.Thread(target=get)
+    first.start()
+    wait_until(lambda: idp.jwks_fetches == 1)
+    # The floor has passed while the first fetch still drips: later requests neither start a
+    # fetch of their own nor queue for one after it; they take the first one's outcome.
+    clock.now += oidc.REFETCH_FLOOR + 1
+    later = [threading.Thread(target=get) for _ in range(4)]
+    for thread in later:
+        thread.start()
+    for thread in [first, *later]:
+        thread.join()
+    assert [status for status, _ in answers] == [503] * 5
+    assert max(seconds for _, seconds in answers) < DEADLINE + 0.5
+    assert idp.jwks_fetches == 1
+    # The IdP recovers: after the floor, one fetch, and the token is accepted.
+    idp.drip = None
+    clock.now += oidc.REFETCH_FLOOR + 1
+    assert app.test_client().get("/music?user=studio", headers=bearer(token)).status_code == 200
+    assert idp.jwks_fetches == 2
+
+
+def test_keys_of_odd_shapes_in_the_jwks_are_skipped_or_a_503_never_a_500(
+    tokens: FlaskClient, idp: TestIdP, clock: Clock
+) -> None:
+    token = idp.token(groups=["music-studio"])
+    good = idp.keys[0].jwk
+    # A kid that is a list (unhashable) beside the good keys: skipped, the good ones verify.
+    idp.extra_jwks = [good | {"kid": ["list"]}, good | {"kid": 7}]
+    assert tokens.get("/music?user=studio", headers=bearer(token)).status_code == 200
+    # An `alg` that is a list makes PyJWT itself raise a TypeError: the JWKS is unusable.
+    idp.extra_jwks = [good | {"alg": ["RS256"]}]
+    clock.now += oidc.REFETCH_FLOOR + 1
+    other = idp.token(groups=["music-studio"], key=idp.rotate())  # an unknown kid: a refetch
+    problem(
+        tokens.get("/music?user=studio", headers=bearer(other)),
+        503,
+        "identity_provider_unavailable",
+    )
+    assert idp.jwks_fetches == 2
 
 
 def test_discovery(make_app: AppFactory, idp: TestIdP) -> None:
@@ -337,3 +492,34 @@ def test_config_refuses(section: dict[str, Any], message: str) -> None:
 def test_config_needs_issuer_and_audience() -> None:
     with pytest.raises(ConfigError, match=r"oidc\.audience"):
         parse_settings(BASE | {"oidc": {"issuer": "https://login.example.com"}}, ENV)
+
+
+def test_under_gunicorn_a_dripping_idp_holds_requests_one_deadline_at_most(
+    sandbox: SandboxServer, idp: TestIdP, tmp_path: Path
+) -> None:
+    # The production worker (gevent), the real 5 s deadline: the watchdog is a greenlet there.
+    extra = f"""
+[oidc]
+issuer = "{idp.issuer}"
+audience = "{AUDIENCE}"
+jwks_url = "{idp.jwks_url}"
+
+[oidc.scopes]
+"music-studio" = ["studio"]
+"""
+    idp.drip, idp.drip_from = 0.2, "body"
+    token = idp.token(groups=["music-studio"])
+    with live_service(sandbox, tmp_path, extra) as server:
+
+        def get(_: int) -> tuple[int, float]:
+            started = time.monotonic()
+            resp = requests.get(
+                server.url + "/music?user=studio", headers=bearer(token), timeout=30
+            )
+            return resp.status_code, time.monotonic() - started
+
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(get, range(4)))
+    assert [status for status, _ in answers] == [503] * 4
+    assert max(seconds for _, seconds in answers) < oidc.FETCH_DEADLINE + 1.5
+    assert idp.jwks_fetches == 1

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 import yaml
 from flask.testing import FlaskClient
 
+from service.auth import mint_key
 from service.config import ClientSettings
 
 from .helpers import AppFactory
@@ -35,6 +38,72 @@ def test_keyed_mode_requires_the_key_in_yaml_and_json(make_app: AppFactory) -> N
     assert as_yaml == as_json
     assert as_json["security"] == [{"clientKey": []}]
     assert "clientKey" in as_json["components"]["securitySchemes"]
+
+
+# Aliases the repository's document never mentions (its examples use the demo's), so finding
+# one in a served document can only mean it was listed.
+SECRET_USERS = {"payroll-x": "1001", "board-y": "1002", "studio-z": "1003"}
+ALL_KEY, ALL_DIGEST = mint_key()
+ONE_KEY, ONE_DIGEST = mint_key()
+SCOPED = (
+    ClientSettings(name="all", key_sha256=(ALL_DIGEST,), users=frozenset({"*"})),
+    ClientSettings(name="one", key_sha256=(ONE_DIGEST,), users=frozenset({"studio-z"})),
+)
+
+
+def _served(client: FlaskClient, key: str | None, kind: str = "json") -> tuple[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    resp = client.get(f"/openapi.{kind}", headers=headers)
+    assert resp.status_code == 200
+    text = resp.get_data(as_text=True)
+    doc = json.loads(text) if kind == "json" else yaml.safe_load(text)
+    return text, (doc, resp.headers)
+
+
+def _listed(doc: dict[str, Any]) -> list[str] | None:
+    user = doc["components"]["parameters"]["User"]
+    enum: list[str] | None = user["schema"].get("enum")
+    if enum is not None:
+        assert user["example"] in enum
+    else:
+        assert "example" not in user
+    return enum
+
+
+@pytest.mark.parametrize("kind", ["json", "yaml"])
+def test_the_served_contract_lists_only_the_aliases_the_caller_may_read(
+    make_app: AppFactory, kind: str
+) -> None:
+    client = make_app(clients=SCOPED, users=SECRET_USERS).test_client()
+    # The scoped callers first: their documents must not be what a stranger is served next.
+    text, (doc, headers) = _served(client, ALL_KEY, kind)
+    assert _listed(doc) == sorted(SECRET_USERS)
+    assert headers["Cache-Control"] == "private, no-cache"
+    assert headers["Vary"] == "Host, Authorization"
+    text, (doc, headers) = _served(client, ONE_KEY, kind)
+    assert _listed(doc) == ["studio-z"]
+    assert "payroll-x" not in text
+    assert "board-y" not in text
+    for stranger in (None, "mf_not-a-key", "not a bearer credential"):
+        text, (doc, headers) = _served(client, stranger, kind)
+        assert _listed(doc) is None, stranger
+        assert not [alias for alias in SECRET_USERS if alias in text], stranger
+        assert headers["Cache-Control"] == "public, max-age=300"
+        assert headers["Vary"] == "Host, Authorization"
+
+
+def test_the_served_contract_lists_a_tokens_aliases(make_app: AppFactory) -> None:
+    from .idp import running_idp
+    from .test_oidc import oidc_settings
+
+    with running_idp() as idp:
+        client = make_app(oidc=oidc_settings(idp)).test_client()
+        _, (doc, _) = _served(client, idp.token(groups=["music-studio"]))
+        assert _listed(doc) == ["studio"]
+        _, (doc, _) = _served(client, idp.token(groups=["music-admin"]))
+        assert _listed(doc) == sorted(["studio", "edge", "empty", "norecords", "ghost"])
+        _, (doc, _) = _served(client, idp.token(groups=["music-studio"], lifetime=-600))
+        assert _listed(doc) is None
 
 
 def test_forwarded_scheme_is_honoured_only_from_trusted_proxies(make_app: AppFactory) -> None:

@@ -15,6 +15,7 @@ import pytest
 from flask import Flask
 
 from service.auth import mint_key
+from service.cache import list_key
 from service.config import ClientSettings, ConfigError, RedisSettings, Secret, parse_settings
 from service.sandbox import SandboxServer
 from service.shared import FIRST_BACKOFF, SharedStore, StoreUnavailable, digest
@@ -126,7 +127,7 @@ def test_a_dead_leaders_lock_expires_and_a_waiter_takes_over(
     app = replica()
     store: SharedStore = app.extensions["store"]
     # A leader that died holding the lock: nobody will publish; the lock has 300 ms left.
-    cache_key = "\x1f".join(("1001", "song", ""))
+    cache_key = list_key("1001", "song", None)
     fresh_redis.client().set(store.key("lock", digest(cache_key)), "dead-leader", px=300)
     resp = app.test_client().get(PAGE)
     assert resp.status_code == 200
