@@ -8,11 +8,15 @@ and nginx's pid and temporary paths are pointed into a directory of the caller's
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import runpy
 import shutil
+import socket
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +26,10 @@ GUNICORN_CONF = REPO / "deploy" / "gunicorn.conf.py"
 LISTEN = "${MUSIC_LISTEN}"
 REPLICA = "${MUSIC_REPLICA}"
 _TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+# The file of allowed origins the template's CORS map includes (beside nginx.conf).
+CORS_MAP = "music-cors-origins.map"
+# What may stand in that file: a scheme, a host and a port, nothing nginx would parse.
+_ORIGIN_RE = re.compile(r"\Ahttps?://[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z")
 
 
 @dataclass(frozen=True)
@@ -71,20 +79,70 @@ def render_nginx_text(template: str, listen: str, replicas: Sequence[str], prefi
     return "".join(lines)
 
 
+def nginx_cors_map(origins: Sequence[str]) -> str:
+    """The lines of music-cors-origins.map allowing these origins (the service's [cors])."""
+    for origin in origins:
+        if not _ORIGIN_RE.match(origin):
+            raise ValueError(f"not an origin nginx's map may hold: {origin!r}")
+    return "".join(f'"{origin}" $http_origin;\n' for origin in origins)
+
+
 def render_nginx(
     directory: Path,
     listen: str,
     replicas: Sequence[str],
     template: Path = NGINX_TEMPLATE,
+    cors_origins: Sequence[str] = (),
 ) -> RenderedNginx:
-    """Write deploy/nginx/nginx.conf rendered for these addresses into directory."""
+    """Write deploy/nginx/nginx.conf rendered for these addresses into directory.
+
+    cors_origins, when given, are written to music-cors-origins.map beside it.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "temp").mkdir(exist_ok=True)
     (directory / "logs").mkdir(exist_ok=True)  # nginx -t opens prefix/logs/error.log first
     conf = directory / "nginx.conf"
     text = render_nginx_text(template.read_text(encoding="utf-8"), listen, replicas, directory)
     conf.write_text(text, encoding="utf-8")
+    if cors_origins:
+        (directory / CORS_MAP).write_text(nginx_cors_map(cors_origins), encoding="utf-8")
     return RenderedNginx(conf=conf, prefix=directory)
+
+
+@contextlib.contextmanager
+def running_nginx(
+    rendered: RenderedNginx, listen: str, log: Path, timeout: float = 20
+) -> Iterator[subprocess.Popen[bytes]]:
+    """nginx in the foreground on a rendered configuration, until it accepts on listen.
+
+    Readiness is a TCP connect, not a request: the tests that use this may have no replica
+    behind it. Stopped (and waited for) on exit.
+    """
+    host, port = listen.rsplit(":", 1)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            rendered.command("-g", "daemon off;"), stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"nginx exited with status {proc.returncode}")
+                try:
+                    socket.create_connection((host, int(port)), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("nginx did not listen in time") from None
+                    time.sleep(0.05)  # poll interval
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def nginx_check(rendered: RenderedNginx) -> subprocess.CompletedProcess[str]:
