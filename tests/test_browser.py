@@ -11,6 +11,7 @@ them, except in CI (CI=true), where a missing browser is a failure.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,9 +23,10 @@ import pytest
 from service.auth import mint_key
 from service.sandbox import SandboxServer
 
+from .deploy_render import nginx_binary, render_nginx, running_nginx
 from .helpers import live_service
 from .idp import AUDIENCE, TestIdP, running_idp
-from .programs import missing_program
+from .programs import free_port, missing_program
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -211,3 +213,33 @@ def _check_the_page(driver: webdriver.Chrome, base: str, idp: TestIdP) -> None:
     expired = call(driver, music, {"Authorization": "Bearer " + idp.token(lifetime=-300)})
     assert (expired["status"], expired["code"]) == (401, "credential_expired"), expired
     assert "invalid_token" in expired["www"]  # WWW-Authenticate is exposed
+
+
+def test_a_page_reads_nginxs_own_problem_when_no_replica_answers(
+    browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    """deploy/nginx with no replica able to answer: a keyed fetch (so a preflight first) from
+    an allowed origin reads the 503 problem and its request id, not "Failed to fetch"."""
+    if nginx_binary() is None:
+        missing_program("nginx", "nginx")
+    with (
+        PageServer() as page,
+        PageServer() as stranger,
+        socket.socket() as refusing,  # bound, never listening: every connection refused
+    ):
+        refusing.bind(("127.0.0.1", 0))
+        listen = f"127.0.0.1:{free_port()}"
+        replica = f"127.0.0.1:{refusing.getsockname()[1]}"
+        rendered = render_nginx(tmp_path / "nginx", listen, [replica], cors_origins=[page.origin])
+        with running_nginx(rendered, listen, tmp_path / "nginx.log"):
+            base = f"http://{listen}"
+            browser.get(page.origin + "/")
+            keyed = call(
+                browser, base + "/music?user=studio", {"Authorization": f"Bearer {WEB_KEY}"}
+            )
+            assert (keyed.get("status"), keyed.get("code")) == (503, "service_unavailable"), keyed
+            assert keyed["rid"], keyed
+            plain = call(browser, base + "/healthz")
+            assert (plain.get("status"), plain.get("code")) == (503, "service_unavailable"), plain
+            browser.get(stranger.origin + "/")
+            assert "error" in call(browser, base + "/healthz")
