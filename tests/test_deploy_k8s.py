@@ -11,12 +11,13 @@ command, ConfigMap and generated password, answers its readiness probe and the s
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import shutil
 import subprocess
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -423,14 +424,15 @@ def _static_job() -> tuple[dict[str, Any], dict[str, tuple[str, int]]]:
     return job, addresses
 
 
-def test_prometheus_itself_keeps_one_target_per_service_pod(tmp_path: Path) -> None:
+def _prometheus_targets(
+    config: Path, tmp_path: Path, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Runs a real Prometheus on config until its /api/v1/targets data satisfies done (60 s at
+    most); returns that data."""
     prometheus = shutil.which("prometheus")
     promtool = shutil.which("promtool")
     if prometheus is None or promtool is None:
         missing_program("prometheus and promtool", "prometheus")
-    job, addresses = _static_job()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump({"scrape_configs": [job]}))
     check = subprocess.run(
         [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
     )
@@ -451,17 +453,33 @@ def test_prometheus_itself_keeps_one_target_per_service_pod(tmp_path: Path) -> N
         deadline = time.monotonic() + 60
         while True:
             try:
-                data = requests.get(f"http://{listen}/api/v1/targets", timeout=5).json()["data"]
-                if len(data["activeTargets"]) + len(data["droppedTargets"]) == len(addresses):
-                    break
+                data: dict[str, Any] = requests.get(
+                    f"http://{listen}/api/v1/targets", timeout=5
+                ).json()["data"]
+                if done(data):
+                    return data
             except requests.RequestException:
                 pass  # still starting
             assert proc.poll() is None, "prometheus exited"
-            assert time.monotonic() < deadline, "prometheus never listed the targets"
+            assert time.monotonic() < deadline, f"prometheus never got there: {data}"
             time.sleep(0.2)  # poll interval
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_prometheus_itself_keeps_one_target_per_service_pod(tmp_path: Path) -> None:
+    job, addresses = _static_job()
+    token = tmp_path / "scrape-token"
+    token.write_text("scrape-token\n")
+    job["authorization"] = {"credentials_file": str(token)}
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"scrape_configs": [job]}))
+    data = _prometheus_targets(
+        config,
+        tmp_path,
+        lambda d: len(d["activeTargets"]) + len(d["droppedTargets"]) == len(addresses),
+    )
     (active,) = data["activeTargets"]
     assert addresses[active["labels"]["instance"]] == ("music-facade", 8080)
     assert active["labels"]["pod"].startswith("music-facade-")
@@ -682,7 +700,45 @@ def test_the_service_deployment_works_with_the_bundles_redis(
         env[name] = value
     url = urlsplit(env["MUSIC_REDIS_URL"])
     env["MUSIC_REDIS_URL"] = url._replace(netloc=f"127.0.0.1:{bundle_redis.port}").geturl()
+    # The scrape token: the bundle's digest stands for the operator's own.
+    scrape_token = "bundle-scrape-token"
+    digest = tomllib.loads(toml)["metrics"]["token_sha256"]
+    scrape_digest = hashlib.sha256(scrape_token.encode()).hexdigest()
+    (local["config"] / "music.toml").write_text(
+        (local["config"] / "music.toml").read_text().replace(digest, scrape_digest)
+    )
     with GunicornProcess(env, log_path=tmp_path / "gunicorn.log") as server:
         readyz = requests.get(server.url + "/readyz", timeout=10)
+        closed = requests.get(server.url + "/metrics", timeout=10)
+        scraped = _scraped_by_the_bundles_job(server.url, scrape_token, tmp_path)
     assert readyz.status_code == 200, readyz.text
     assert readyz.json()["checks"] == {"redis": "ok"}
+    # Keys are configured: closed to a caller without the token, open to Prometheus with it.
+    assert (closed.status_code, closed.json()["code"]) == (403, "metrics_forbidden")
+    assert scraped["health"] == "up", scraped
+
+
+def _scraped_by_the_bundles_job(url: str, token: str, tmp_path: Path) -> dict[str, Any]:
+    """The bundle's scrape job, pod discovery swapped for the one running service and its
+    credentials_file for a local copy of the token, run by a real Prometheus until its first
+    scrape: that target's state."""
+    job = {
+        k: v
+        for k, v in _scrape_job().items()
+        if k not in ("kubernetes_sd_configs", "relabel_configs")
+    }
+    assert job["authorization"]["credentials_file"]  # what the bundle tells Prometheus to send
+    credentials = tmp_path / "scrape-token"
+    credentials.write_text(token + "\n")
+    job["authorization"] = {"credentials_file": str(credentials)}
+    job["scrape_interval"] = "1s"
+    job["static_configs"] = [{"targets": [urlsplit(url).netloc]}]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"scrape_configs": [job]}))
+    data = _prometheus_targets(
+        config,
+        tmp_path,
+        lambda d: any(t["health"] != "unknown" for t in d["activeTargets"]),
+    )
+    (target,) = data["activeTargets"]
+    return {"health": target["health"], "lastError": target["lastError"]}
