@@ -133,6 +133,13 @@ def test_copying_the_context_keeps_links_as_links(tmp_path: Path) -> None:
     assert not link.exists()  # dangling: spec.yaml was not copied
 
 
+def test_the_contract_is_a_file_of_the_package() -> None:
+    """The package holds the contract, so the wheel does; the root may only link to it."""
+    assert not (REPO / "service" / "openapi.yaml").is_symlink()
+    root = REPO / "openapi.yaml"
+    assert not root.exists() or root.resolve() == (REPO / "service" / "openapi.yaml")
+
+
 def _run_healthcheck(port: int, path: str | None = None) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, str(HEALTHCHECK), *([path] if path else [])]
     return subprocess.run(
