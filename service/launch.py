@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -34,9 +34,16 @@ class GunicornProcess:
         log_path: Path | None = None,
         quiet: bool = True,
         app: str = "service:create_app()",
+        command: Sequence[str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.env = dict(env)
         self.app = app
+        # command: a whole gunicorn command line, app included (the image's CMD, run from an
+        # installed wheel); None runs this interpreter's gunicorn with deploy/gunicorn.conf.py.
+        # --bind and --workers are added either way, so the socket is still this process's.
+        self.command = None if command is None else list(command)
+        self.cwd = cwd
         self.workers = workers
         self.log_path = log_path
         self.quiet = quiet  # without a log_path: discard gunicorn's output, or let it through
@@ -54,19 +61,26 @@ class GunicornProcess:
         if "PROMETHEUS_MULTIPROC_DIR" not in env:
             self.metrics_dir = tempfile.mkdtemp(prefix="music-facade-metrics-")
             env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
-        cmd = [
-            sys.executable, "-m", "gunicorn",
-            "-c", str(GUNICORN_CONF),
-            "--bind", f"fd://{fd}",
-            "--workers", str(self.workers),
-            self.app,
-        ]  # fmt: skip
+        if self.command is None:
+            cmd = [
+                sys.executable, "-m", "gunicorn",
+                "-c", str(GUNICORN_CONF),
+                "--bind", f"fd://{fd}",
+                "--workers", str(self.workers),
+                self.app,
+            ]  # fmt: skip
+        else:
+            cmd = [*self.command, "--bind", f"fd://{fd}", "--workers", str(self.workers)]
         if self.log_path:
             with open(self.log_path, "ab") as out:
-                self.proc = subprocess.Popen(cmd, env=env, pass_fds=(fd,), stdout=out, stderr=out)
+                self.proc = subprocess.Popen(
+                    cmd, env=env, cwd=self.cwd, pass_fds=(fd,), stdout=out, stderr=out
+                )
         else:
             sink = subprocess.DEVNULL if self.quiet else None
-            self.proc = subprocess.Popen(cmd, env=env, pass_fds=(fd,), stdout=sink, stderr=sink)
+            self.proc = subprocess.Popen(
+                cmd, env=env, cwd=self.cwd, pass_fds=(fd,), stdout=sink, stderr=sink
+            )
         self._wait_ready(ready_timeout)
         return self
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from service.sandbox import SandboxServer
 
+from . import dockerfile
 from .deploy_render import REPO
 from .helpers import live_service
 
@@ -70,12 +71,73 @@ def test_dockerignore_lets_in_only_what_the_image_needs() -> None:
     rules = [line for line in lines if line and not line.startswith("#")]
     assert rules[0] == "*"
     allowed = {rule[1:] for rule in rules if rule.startswith("!")}
-    copied = set()
-    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.MULTILINE):
-        copied.update(source.split())
+    stages = dockerfile.stages(DOCKERFILE)
+    copied = {src for stage in stages.values() for copy in stage.copies() for src in copy.sources}
     assert copied <= allowed, copied - allowed
     for path in copied:
         assert (REPO / path).exists(), path
+
+
+def test_dockerfile_reader(tmp_path: Path) -> None:
+    """tests/dockerfile.py, which test_wheel.py builds and starts the artifact with."""
+    path = tmp_path / "Dockerfile"
+    path.write_text(
+        "# syntax=docker/dockerfile:1\n"
+        "FROM python:3.11 AS build\n"
+        "WORKDIR /src\n"
+        "COPY a.toml b.md ./\n"
+        "COPY --chown=1:1 pkg/ pkg/\n"
+        "FROM python:3.11-slim AS runtime\n"
+        "# a comment\n"
+        "ENV A=1 \\\n"
+        '    B="two words"\n'
+        "COPY --from=build /wheels /wheels\n"
+        "COPY conf.py deploy/\n"
+        "HEALTHCHECK --interval=10s \\\n"
+        '    CMD ["python", "check.py"]\n'
+        'CMD ["old"]\n'
+        'CMD ["gunicorn", "-c", "conf.py"]\n'
+    )
+    build, runtime = dockerfile.stages(path).values()
+    assert build.name == "build"
+    assert build.copies() == [
+        dockerfile.Copy(("a.toml", "b.md"), "./"),
+        dockerfile.Copy(("pkg/",), "pkg/"),
+    ]
+    assert runtime.copies() == [dockerfile.Copy(("conf.py",), "deploy/")]
+    assert runtime.env() == {"A": "1", "B": "two words"}
+    assert runtime.healthcheck() == ["python", "check.py"]
+    assert runtime.cmd() == ["gunicorn", "-c", "conf.py"]
+
+
+def test_copying_the_context_keeps_links_as_links(tmp_path: Path) -> None:
+    """As Docker's COPY: a directory's contents into dest, a file into a dest directory, and a
+    symbolic link copied as the link, never followed (how the image got a dangling contract)."""
+    context, into = tmp_path / "context", tmp_path / "into"
+    (context / "pkg").mkdir(parents=True)
+    (context / "pkg" / "mod.py").write_text("x = 1\n")
+    (context / "pkg" / "spec.yaml").symlink_to("../spec.yaml")
+    (context / "spec.yaml").write_text("openapi: 3.1.0\n")
+    (context / "a.toml").write_text("")
+    copies = [dockerfile.Copy(("pkg/",), "pkg/"), dockerfile.Copy(("a.toml",), "./")]
+    files = ["a.toml", "pkg/mod.py", "pkg/spec.yaml", "spec.yaml"]
+    dockerfile.copy_context(copies, files, into, root=context)
+    assert sorted(p.relative_to(into).as_posix() for p in into.rglob("*")) == [
+        "a.toml",
+        "pkg",
+        "pkg/mod.py",
+        "pkg/spec.yaml",
+    ]
+    link = into / "pkg" / "spec.yaml"
+    assert link.is_symlink()
+    assert not link.exists()  # dangling: spec.yaml was not copied
+
+
+def test_the_contract_is_a_file_of_the_package() -> None:
+    """The package holds the contract, so the wheel does; the root may only link to it."""
+    assert not (REPO / "service" / "openapi.yaml").is_symlink()
+    root = REPO / "openapi.yaml"
+    assert not root.exists() or root.resolve() == (REPO / "service" / "openapi.yaml")
 
 
 def _run_healthcheck(port: int, path: str | None = None) -> subprocess.CompletedProcess[str]:
