@@ -15,7 +15,8 @@ from types import TracebackType
 
 import requests
 
-GUNICORN_CONF = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
+# The production settings, from the package: found in an installed wheel as in the source tree.
+GUNICORN_CONF = "python:service.gunicorn_conf"
 
 
 class GunicornProcess:
@@ -40,7 +41,7 @@ class GunicornProcess:
         self.env = dict(env)
         self.app = app
         # command: a whole gunicorn command line, app included (the image's CMD, run from an
-        # installed wheel); None runs this interpreter's gunicorn with deploy/gunicorn.conf.py.
+        # installed wheel); None runs this interpreter's gunicorn with service.gunicorn_conf.
         # --bind and --workers are added either way, so the socket is still this process's.
         self.command = None if command is None else list(command)
         self.cwd = cwd
@@ -64,7 +65,7 @@ class GunicornProcess:
         if self.command is None:
             cmd = [
                 sys.executable, "-m", "gunicorn",
-                "-c", str(GUNICORN_CONF),
+                "-c", GUNICORN_CONF,
                 "--bind", f"fd://{fd}",
                 "--workers", str(self.workers),
                 self.app,

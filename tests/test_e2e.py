@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.launch import GUNICORN_CONF, GunicornProcess
+from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
 from . import contract
+from .deploy_render import GUNICORN_CONF
 from .helpers import live_service
 
 

@@ -203,3 +203,28 @@ def test_the_image_command_serves_from_the_wheel(
         check = RUNTIME.healthcheck()
         check[0] = artifact.bin(check[0])
         run(check, cwd=artifact.app, env=artifact.env(MUSIC_BIND=server.env["MUSIC_BIND"]))
+
+
+def test_music_facade_demo_runs_from_the_wheel(artifact: Artifact, tmp_path: Path) -> None:
+    """The README's first command as an installed package runs it: no source tree, no deploy/."""
+    demo = subprocess.Popen(
+        [artifact.bin("music-facade"), "demo", "--port", "0"],
+        cwd=tmp_path,
+        env=artifact.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        first = demo.stdout.readline()  # printed once the service answers /healthz
+        assert first.startswith("music-facade is serving http://"), first + demo.stdout.read()
+        url = first.split()[3]
+        page = requests.get(url + "/music?user=studio&type=song", timeout=10)
+        assert page.status_code == 200, page.text
+        assert page.json()["items"]
+    finally:
+        demo.terminate()
+        rest = demo.communicate(timeout=30)[0]
+    assert demo.returncode == 0, rest
+    assert "Traceback" not in rest, rest
