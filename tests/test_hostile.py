@@ -23,7 +23,7 @@ import requests
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
-from . import contract
+from . import contract, problem_codes
 from .helpers import live_service
 
 HEX_ID = re.compile(r"\A[0-9a-f]{32}\Z")
@@ -132,6 +132,7 @@ def assert_problem(resp: RawResponse, status: int, code: str) -> dict[str, Any]:
     assert resp.headers["x-content-type-options"] == "nosniff"
     doc: dict[str, Any] = resp.json()
     contract.check_schema("/components/schemas/Problem", doc, "the problem document")
+    problem_codes.record(doc, f"a {status} off the wire")
     assert doc["status"] == status
     assert doc["code"] == code
     assert doc["request_id"] == resp.headers["x-request-id"]

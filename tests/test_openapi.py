@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -11,9 +12,9 @@ from typing import Any
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
+from tests import contract
 from tests.contract import (
     METHODS,
-    check_response,
     check_schema,
     deref,
     iter_refs,
@@ -21,6 +22,9 @@ from tests.contract import (
     resolve_pointer,
     spec,
 )
+
+# The responses here are made up to test the checker: the service never emitted their codes.
+check_response = functools.partial(contract.check_response, served=False)
 
 TRACK: dict[str, Any] = {
     "id": "6dc9a08fa3e7d6a",
