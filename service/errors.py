@@ -1,8 +1,11 @@
-"""One error hierarchy, answered as RFC 9457 application/problem+json by one handler."""
+"""One error hierarchy, answered as RFC 9457 application/problem+json by one handler.
+
+Each exception class names its problem's code (`class InvalidQuery(Problem,
+code="invalid_query")`); status and title come from the catalogue (service.core.problems).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -13,20 +16,31 @@ from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import access
+from .core.problems import (
+    INTERNAL_DETAIL,
+    INTERNAL_ERROR,
+    MEDIA_TYPE,
+    PROBLEMS,
+    ProblemType,
+    render,
+)
 
 log = logging.getLogger(__name__)
 
-PROBLEM_TYPE = "tag:music-facade,2026:problem/"
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-INTERNAL_DETAIL = "The service failed unexpectedly; the error was logged."
-
 
 class Problem(Exception):
-    """An error answered to the caller; subclasses fix status, code and title."""
+    """An error answered to the caller; each subclass names its catalogued problem's code."""
 
-    status: ClassVar[int] = 500
-    code: ClassVar[str] = "internal_error"
-    title: ClassVar[str] = "Internal error"
+    kind: ClassVar[ProblemType] = INTERNAL_ERROR
+    status: ClassVar[int] = INTERNAL_ERROR.status
+    code: ClassVar[str] = INTERNAL_ERROR.code
+    title: ClassVar[str] = INTERNAL_ERROR.title
+
+    def __init_subclass__(cls, code: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.kind = PROBLEMS[code]
+            cls.status, cls.code, cls.title = cls.kind.status, cls.kind.code, cls.kind.title
 
     def __init__(
         self,
@@ -40,44 +54,43 @@ class Problem(Exception):
         self.errors = errors
         self.headers = dict(headers or {})
 
+    def members(self) -> dict[str, Any]:
+        """The document's members after the standard ones: `errors`, when there are any."""
+        if self.errors:
+            return {"errors": {k: list(v) for k, v in self.errors.items()}}
+        return {}
+
     def body(self) -> dict[str, Any]:
         """The problem document, without the request id."""
-        doc: dict[str, Any] = {
-            "type": PROBLEM_TYPE + self.code,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-            "code": self.code,
-        }
-        if self.errors:
-            doc["errors"] = {k: list(v) for k, v in self.errors.items()}
-        return doc
+        return self.kind.document(self.detail, self.members())
+
+    def parts(self, request_id: str | None) -> tuple[bytes, list[tuple[str, str]]]:
+        """The answer's body (with the request id) and headers, for any responder."""
+        return problem_parts(self.kind, self.detail, request_id, self.headers, self.members())
 
 
-class InvalidQuery(Problem):
-    status, code, title = 400, "invalid_query", "Invalid query parameters"
+class InvalidQuery(Problem, code="invalid_query"):
+    """A query parameter is unknown, repeated or invalid; `errors` names each."""
 
 
-class UnknownUser(Problem):
-    status, code, title = 400, "unknown_user", "Unknown user alias"
+class UnknownUser(Problem, code="unknown_user"):
+    """The query names an alias that is not configured."""
 
 
-class TrackNotFound(Problem):
-    status, code, title = 404, "track_not_found", "No such track"
+class TrackNotFound(Problem, code="track_not_found"):
+    """The account has no track with that id."""
 
 
-class TrackNotReady(Problem):
+class TrackNotReady(Problem, code="track_not_ready"):
     """The track exists but has no audio yet; `track_status` says where it stands."""
-
-    status, code, title = 409, "track_not_ready", "The track is not completed"
 
     def __init__(self, detail: str, track_status: str) -> None:
         super().__init__(detail)
         self.track_status = track_status
 
-    def body(self) -> dict[str, Any]:
-        """The problem document, with the track's status."""
-        return {**super().body(), "track_status": self.track_status}
+    def members(self) -> dict[str, Any]:
+        """As any problem's, then the track's status."""
+        return {**super().members(), "track_status": self.track_status}
 
 
 class UpstreamFailure(Problem):
@@ -110,34 +123,32 @@ class UpstreamFailure(Problem):
         return self.status >= 500
 
 
-class UpstreamRejected(UpstreamFailure):
-    status, code, title = 400, "upstream_rejected", "The upstream rejected the request"
+class UpstreamRejected(UpstreamFailure, code="upstream_rejected"):
+    """The upstream refused the request as invalid (a 4xx of its own)."""
 
 
-class UpstreamAuthFailed(UpstreamFailure):
-    status, code, title = 502, "upstream_auth_failed", "The service's upstream account was refused"
+class UpstreamAuthFailed(UpstreamFailure, code="upstream_auth_failed"):
+    """The upstream refused the service's own token or account."""
 
 
-class UpstreamRateLimited(UpstreamFailure):
-    status, code, title = 503, "upstream_rate_limited", "The upstream is rate limiting the service"
+class UpstreamRateLimited(UpstreamFailure, code="upstream_rate_limited"):
+    """The upstream answered 429 for the account."""
 
 
-class UpstreamError(UpstreamFailure):
-    status, code, title = 502, "upstream_error", "The upstream answered with an error"
+class UpstreamError(UpstreamFailure, code="upstream_error"):
+    """The upstream answered an error, or an answer the service cannot use."""
 
 
-class UpstreamTimeout(UpstreamFailure):
-    status, code, title = 504, "upstream_timeout", "The upstream did not answer in time"
+class UpstreamTimeout(UpstreamFailure, code="upstream_timeout"):
     always_outage = True  # whichever step noticed the deadline (a read, the watchdog, retries)
 
 
-class UpstreamUnreachable(UpstreamFailure):
-    status, code, title = 502, "upstream_unreachable", "The upstream could not be reached"
+class UpstreamUnreachable(UpstreamFailure, code="upstream_unreachable"):
     always_outage = True
 
 
-class UpstreamUnavailable(UpstreamFailure):
-    status, code, title = 503, "upstream_unavailable", "The upstream is failing; calls are paused"
+class UpstreamUnavailable(UpstreamFailure, code="upstream_unavailable"):
+    """The account's calls are paused (its circuit breaker)."""
 
 
 class GuardRefusal:
@@ -159,10 +170,8 @@ class BreakerOpen(GuardRefusal, UpstreamUnavailable):
 BUSY_RETRY_AFTER = 1
 
 
-class UpstreamBusy(UpstreamFailure):
+class UpstreamBusy(UpstreamFailure, code="upstream_busy"):
     """Every upstream slot of this worker stayed taken for the bulkhead's whole max_wait."""
-
-    status, code, title = 503, "upstream_busy", "The service is making too many upstream calls"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"Retry-After": str(BUSY_RETRY_AFTER)})
@@ -197,46 +206,49 @@ def _http_code(exc: HTTPException) -> str:
 
 
 def problem_parts(
-    doc: dict[str, Any], request_id: str | None, headers: Mapping[str, str] | None = None
+    problem: ProblemType,
+    detail: str,
+    request_id: str | None,
+    headers: Mapping[str, str] | None = None,
+    members: Mapping[str, Any] | None = None,
 ) -> tuple[bytes, list[tuple[str, str]]]:
-    """A problem document's body (with the request id) and headers, for any responder."""
-    doc["request_id"] = request_id
-    # ASCII escapes: any str serialises, whatever a message picked up on its way here.
-    body = json.dumps(doc, separators=(",", ":")).encode("ascii")
+    """A problem's body (with the request id) and headers, for any responder."""
+    body = render(problem, detail, request_id, members)
     out = [(k, v) for k, v in (headers or {}).items() if k.lower() != "cache-control"]
-    out += [("Content-Type", PROBLEM_MEDIA_TYPE), ("Cache-Control", "no-store")]
+    out += [("Content-Type", MEDIA_TYPE), ("Cache-Control", "no-store")]
     return body, out
 
 
 def problem_response(
-    status: int, doc: dict[str, Any], headers: Mapping[str, str] | None = None
+    problem: ProblemType,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    members: Mapping[str, Any] | None = None,
 ) -> Response:
-    """A Flask response carrying a problem document with the request id and error headers."""
-    body, all_headers = problem_parts(doc, g.get("request_id"), headers)
-    resp = Response(body, status=status)
+    """A Flask response carrying a problem with the request id and its headers."""
+    body, all_headers = problem_parts(problem, detail, g.get("request_id"), headers, members)
+    resp = Response(body, status=problem.status)
     resp.headers.update(all_headers)
     return resp
 
 
 def _handle_problem(exc: Problem) -> Response:
-    return problem_response(exc.status, exc.body(), exc.headers)
+    return problem_response(exc.kind, exc.detail, exc.headers, exc.members())
 
 
 def _handle_http(exc: HTTPException) -> Response:
     status = exc.code or 500
+    problem = PROBLEMS.get(_http_code(exc))
+    if problem is None or not problem.generic or problem.status != status:
+        # Every code the service answers is catalogued: an HTTP error with none is a failure.
+        log.error("HTTP %s raised with no catalogued problem", status, exc_info=exc)
+        return _handle_problem(Problem(INTERNAL_DETAIL))
     if status >= 500:
         log.error("HTTP %s raised inside the service", status, exc_info=exc)
-    doc = {
-        "type": "about:blank",
-        "title": exc.name,
-        "status": status,
-        "detail": exc.description or exc.name,
-        "code": _http_code(exc),
-    }
     headers = {}
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         headers["Allow"] = ", ".join(sorted(exc.valid_methods))
-    return problem_response(status, doc, headers)
+    return problem_response(problem, exc.description or problem.title, headers)
 
 
 def _handle_unexpected(exc: Exception) -> Response:
@@ -276,7 +288,7 @@ class LastResort:
         except Exception as exc:
             log.error("unexpected error outside every handler", exc_info=exc)
             rid = access.request_id(environ.get("HTTP_X_REQUEST_ID"))
-            body, headers = problem_parts(Problem(INTERNAL_DETAIL).body(), rid)
+            body, headers = Problem(INTERNAL_DETAIL).parts(rid)
             headers += [("Content-Length", str(len(body))), *access.common_headers(rid, None)]
             self.counted(environ, time.monotonic() - started)
             # exc_info: if the response had already started, the server re-raises and drops

@@ -24,7 +24,8 @@ from . import jsoncodec
 from .auth import Caller
 from .cache import Lookup
 from .config import LibrarySettings
-from .errors import INTERNAL_DETAIL, InvalidQuery, Problem
+from .core.problems import INTERNAL_DETAIL
+from .errors import InvalidQuery, Problem
 from .limits import Limits, RateLimited
 from .metrics import STORED, Metrics, client_label
 from .query import LIBRARY_RULES, MusicQuery, parse_params, unknown_message
@@ -48,10 +49,8 @@ CHUNK_BYTES = 16 * 1024
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-class LimitReached(Problem):
+class LimitReached(Problem, code="limit_reached"):
     """Only ever inside a summary: the stream stopped at the request's `limit`."""
-
-    status, code, title = 413, "limit_reached", "The library has more tracks than the limit"
 
 
 class Scope:

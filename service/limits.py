@@ -25,8 +25,8 @@ from .errors import Problem
 log = logging.getLogger(__name__)
 
 
-class RateLimited(Problem):
-    status, code, title = 429, "rate_limited", "Too many requests"
+class RateLimited(Problem, code="rate_limited"):
+    """The caller is over its rate limit."""
 
 
 class LimitState(NamedTuple):

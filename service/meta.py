@@ -16,7 +16,7 @@ from flask_swagger_ui import get_swaggerui_blueprint
 
 from .auth import Authenticator, Caller
 from .config import Settings
-from .errors import problem_response
+from .errors import Problem
 from .lifecycle import Lifecycle
 
 bp = Blueprint("meta", __name__)
@@ -125,6 +125,18 @@ class ServedDocuments:
         return body
 
 
+class ShuttingDown(Problem, code="shutting_down"):
+    """/readyz once the process is leaving; `checks` as a ready answer has them."""
+
+    def __init__(self, checks: dict[str, str]) -> None:
+        super().__init__("This process is shutting down; new requests belong on another replica.")
+        self.checks = checks
+
+    def members(self) -> dict[str, Any]:
+        """As any problem's, then the checks."""
+        return {**super().members(), "checks": self.checks}
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
     """Liveness: the process answers HTTP. It does not call the upstream."""
@@ -143,15 +155,7 @@ def readyz() -> Response:
     checks = {"redis": redis_check()}
     lifecycle: Lifecycle = current_app.extensions["lifecycle"]
     if lifecycle.shutting_down:
-        doc = {
-            "type": "tag:music-facade,2026:problem/shutting_down",
-            "title": "Shutting down",
-            "status": 503,
-            "detail": "This process is shutting down; new requests belong on another replica.",
-            "code": "shutting_down",
-            "checks": checks,
-        }
-        return problem_response(503, doc)
+        raise ShuttingDown(checks)
     resp = Response(
         json.dumps({"status": "ready", "checks": checks}, separators=(",", ":")),
         mimetype="application/json",

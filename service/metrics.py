@@ -109,8 +109,8 @@ CACHE_OUTCOMES = ("hit", "miss", "stale", "collapsed", "bypass", "stale_if_error
 STORED = frozenset({"miss", "stale"})
 
 
-class MetricsForbidden(Problem):
-    status, code, title = 403, "metrics_forbidden", "Not allowed to read the metrics"
+class MetricsForbidden(Problem, code="metrics_forbidden"):
+    """The caller may not read /metrics ([metrics] allow, token_sha256)."""
 
 
 def client_label(name: str | None) -> str:

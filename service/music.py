@@ -30,9 +30,9 @@ from .auth import Authenticator, Caller, Principal, authorize, presented
 from .bulkhead import Bulkhead
 from .cache import Lookup, PageCache, link_key, list_key, track_key
 from .config import Settings
+from .core.problems import INTERNAL_DETAIL
 from .cors import Cors
 from .errors import (
-    INTERNAL_DETAIL,
     InvalidQuery,
     Problem,
     TrackNotFound,
@@ -41,7 +41,6 @@ from .errors import (
     UpstreamError,
     UpstreamFailure,
     UpstreamRejected,
-    problem_parts,
 )
 from .library import Library, Scope
 from .limits import Limits, RateLimited
@@ -342,7 +341,7 @@ class MusicHandler:
             if isinstance(exc, RateLimited):
                 self.metrics.limited(client_label(who.client.name if who.client else None))
             status = exc.status
-            problem, headers = problem_parts(exc.body(), rid, exc.headers)
+            problem, headers = exc.parts(rid)
             headers.append(("Content-Length", str(len(problem))))
             present = {name for name, _ in headers}  # a 429 carries its own rate-limit headers
             headers += [h for h in limit_headers if h[0] not in present]
@@ -350,7 +349,7 @@ class MusicHandler:
         except Exception as exc:
             log.error("unexpected error", exc_info=exc)
             status = 500
-            problem, headers = problem_parts(Problem(INTERNAL_DETAIL).body(), rid)
+            problem, headers = Problem(INTERNAL_DETAIL).parts(rid)
             headers.append(("Content-Length", str(len(problem))))
             headers += limit_headers
             body = [problem]

@@ -24,8 +24,8 @@ from .errors import Problem
 BUSY_RETRY_AFTER = 10
 
 
-class LibraryBusy(Problem):
-    status, code, title = 503, "library_busy", "Too many library streams"
+class LibraryBusy(Problem, code="library_busy"):
+    """The worker already runs as many streams as it allows."""
 
 
 class Slot:

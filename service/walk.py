@@ -19,22 +19,16 @@ from .errors import Problem
 from .streaming import Connection
 
 
-class CursorCycle(Problem):
+class CursorCycle(Problem, code="upstream_cursor_cycle"):
     """The upstream's next cursor is one this walk already followed."""
 
-    status, code, title = 502, "upstream_cursor_cycle", "The upstream's pages lead back"
 
-
-class PageLimitReached(Problem):
+class PageLimitReached(Problem, code="page_limit_reached"):
     """The walk read `max_pages` pages and the upstream still had more."""
 
-    status, code, title = 413, "page_limit_reached", "The library has more pages than the limit"
 
-
-class TimeLimitReached(Problem):
+class TimeLimitReached(Problem, code="time_limit_reached"):
     """The stream took `max_seconds` and was not done."""
-
-    status, code, title = 504, "time_limit_reached", "The library took longer than the limit"
 
 
 class CallerGone(Exception):

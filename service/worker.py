@@ -23,13 +23,13 @@ any module that did.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import ssl
 import sys
 import uuid
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import glogging, util
@@ -59,7 +59,14 @@ from gunicorn.http.errors import (
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.ggevent import GeventWorker
 
-from .errors import INTERNAL_DETAIL, PROBLEM_MEDIA_TYPE, Problem
+from .core.problems import (
+    INTERNAL_DETAIL,
+    INTERNAL_ERROR,
+    MEDIA_TYPE,
+    PROBLEMS,
+    ProblemType,
+    render,
+)
 from .refusals import HeadKeepingRequest, origin_of
 
 # The request was answered by the app; set on gunicorn's request object by handle_request.
@@ -68,29 +75,17 @@ _ANSWERED = "_music_facade_answered"
 
 @dataclass(frozen=True)
 class Rejection:
-    """How one kind of gunicorn parse error is answered."""
+    """How one kind of gunicorn parse error is answered: its problem, and a fixed detail."""
 
-    status: int
-    title: str  # the RFC 9110 reason phrase
-    code: str
+    problem: ProblemType
     detail: str
-
-    def body(self) -> dict[str, Any]:
-        """The problem document, without the request id."""
-        return {
-            "type": "about:blank",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-            "code": self.code,
-        }
 
 
 ExceptionClasses = type[BaseException] | tuple[type[BaseException], ...]
 
 
 def _bad_request(detail: str) -> Rejection:
-    return Rejection(400, "Bad Request", "bad_request", detail)
+    return Rejection(PROBLEMS["bad_request"], detail)
 
 
 # gunicorn's client errors (the classes workers/base.py Worker.handle_error lists, plus
@@ -99,40 +94,29 @@ def _bad_request(detail: str) -> Rejection:
 CLIENT_ERRORS: tuple[tuple[ExceptionClasses, Rejection], ...] = (
     (
         LimitRequestLine,
-        Rejection(414, "URI Too Long", "uri_too_long", "The request line is too long."),
+        Rejection(PROBLEMS["uri_too_long"], "The request line is too long."),
     ),
     (
         LimitRequestHeaders,
         Rejection(
-            431,
-            "Request Header Fields Too Large",
-            "request_header_fields_too_large",
+            PROBLEMS["request_header_fields_too_large"],
             "The request has too many header fields, or one that is too large.",
         ),
     ),
     (
         UnsupportedTransferCoding,
-        Rejection(
-            501,
-            "Not Implemented",
-            "not_implemented",
-            "The request's Transfer-Encoding is not supported.",
-        ),
+        Rejection(PROBLEMS["not_implemented"], "The request's Transfer-Encoding is not supported."),
     ),
     (
         ExpectationFailed,
         Rejection(
-            417,
-            "Expectation Failed",
-            "expectation_failed",
+            PROBLEMS["expectation_failed"],
             "The request's Expect header cannot be met; only 100-continue is supported.",
         ),
     ),
     (
         ForbiddenProxyRequest,
-        Rejection(
-            403, "Forbidden", "forbidden", "PROXY protocol headers are not accepted from here."
-        ),
+        Rejection(PROBLEMS["forbidden"], "PROXY protocol headers are not accepted from here."),
     ),
     (InvalidRequestLine, _bad_request("The request line is malformed.")),
     (InvalidRequestMethod, _bad_request("The request method is not a valid method token.")),
@@ -174,19 +158,20 @@ def rejection_for(exc: BaseException) -> Rejection | None:
 
 
 def problem_bytes(
-    status: int,
-    title: str,
-    doc: dict[str, Any],
+    problem: ProblemType,
+    detail: str,
     request_id: str,
     head: bool,
     extra: list[tuple[str, str]] | None = None,
 ) -> bytes:
-    """A whole HTTP/1.1 response carrying a problem document; no body when head is true."""
-    body = json.dumps({**doc, "request_id": request_id}, separators=(",", ":")).encode("ascii")
+    """A whole HTTP/1.1 response carrying a problem; no body when head is true."""
+    body = render(problem, detail, request_id)
+    # A generic problem's title is the RFC 9110 reason phrase (Python's differ for some).
+    reason = problem.title if problem.generic else HTTPStatus(problem.status).phrase
     lines = [
-        f"HTTP/1.1 {status} {title}",
+        f"HTTP/1.1 {problem.status} {reason}",
         f"Date: {util.http_date()}",
-        f"Content-Type: {PROBLEM_MEDIA_TYPE}",
+        f"Content-Type: {MEDIA_TYPE}",
         f"Content-Length: {len(body)}",
         "Cache-Control: no-store",
         "X-Content-Type-Options: nosniff",
@@ -304,13 +289,12 @@ class ProblemWorker(GeventWorker):  # type: ignore[misc]
             self.log.warning(
                 "invalid request from %s: %s%s", ip, type(exc).__name__, after, extra=extra
             )
-            status, title, doc = rejection.status, rejection.title, rejection.body()
+            problem, detail = rejection.problem, rejection.detail
         else:
             self.log.exception(
                 "error handling request from %s%s", ip, after, exc_info=exc, extra=extra
             )
-            status, title = 500, "Internal Server Error"
-            doc = Problem(INTERNAL_DETAIL).body()
+            problem, detail = INTERNAL_ERROR, INTERNAL_DETAIL
         if answered:
             return
         # gunicorn attaches the request to some header errors raised while it was being parsed.
@@ -318,7 +302,7 @@ class ProblemWorker(GeventWorker):  # type: ignore[misc]
         try:
             cors = getattr(self.wsgi, "extensions", {}).get("cors")  # the app's own CORS rule
             allowed = cors.headers(origin_of(exc, client)) if cors and cors.enabled else None
-            answer = problem_bytes(status, title, doc, request_id, head, allowed)
+            answer = problem_bytes(problem, detail, request_id, head, allowed)
             util.write_nonblock(client, answer)
         except Exception:  # the client is gone: nothing to answer
             self.log.debug("Failed to send error message.")

@@ -12,7 +12,13 @@ from flask.testing import FlaskClient
 from service import create_app
 from service.sandbox import SandboxServer
 
+from . import problem_codes
 from .helpers import AppFactory, CheckedClient, sandbox_settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Track whether the session runs the whole suite (tests/test_problem_catalogue.py)."""
+    config.pluginmanager.register(problem_codes.SessionScope(config), problem_codes.PLUGIN)
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,8 @@ from jsonschema.exceptions import ValidationError, best_match  # type: ignore[im
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
+from . import problem_codes
+
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
 # The document's URI inside the schema registry; never fetched.
 SPEC_URI = "https://music-facade.invalid/openapi.yaml"
@@ -242,12 +244,30 @@ def _check_headers(
 
 
 def check_response(
-    method: str, path: str, status: int, headers: Mapping[str, str] | HeaderItems, body: bytes
+    method: str,
+    path: str,
+    status: int,
+    headers: Mapping[str, str] | HeaderItems,
+    body: bytes,
+    *,
+    served: bool = True,
 ) -> None:
     """Assert that one HTTP response is what openapi.yaml documents; AssertionError if not.
 
     path may carry a query string (ignored) or be a whole URL; headers match case-insensitively.
+    A served response's problem code (a problem+json body's, a /library summary's) must be in
+    the catalogue, and is recorded as emitted (tests.problem_codes); served=False is for a
+    response a test made up to test this checker.
     """
+    _check(method, path, status, headers, body)
+    if served and method.lower() != "head":
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+        problem_codes.record_response(f"{method.upper()} {path} → {status}", content_type, body)
+
+
+def _check(
+    method: str, path: str, status: int, headers: Mapping[str, str] | HeaderItems, body: bytes
+) -> None:
     method = method.lower()
     path = urlsplit(path).path or "/"
     lower = {k.lower(): v for k, v in headers.items()}

@@ -18,6 +18,7 @@ import requests
 
 from service import cors
 
+from . import problem_codes
 from .deploy_render import (
     LISTEN,
     NGINX_TEMPLATE,
@@ -196,6 +197,7 @@ def _problem(resp: requests.Response, status: int, code: str) -> dict[str, objec
     assert (doc["status"], doc["code"]) == (status, code)
     assert set(doc) == {"type", "title", "status", "detail", "code", "request_id"}
     assert doc["request_id"] == resp.headers["X-Request-ID"]
+    problem_codes.record(doc, f"nginx's {status}")
     return doc
 
 

@@ -23,7 +23,7 @@ import requests
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 
-from . import contract
+from . import contract, problem_codes
 from .helpers import live_service
 
 HEX_ID = re.compile(r"\A[0-9a-f]{32}\Z")
@@ -132,6 +132,7 @@ def assert_problem(resp: RawResponse, status: int, code: str) -> dict[str, Any]:
     assert resp.headers["x-content-type-options"] == "nosniff"
     doc: dict[str, Any] = resp.json()
     contract.check_schema("/components/schemas/Problem", doc, "the problem document")
+    problem_codes.record(doc, f"a {status} off the wire")
     assert doc["status"] == status
     assert doc["code"] == code
     assert doc["request_id"] == resp.headers["x-request-id"]
@@ -282,6 +283,26 @@ def test_gunicorn_failure_is_a_500_problem(live: GunicornProcess) -> None:
     assert [e["level"] for e in errors] == ["ERROR"]
     assert "ConfigurationProblem" in errors[0]["exc_info"]
     assert_still_serving(live)
+
+
+def test_proxy_protocol_from_an_address_not_allowed_is_403(
+    sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only with gunicorn's PROXY protocol on (an operator's GUNICORN_CMD_ARGS): a PROXY header
+    # from an address outside proxy_allow_ips is refused before the request is read.
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--proxy-protocol v1 --proxy-allow-from 192.0.2.1")
+    with live_service(sandbox, tmp_path) as server:
+        proxied = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 8080\r\n" + request(b"/healthz")
+        resp = exchange(server, proxied)
+        doc = assert_problem(resp, 403, "forbidden")
+        assert doc["type"] == "about:blank"
+        assert resp.headers["connection"] == "close"
+        # Without a PROXY header the same worker still serves.
+        assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+    warnings = [e for e in log_entries(server) if e.get("request_id") == doc["request_id"]]
+    assert [e["message"] for e in warnings] == [
+        "invalid request from 127.0.0.1: ForbiddenProxyRequest"
+    ]
 
 
 def _query(name: str, query: bytes, *bad: str) -> Any:

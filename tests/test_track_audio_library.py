@@ -592,6 +592,7 @@ pages_per_address = "100000/minute"
 
 def summary_of(resp: requests.Response) -> dict[str, Any]:
     """The summary line of a /library answer read whole (it must be the last line)."""
+    contract.check_response("GET", "/library", resp.status_code, resp.headers, resp.content)
     last: dict[str, Any] = json.loads(resp.text.splitlines()[-1])
     return last["summary"]  # type: ignore[no-any-return]
 

@@ -50,10 +50,9 @@ MAX_KEY = 256
 MAX_TOKEN = 8000
 
 
-class Unauthorized(Problem):
-    """401: the credential is missing or not accepted; the code says which case."""
+class Unauthorized(Problem, code="credential_invalid"):
+    """401: the credential is missing or not accepted; each subclass's code says which case."""
 
-    status, code, title = 401, "credential_invalid", "A valid credential is required"
     error: str | None = "invalid_token"  # RFC 6750 error in WWW-Authenticate
 
     def __init__(self, detail: str) -> None:
@@ -63,28 +62,28 @@ class Unauthorized(Problem):
         super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
-class CredentialMissing(Unauthorized):
-    code, title, error = "credential_missing", "A credential is required", None
+class CredentialMissing(Unauthorized, code="credential_missing"):
+    """No Authorization header: the challenge names no error (RFC 6750 3.1)."""
+
+    error = None
 
 
-class CredentialMalformed(Unauthorized):
-    code, title, error = (
-        "credential_malformed",
-        "The Authorization header is malformed",
-        "invalid_request",
-    )
+class CredentialMalformed(Unauthorized, code="credential_malformed"):
+    """The header is not `Bearer <credential>`, or the credential is not well-formed."""
+
+    error = "invalid_request"
 
 
-class CredentialInvalid(Unauthorized):
-    code, title = "credential_invalid", "The credential is not valid"
+class CredentialInvalid(Unauthorized, code="credential_invalid"):
+    """An unknown key, or a token that does not verify."""
 
 
-class CredentialExpired(Unauthorized):
-    code, title = "credential_expired", "The credential has expired"
+class CredentialExpired(Unauthorized, code="credential_expired"):
+    """A token past its `exp`."""
 
 
-class UserNotAllowed(Problem):
-    status, code, title = 403, "user_not_allowed", "This client may not read that account"
+class UserNotAllowed(Problem, code="user_not_allowed"):
+    """The caller's scope does not include the alias."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(

@@ -58,12 +58,8 @@ _WATCHDOG = Watchdog()
 _MAX_SUBJECT = 255
 
 
-class IdentityProviderUnavailable(Problem):
-    status, code, title = (
-        503,
-        "identity_provider_unavailable",
-        "The identity provider's keys cannot be fetched",
-    )
+class IdentityProviderUnavailable(Problem, code="identity_provider_unavailable"):
+    """No signing keys: the identity provider's JWKS cannot be fetched and none is cached."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"Retry-After": str(int(REFETCH_FLOOR))})

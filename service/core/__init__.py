@@ -1,0 +1,2 @@
+"""The framework-free rules of the service: nothing in `service.core` imports flask, werkzeug,
+gunicorn or gevent."""
