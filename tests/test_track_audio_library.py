@@ -695,7 +695,7 @@ def test_open_mode_counts_every_upstream_page_per_address(
 
 def test_the_summary_codes_are_documented() -> None:
     table = contract.spec()["components"]["schemas"]["Problem"]["description"]
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    errors = (Path(__file__).parent.parent / "docs" / "errors.md").read_text()
     for code, status in (
         ("upstream_cursor_cycle", 502),
         ("page_limit_reached", 413),
@@ -703,7 +703,7 @@ def test_the_summary_codes_are_documented() -> None:
         ("library_busy", 503),
     ):
         assert f"`{code}` | {status}" in table
-        assert f"| {status} | `{code}` |" in readme
+        assert f"| `{code}` | {status} |" in errors
 
 
 # Under gevent, as in the production worker: a greenlet runs until it does I/O or yields.
