@@ -19,6 +19,7 @@ from markdown_it.token import Token
 from marshmallow import Schema, fields
 
 from service.config import _FileSchema  # the settings schema is the source of every key
+from service.core.problems import PROBLEMS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PAGE = ROOT / "docs" / "configuration.md"
@@ -196,8 +197,9 @@ def test_the_readme_starts_with_the_two_commands() -> None:
     assert first.content.split() == ["./run", "demo", "./run", "test"]
 
 
-def test_every_problem_code_of_the_contract_is_in_the_errors_table() -> None:
-    """docs/errors.md has one row per code, and every code the contract lists among them."""
+def test_the_errors_table_is_the_problem_catalogue() -> None:
+    """docs/errors.md has one row per code: exactly the catalogue's codes, with their statuses,
+    and so every code the contract lists."""
     rows = re.findall(
         r"^\| `([a-z0-9_]+)` \| (\d{3}) \|",
         (ROOT / "docs" / "errors.md").read_text(encoding="utf-8"),
@@ -205,6 +207,11 @@ def test_every_problem_code_of_the_contract_is_in_the_errors_table() -> None:
     )
     codes = [code for code, _ in rows]
     assert len(codes) == len(set(codes))
+    catalogue = {(code, str(problem.status)) for code, problem in PROBLEMS.items()}
+    assert set(rows) == catalogue, (
+        f"only in docs/errors.md: {sorted(set(rows) - catalogue)}; "
+        f"only in the catalogue: {sorted(catalogue - set(rows))}"
+    )
     contract = (ROOT / "service" / "openapi.yaml").read_text(encoding="utf-8")
     listed = set(re.findall(r"^ +\| `([a-z0-9_]+)` \| (\d{3}) \|", contract, re.MULTILINE))
     assert listed, "the contract's Problem table moved: update this test"
