@@ -10,6 +10,7 @@ from collections.abc import Callable
 from flask import Flask
 
 from . import access, auth, cors, errors, limits, logs, master, meta, metrics, music, startup
+from .auth import hook
 from .bulkhead import Bulkhead
 from .cache import MemoryBackend, PageCache
 from .config import Settings, load_settings
@@ -37,7 +38,7 @@ def create_app(
     logs.redact([settings.upstream.token.reveal()])
     logs.skip_unused_record_fields()
     app = Flask("service")
-    authenticator = auth.Authenticator.from_settings(settings, clock)
+    authenticator = _authenticator(settings, clock)
     rate_limits = limits.Limits(settings.limits, authenticator.required)
     cross_origin = cors.Cors(settings.cors_origins)
     cache = PageCache(settings.cache, clock=clock)
@@ -63,7 +64,7 @@ def create_app(
     metrics.register(app, measures, settings)
     access.register(app)
     errors.register(app)
-    auth.register(app, authenticator)
+    hook.register(app, authenticator)
     cors.register(app, cross_origin)
     meta.register(app, settings)
     music.register(app, the_music)
@@ -84,6 +85,16 @@ def create_app(
     if settings is not held:  # the master said what runs already, once for all workers
         startup.log_summary(settings, workers=1)
     return app
+
+
+def _authenticator(settings: Settings, clock: Callable[[], float]) -> auth.Authenticator:
+    """Keys from [[clients]], tokens from [oidc] when configured."""
+    tokens = None
+    if settings.oidc is not None:
+        from .auth.oidc import TokenVerifier  # PyJWT and cryptography only when used
+
+        tokens = TokenVerifier(settings.oidc, clock=clock)
+    return auth.Authenticator(auth.ClientRegistry(settings.clients), tokens)
 
 
 def _share(
