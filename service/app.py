@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from . import access, auth, cors, errors, limits, logs, master, meta, metrics, music, startup
+from . import access, auth, cors, error_handler, limits, logs, master, meta, metrics, music, startup
 from .auth import hook
 from .bulkhead import Bulkhead
 from .cache import MemoryBackend, PageCache
@@ -63,7 +63,7 @@ def create_app(
     # (its after-hook logs the final response), then the caller.
     metrics.register(app, measures, settings)
     access.register(app)
-    errors.register(app)
+    error_handler.register(app)
     hook.register(app, authenticator)
     cors.register(app, cross_origin)
     meta.register(app, settings)
@@ -81,7 +81,7 @@ def create_app(
         networks = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
     # Outermost: whatever escapes every handler is still a problem+json 500, counted.
-    app.wsgi_app = errors.LastResort(app.wsgi_app, metrics.escaped(app, measures))  # type: ignore[method-assign]
+    app.wsgi_app = error_handler.LastResort(app.wsgi_app, metrics.escaped(app, measures))  # type: ignore[method-assign]
     if settings is not held:  # the master said what runs already, once for all workers
         startup.log_summary(settings, workers=1)
     return app

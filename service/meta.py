@@ -16,7 +16,7 @@ from flask_swagger_ui import get_swaggerui_blueprint
 
 from .auth import Authenticator, Caller
 from .config import Settings
-from .errors import problem_response
+from .error_handler import problem_response
 from .lifecycle import Lifecycle
 
 bp = Blueprint("meta", __name__)
