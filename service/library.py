@@ -24,13 +24,13 @@ from . import jsoncodec
 from .auth import Caller
 from .cache import Lookup
 from .config import LibrarySettings
+from .core.query import LIBRARY_RULES, MusicQuery, parse_params, unknown_message
+from .core.tracks import TrackSchema
+from .core.walk import CallerGone, Walk
 from .errors import INTERNAL_DETAIL, InvalidQuery, Problem
 from .limits import Limits, RateLimited
 from .metrics import STORED, Metrics, client_label
-from .query import LIBRARY_RULES, MusicQuery, parse_params, unknown_message
 from .streaming import Connection, Stream, StreamSlots
-from .tracks import TrackSchema
-from .walk import CallerGone, Walk
 
 if TYPE_CHECKING:
     from .music import Answer, Music

@@ -30,6 +30,18 @@ from .auth import Authenticator, Caller, Principal, authorize, presented
 from .bulkhead import Bulkhead
 from .cache import Lookup, PageCache, link_key, list_key, track_key
 from .config import Settings
+from .core.query import (
+    AUDIO_RULES,
+    ITEM_ID_PATTERN,
+    TRACK_RULES,
+    TYPES,
+    MusicQuery,
+    item_id,
+    parse_params,
+    parse_query,
+    unknown_message,
+)
+from .core.tracks import dump_track, reshape_page
 from .cors import Cors
 from .errors import (
     INTERNAL_DETAIL,
@@ -46,18 +58,6 @@ from .errors import (
 from .library import Library, Scope
 from .limits import Limits, RateLimited
 from .metrics import STORED, Metrics, client_label
-from .query import (
-    AUDIO_RULES,
-    ITEM_ID_PATTERN,
-    TRACK_RULES,
-    TYPES,
-    MusicQuery,
-    item_id,
-    parse_params,
-    parse_query,
-    unknown_message,
-)
-from .tracks import dump_track, reshape_page
 from .upstream import UpstreamClient
 
 log = logging.getLogger(__name__)

@@ -713,7 +713,7 @@ monkey.patch_all()
 
 import gevent
 
-from service.walk import Walk
+from service.core.walk import Walk
 
 pages = 0
 

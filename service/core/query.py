@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from .config import ALIAS_PATTERN
-from .errors import InvalidQuery
+from ..config import ALIAS_PATTERN
+from ..errors import InvalidQuery
 
 CURSOR_PATTERN = r"\A[!-~]{1,512}\Z"
 CURSOR_RE = re.compile(CURSOR_PATTERN)

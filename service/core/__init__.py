@@ -1,0 +1,7 @@
+"""The service's rules, free of any web framework or server: what it knows, not how it is asked.
+
+Queries and their rules, the Track shape, the upstream's record model, aliases, the bounded walk
+over a library's pages and the music an alias names (its pages, tracks and audio links) are
+plain Python here, tested without sockets. The HTTP edge (service.music, service.library, the
+Flask app) turns requests into calls of these and their results into responses.
+"""
