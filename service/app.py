@@ -14,6 +14,7 @@ from .auth import hook
 from .bulkhead import Bulkhead
 from .cache import MemoryBackend, PageCache
 from .config import Settings, load_settings
+from .core.music import Music
 from .guards import Guards
 from .proxies import TrustedProxyFix
 from .upstream import UpstreamClient
@@ -56,7 +57,7 @@ def create_app(
     upstream.metrics = measures
     bulkhead = Bulkhead(settings.bulkhead)
     bulkhead.observe = measures.in_flight
-    the_music = music.Music(settings, upstream, cache, bulkhead)
+    the_music = Music(settings, upstream, cache, bulkhead)
     # Flask's routes (/healthz, /openapi.yaml, /metrics, OPTIONS, 404, 405) run these hooks,
     # which call the same rule functions as /music's handler. Order matters: after-hooks run
     # in reverse, so metrics (first) counts the final response; then the request id and trace

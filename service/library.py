@@ -16,24 +16,22 @@ import io
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from werkzeug.http import parse_accept_header
 
 from . import jsoncodec
-from .auth import Caller
 from .cache import Lookup
 from .config import LibrarySettings
+from .core.music import Music
 from .core.query import LIBRARY_RULES, MusicQuery, parse_params, unknown_message
 from .core.tracks import TrackSchema
 from .core.walk import CallerGone, Walk
 from .errors import INTERNAL_DETAIL, InvalidQuery, Problem
 from .limits import Limits, RateLimited
 from .metrics import STORED, Metrics, client_label
+from .scope import Answer, Scope
 from .streaming import Connection, Stream, StreamSlots
-
-if TYPE_CHECKING:
-    from .music import Answer, Music
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +50,6 @@ class LimitReached(Problem):
     """Only ever inside a summary: the stream stopped at the request's `limit`."""
 
     status, code, title = 413, "limit_reached", "The library has more tracks than the limit"
-
-
-class Scope:
-    """One request's caller and the account it may read (authorized before the cache)."""
-
-    def __init__(self, music: Music, who: Caller, request_id: str, environ: dict[str, Any]):
-        self.music = music
-        self.who = who
-        self.request_id = request_id
-        self.environ = environ
-        self.user: str | None = None
-        self.internal_error = False  # a stream an unexpected error cut short (counted as 500)
-
-    def account(self, given: str | None) -> str:
-        """The alias the request names (or the implicit one), once the caller may read it."""
-        # The scope before the alias's existence and before the cache: a cached page is no
-        # excuse, and an alias outside the scope is refused alike whether or not it exists.
-        alias = self.music.alias(given, self.who.client)
-        self.user = alias
-        return alias
 
 
 def fetched(lookup: Lookup) -> bool:
