@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
-from .config import ALIAS_PATTERN, NAME_RULE, ConfigError, load_settings
+from .config import ConfigError, load_settings
+from .core.alias import ALIAS_RE, ALIAS_RULE
 from .startup import DEFAULT_WORKERS, summarize
 
 DEMO_CONFIG = """\
@@ -55,8 +55,8 @@ def mint_key(name: str) -> int:
     """Print a new client key once, and the [[clients]] entry that stores only its digest."""
     from .auth import mint_key as new_key
 
-    if not re.match(ALIAS_PATTERN, name):
-        print(f"music-facade: mint-key --name {name!r}: {NAME_RULE}", file=sys.stderr)
+    if not ALIAS_RE.match(name):
+        print(f"music-facade: mint-key --name {name!r}: {ALIAS_RULE}", file=sys.stderr)
         return 2
     key, digest = new_key()
     print(
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("path", nargs="?", metavar="PATH", help="the TOML file (default: MUSIC_CONFIG)")
     m = sub.add_parser("mint-key", help="make a new random client key and its key_sha256 line")
     m.add_argument(
-        "--name", default="app", help=f"the client's name in the printed entry ({NAME_RULE})"
+        "--name", default="app", help=f"the client's name in the printed entry ({ALIAS_RULE})"
     )
     p = sub.add_parser(
         "probe",

@@ -9,10 +9,12 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from . import access, auth, cors, errors, limits, logs, master, meta, metrics, music, startup
+from . import access, auth, cors, error_handler, limits, logs, master, meta, metrics, music, startup
+from .auth import hook
 from .bulkhead import Bulkhead
 from .cache import MemoryBackend, PageCache
 from .config import Settings, load_settings
+from .core.music import Music
 from .guards import Guards
 from .proxies import TrustedProxyFix
 from .upstream import UpstreamClient
@@ -37,7 +39,7 @@ def create_app(
     logs.redact([settings.upstream.token.reveal()])
     logs.skip_unused_record_fields()
     app = Flask("service")
-    authenticator = auth.Authenticator.from_settings(settings, clock)
+    authenticator = _authenticator(settings, clock)
     rate_limits = limits.Limits(settings.limits, authenticator.required)
     cross_origin = cors.Cors(settings.cors_origins)
     cache = PageCache(settings.cache, clock=clock)
@@ -55,15 +57,15 @@ def create_app(
     upstream.metrics = measures
     bulkhead = Bulkhead(settings.bulkhead)
     bulkhead.observe = measures.in_flight
-    the_music = music.Music(settings, upstream, cache, bulkhead)
+    the_music = Music(settings, upstream, cache, bulkhead)
     # Flask's routes (/healthz, /openapi.yaml, /metrics, OPTIONS, 404, 405) run these hooks,
     # which call the same rule functions as /music's handler. Order matters: after-hooks run
     # in reverse, so metrics (first) counts the final response; then the request id and trace
     # (its after-hook logs the final response), then the caller.
     metrics.register(app, measures, settings)
     access.register(app)
-    errors.register(app)
-    auth.register(app, authenticator)
+    error_handler.register(app)
+    hook.register(app, authenticator)
     cors.register(app, cross_origin)
     meta.register(app, settings)
     music.register(app, the_music)
@@ -80,10 +82,20 @@ def create_app(
         networks = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
     # Outermost: whatever escapes every handler is still a problem+json 500, counted.
-    app.wsgi_app = errors.LastResort(app.wsgi_app, metrics.escaped(app, measures))  # type: ignore[method-assign]
+    app.wsgi_app = error_handler.LastResort(app.wsgi_app, metrics.escaped(app, measures))  # type: ignore[method-assign]
     if settings is not held:  # the master said what runs already, once for all workers
         startup.log_summary(settings, workers=1)
     return app
+
+
+def _authenticator(settings: Settings, clock: Callable[[], float]) -> auth.Authenticator:
+    """Keys from [[clients]], tokens from [oidc] when configured."""
+    tokens = None
+    if settings.oidc is not None:
+        from .auth.oidc import TokenVerifier  # PyJWT and cryptography only when used
+
+        tokens = TokenVerifier(settings.oidc, clock=clock)
+    return auth.Authenticator(auth.ClientRegistry(settings.clients), tokens)
 
 
 def _share(

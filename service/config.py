@@ -19,9 +19,8 @@ from limits import parse_many
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 from marshmallow.types import UnknownOption
 
-# \A…\Z, not ^…$: Python's $ also matches before a trailing newline.
-ALIAS_PATTERN = r"\A[A-Za-z0-9_.-]{1,64}\Z"
-NAME_RULE = "must be 1-64 characters of A-Z a-z 0-9 _ . -"
+from .core.alias import ALIAS_OR_ALL_PATTERN, ALIAS_PATTERN, ALIAS_RULE
+
 # A bearer token goes into an HTTP header: visible ASCII only, no spaces.
 _TOKEN_RE = re.compile(r"\A[!-~]+\Z")
 
@@ -442,12 +441,12 @@ class _KeyHashes(fields.Field[list[str]]):
 
 
 class _ClientSchema(_StrictSchema):
-    name = fields.String(required=True, validate=validate.Regexp(ALIAS_PATTERN, error=NAME_RULE))
+    name = fields.String(required=True, validate=validate.Regexp(ALIAS_PATTERN, error=ALIAS_RULE))
     key_sha256 = _KeyHashes(required=True)
     users = fields.List(
         fields.String(
             validate=validate.Regexp(
-                r"\A(\*|[A-Za-z0-9_.-]{1,64})\Z", error=f"'{{input}}': {NAME_RULE}, or '*'"
+                ALIAS_OR_ALL_PATTERN, error=f"'{{input}}': {ALIAS_RULE}, or '*'"
             )
         ),
         required=True,
@@ -527,7 +526,7 @@ def _check_idp_url(value: str) -> None:
         raise ValidationError(f"'{value}' must be an https:// URL with a host, no query")
 
 
-_ALIAS_OR_ALL = validate.Regexp(r"\A(\*|[A-Za-z0-9_.-]{1,64})\Z")
+_ALIAS_OR_ALL = validate.Regexp(ALIAS_OR_ALL_PATTERN)
 _CLAIM_NAME = validate.Regexp(r"\A[!-~]{1,128}\Z")
 
 
@@ -558,14 +557,10 @@ class _MetricsSchema(_StrictSchema):
 
 
 class _FileSchema(_StrictSchema):
-    default_user = fields.String(validate=validate.Regexp(ALIAS_PATTERN, error=NAME_RULE))
+    default_user = fields.String(validate=validate.Regexp(ALIAS_PATTERN, error=ALIAS_RULE))
     upstream = fields.Nested(_UpstreamSchema)
     users = fields.Dict(
-        keys=fields.String(
-            validate=validate.Regexp(
-                ALIAS_PATTERN, error="alias must be 1-64 characters of A-Z a-z 0-9 _ . -"
-            )
-        ),
+        keys=fields.String(validate=validate.Regexp(ALIAS_PATTERN, error=f"alias {ALIAS_RULE}")),
         values=fields.String(validate=validate.Regexp(r"\A[!-~]{1,256}\Z")),
         required=True,
     )

@@ -16,25 +16,23 @@ import io
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from werkzeug.http import parse_accept_header
 
 from . import jsoncodec
-from .auth import Caller
 from .cache import Lookup
 from .config import LibrarySettings
+from .core.music import Music
 from .core.problems import INTERNAL_DETAIL
+from .core.query import LIBRARY_RULES, MusicQuery, parse_params, unknown_message
+from .core.tracks import TrackSchema
+from .core.walk import CallerGone, Walk
 from .errors import InvalidQuery, Problem
 from .limits import Limits, RateLimited
 from .metrics import STORED, Metrics, client_label
-from .query import LIBRARY_RULES, MusicQuery, parse_params, unknown_message
+from .scope import Answer, Scope
 from .streaming import Connection, Stream, StreamSlots
-from .tracks import TrackSchema
-from .walk import CallerGone, Walk
-
-if TYPE_CHECKING:
-    from .music import Answer, Music
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +49,6 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 class LimitReached(Problem, code="limit_reached"):
     """Only ever inside a summary: the stream stopped at the request's `limit`."""
-
-
-class Scope:
-    """One request's caller and the account it may read (authorized before the cache)."""
-
-    def __init__(self, music: Music, who: Caller, request_id: str, environ: dict[str, Any]):
-        self.music = music
-        self.who = who
-        self.request_id = request_id
-        self.environ = environ
-        self.user: str | None = None
-        self.internal_error = False  # a stream an unexpected error cut short (counted as 500)
-
-    def account(self, given: str | None) -> str:
-        """The alias the request names (or the implicit one), once the caller may read it."""
-        # The scope before the alias's existence and before the cache: a cached page is no
-        # excuse, and an alias outside the scope is refused alike whether or not it exists.
-        alias = self.music.alias(given, self.who.client)
-        self.user = alias
-        return alias
 
 
 def fetched(lookup: Lookup) -> bool:

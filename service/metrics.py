@@ -456,7 +456,7 @@ def _route(status: int) -> str:
 
 
 def escaped(app: Flask, metrics: Metrics) -> Callable[[dict[str, Any], float], None]:
-    """How errors.LastResort counts a request whose exception escaped every handler: a 500 of
+    """How error_handler.LastResort counts a request whose exception escaped every handler: a 500 of
     its route, by nobody known (the caller was not, or not surely, identified)."""
 
     def count(environ: dict[str, Any], seconds: float) -> None:

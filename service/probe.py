@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from .config import Settings
+from .core.tracks import TrackSchema, reshape_page
+from .core.upstream_model import RECORD_FIELDS, json_type, model_type
 from .errors import UpstreamError, UpstreamFailure
-from .tracks import TrackSchema, reshape_page
 from .upstream import UpstreamClient
-from .upstream_model import RECORD_FIELDS, json_type, model_type
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -26,6 +26,7 @@ from urllib3.response import BaseHTTPResponse
 
 from . import jsoncodec, logs, trace
 from .config import UpstreamSettings
+from .core.tracks import LONE_SURROGATE_RE
 from .errors import (
     GuardRefusal,
     UpstreamAuthFailed,
@@ -37,7 +38,6 @@ from .errors import (
     UpstreamUnreachable,
 )
 from .guards import Guards
-from .tracks import LONE_SURROGATE_RE
 from .watchdog import POOL_CLASSES, Exchange, Watchdog
 
 if TYPE_CHECKING:

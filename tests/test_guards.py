@@ -8,8 +8,9 @@ import pytest
 
 from service.config import Secret, UpstreamSettings
 from service.errors import BreakerOpen, UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from service.guards import CLEAR, Guards
+from service.guards import Guards
 from service.guards.memory import MemoryGuardStore
+from service.guards.state import CLEAR
 from service.sandbox import SandboxServer
 
 from .helpers import AppFactory

@@ -18,7 +18,7 @@ from service import multiproc
 from service.auth import mint_key
 from service.cache import CacheBackend, CachedPage, list_key
 from service.config import ClientSettings, LimitSettings, MetricsSettings
-from service.errors import LastResort
+from service.error_handler import LastResort
 from service.launch import GunicornProcess
 from service.metrics import cache_outcome, client_label
 from service.sandbox import SandboxServer

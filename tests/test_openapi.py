@@ -654,6 +654,22 @@ def test_cors_exposed_headers_are_documented() -> None:
         assert f"`{name}`" in description, name
 
 
+def test_parameter_patterns_are_the_services_own_rules() -> None:
+    from service.core.alias import ALIAS_PATTERN
+    from service.core.query import CURSOR_PATTERN, ITEM_ID_PATTERN
+
+    parameters = spec()["components"]["parameters"]
+    # The service anchors with \A and \Z (Python's $ also matches before a newline), the
+    # contract with ^ and $ (ECMA-262, where they do not).
+    for name, pattern in [
+        ("User", ALIAS_PATTERN),
+        ("Cursor", CURSOR_PATTERN),
+        ("TrackId", ITEM_ID_PATTERN),
+    ]:
+        assert (pattern[:2], pattern[-2:]) == ("\\A", "\\Z"), name
+        assert parameters[name]["schema"]["pattern"] == f"^{pattern[2:-2]}$", name
+
+
 def test_accepts_counted_music_responses() -> None:
     check_response("GET", "/music", 200, PAGE_HEADERS | RATE_LIMIT_HEADERS, dump(PAGE))
     check_response("HEAD", "/music", 200, PAGE_HEADERS | RATE_LIMIT_HEADERS, b"")

@@ -23,9 +23,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.core.query import CURSOR_RE
+from service.core.tracks import TrackSchema, reshape_page
 from service.errors import UpstreamError
-from service.query import CURSOR_RE
-from service.tracks import TrackSchema, reshape_page
 
 from .contract import check_schema, pointer_to
 

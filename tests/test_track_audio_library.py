@@ -26,8 +26,8 @@ from hypothesis import given
 from service import create_app
 from service.auth import mint_key
 from service.config import ClientSettings, LibrarySettings, LimitSettings
+from service.core.music import MAX_LINK_SECONDS, download_link
 from service.errors import UpstreamError
-from service.music import MAX_LINK_SECONDS, download_link
 from service.sandbox import SandboxServer
 from service.sandbox.data import USEAPI_ACCOUNT, full_record
 
@@ -714,7 +714,7 @@ monkey.patch_all()
 
 import gevent
 
-from service.walk import Walk
+from service.core.walk import Walk
 
 pages = 0
 

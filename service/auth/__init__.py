@@ -1,29 +1,22 @@
 """Callers: who is asking (a client key, or an identity provider's token) and what they may read.
 
 `Authenticator.identify(authorization) -> Caller` is the one rule: a Bearer credential that is a
-JWT is verified against the configured identity provider (service.auth.oidc); anything else is
-looked up as a client key (service.auth.keys). Scopes and rate limits consume the Caller's
-principal (its name, its rate limit, which aliases it may read) and never learn how it was
-proven.
+JWT is verified by the identity provider's token verifier (service.auth.oidc, given to the
+Authenticator when [oidc] is configured); anything else is looked up as a client key
+(service.auth.keys). Scopes and rate limits consume the Caller's principal (its name, its rate
+limit, which aliases it may read) and never learn how it was proven. No web framework here:
+service.auth.hook identifies Flask's requests, the /music handler calls identify itself.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
-from flask import Flask, current_app, g, request
+from typing import Protocol
 
 from .. import logs
-from ..config import Settings
 from ..errors import Problem
 from .keys import ClientRegistry, mint_key
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from .oidc import TokenVerifier
 
 __all__ = [
     "Authenticator",
@@ -34,11 +27,11 @@ __all__ = [
     "CredentialMalformed",
     "CredentialMissing",
     "Principal",
+    "Tokens",
     "UserNotAllowed",
     "authorize",
     "mint_key",
     "presented",
-    "register",
 ]
 
 REALM = "music"
@@ -118,22 +111,19 @@ class Caller:
 OPEN = Caller(None)
 
 
+class Tokens(Protocol):
+    """Verifies identity-provider tokens (service.auth.oidc.TokenVerifier)."""
+
+    def identify(self, token: str) -> Caller:
+        """The caller a well-formed JWT names, or a Caller carrying why it is refused."""
+
+
 class Authenticator:
     """Identifies callers by client key or identity-provider token (either, both, or neither)."""
 
-    def __init__(self, keys: ClientRegistry, tokens: TokenVerifier | None = None) -> None:
+    def __init__(self, keys: ClientRegistry, tokens: Tokens | None = None) -> None:
         self.keys = keys
         self.tokens = tokens
-
-    @classmethod
-    def from_settings(cls, settings: Settings, clock: Callable[[], float]) -> Authenticator:
-        """Keys from [[clients]], tokens from [oidc] when configured."""
-        tokens = None
-        if settings.oidc is not None:
-            from .oidc import TokenVerifier  # PyJWT and cryptography only when used
-
-            tokens = TokenVerifier(settings.oidc, clock=clock)
-        return cls(ClientRegistry(settings.clients), tokens)
 
     @property
     def required(self) -> bool:
@@ -172,13 +162,6 @@ def presented(authorization: str | None) -> None:
     logs.PRESENTED.set(authorization.partition(" ")[2].strip() if authorization else None)
 
 
-def _identify() -> None:
-    authenticator: Authenticator = current_app.extensions["auth"]
-    authorization = request.headers.get("Authorization")
-    presented(authorization)
-    g.caller = authenticator.identify(authorization)
-
-
 def authorize(client: Principal | None, alias: str) -> None:
     """Raise 403 unless the caller's scope includes the alias (open mode: everyone may read).
 
@@ -187,9 +170,3 @@ def authorize(client: Principal | None, alias: str) -> None:
     """
     if client is not None and not client.may_read(alias):
         raise UserNotAllowed(f"Client '{client.name}' may not read '{alias}'.")
-
-
-def register(app: Flask, authenticator: Authenticator) -> None:
-    """Identify every Flask request's caller (for its log line and the log redaction)."""
-    app.extensions["auth"] = authenticator
-    app.before_request(_identify)

@@ -1,9 +1,9 @@
 """Upstream guards: cooldown after 429, remembered auth failures, a circuit breaker per account.
 
-The state of each upstream account (keyed by its user_id) is plain data with expiry times, kept
-behind one small interface, GuardStore: per-process memory today (memory.py), a store that every
-replica shares later. Guards holds the rules; UpstreamClient asks it around every upstream call,
-so every endpoint of the same account goes through the same guards.
+The state of each upstream account (keyed by its user_id) is plain data with expiry times
+(state.py), kept behind one small interface, GuardStore: per-process memory (memory.py), or
+Redis that every replica shares (shared.py). Guards holds the rules; UpstreamClient asks it
+around every upstream call, so every endpoint of the same account goes through the same guards.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import replace
 
 from ..config import UpstreamSettings
 from ..errors import (
@@ -23,49 +22,10 @@ from ..errors import (
     UpstreamFailure,
     UpstreamRateLimited,
 )
+from .memory import MemoryGuardStore
+from .state import AccountGuard, GuardStore
 
-__all__ = ["AccountGuard", "GuardStore", "Guards"]
-
-
-@dataclass(frozen=True)
-class AccountGuard:
-    """One account's guard state; every time is clock seconds, 0 meaning "not set"."""
-
-    cooldown_until: float = 0.0
-    """After a 429: no upstream call before this."""
-    auth_failed_until: float = 0.0
-    """After a 401/402/403/596: that answer is repeated from memory until this."""
-    auth_status: int = 0
-    """The remembered auth failure's upstream status."""
-    failures: int = 0
-    """Consecutive outages (5xx answers, timeouts, unreachable)."""
-    open_until: float = 0.0
-    """Non-zero: the breaker opened; it is open until this, then half-open."""
-    probe_until: float = 0.0
-    """Half-open: the one probing call holds this lease until this time."""
-
-    def expires_at(self) -> float:
-        """When the state stops mattering (a store may forget it then); inf while counting."""
-        if self.failures or self.open_until:
-            return math.inf
-        return max(self.cooldown_until, self.auth_failed_until)
-
-
-CLEAR = AccountGuard()
-
-
-class GuardStore(Protocol):
-    """Where account states live: each process's memory now, a store replicas share later."""
-
-    def read(self, user_id: str) -> AccountGuard:
-        """The account's state (CLEAR if none is stored)."""
-
-    def change(self, user_id: str, update: Callable[[AccountGuard], AccountGuard]) -> AccountGuard:
-        """Apply update to the stored state atomically and return the new state.
-
-        update must be a pure function of the state: a shared store may call it again when
-        another replica changed the state in between.
-        """
+__all__ = ["Guards"]
 
 
 def _seconds_left(until: float, now: float) -> int:
@@ -81,8 +41,6 @@ class Guards:
         store: GuardStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from .memory import MemoryGuardStore
-
         self.settings = settings
         self.store: GuardStore = store if store is not None else MemoryGuardStore(clock)
         self.clock = clock

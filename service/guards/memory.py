@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from . import CLEAR, AccountGuard
+from .state import CLEAR, AccountGuard
 
 
 class MemoryGuardStore:

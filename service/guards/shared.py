@@ -17,8 +17,8 @@ from typing import Any
 import redis
 
 from ..shared import SharedStore, StoreUnavailable
-from . import CLEAR, AccountGuard
 from .memory import MemoryGuardStore
+from .state import CLEAR, AccountGuard
 
 # A state whose expiry is "while counting" (a failure streak, an open breaker awaiting its probe)
 # is kept this long at most after its last change.

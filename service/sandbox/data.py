@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 # The model is the service's (the probe checks real records against it); the sandbox builds on it.
-from service.upstream_model import RECORD_FIELDS as RECORD_FIELDS
+from service.core.upstream_model import RECORD_FIELDS as RECORD_FIELDS
 
 SONG = "song"
 INSTRUMENTAL = "instrumental"

@@ -13,10 +13,9 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from .errors import Problem
-from .streaming import Connection
+from ..errors import Problem
 
 
 class CursorCycle(Problem, code="upstream_cursor_cycle"):
@@ -35,6 +34,13 @@ class CallerGone(Exception):
     """The caller hung up: nothing more is read or written for it."""
 
 
+class Line(Protocol):
+    """The caller's end of the connection (service.streaming.Connection), as a walk sees it."""
+
+    def gone(self) -> bool:
+        """Whether the caller hung up."""
+
+
 Fetch = Callable[[str | None], dict[str, Any]]
 """Reads one page (None: the first) as the cache renders it: items, next_cursor, has_more."""
 
@@ -47,7 +53,7 @@ class Walk:
         fetch: Fetch,
         max_pages: int,
         max_seconds: float,
-        connection: Connection | None = None,
+        connection: Line | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch

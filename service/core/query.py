@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from .config import ALIAS_PATTERN
-from .errors import InvalidQuery
+from ..errors import InvalidQuery
+from .alias import ALIAS_RE, ALIAS_RULE
 
 CURSOR_PATTERN = r"\A[!-~]{1,512}\Z"
 CURSOR_RE = re.compile(CURSOR_PATTERN)
@@ -38,7 +38,7 @@ class Rule:
 
 
 RULES = {
-    "user": Rule(re.compile(ALIAS_PATTERN), "must be 1-64 characters of A-Z a-z 0-9 _ . -"),
+    "user": Rule(ALIAS_RE, ALIAS_RULE),
     "type": Rule(
         re.compile(r"\A(song|instrumental)\Z"), "must be 'song' or 'instrumental'", "song"
     ),

@@ -11,7 +11,7 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
-from .errors import UpstreamError
+from ..errors import UpstreamError
 from .query import CURSOR_RE
 
 log = logging.getLogger(__name__)
