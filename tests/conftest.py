@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from service import create_app
 from service.sandbox import SandboxServer
 
-from .helpers import AppFactory, CheckedClient, sandbox_settings
+from .support.helpers import AppFactory, CheckedClient, sandbox_settings
 
 
 @pytest.fixture(scope="session")
