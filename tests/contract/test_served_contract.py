@@ -92,8 +92,7 @@ def test_the_served_contract_lists_only_the_aliases_the_caller_may_read(
 
 
 def test_the_served_contract_lists_a_tokens_aliases(make_app: AppFactory) -> None:
-    from tests.integration.test_oidc import oidc_settings
-    from tests.support.idp import running_idp
+    from tests.support.idp import oidc_settings, running_idp
 
     with running_idp() as idp:
         client = make_app(oidc=oidc_settings(idp)).test_client()

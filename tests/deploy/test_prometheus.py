@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
-from tests.live.test_metrics_live import wait_for_workers
 from tests.support.helpers import get_on_each_worker, live_service
+from tests.support.metrics import wait_for_workers
 from tests.support.programs import free_port, missing_program
 from tests.support.redis_server import RedisServer
 

@@ -27,10 +27,10 @@ import yaml
 
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
-from tests.live.test_metrics_live import scrape, total
 from tests.support import dockerfile
 from tests.support.deploy_render import REPO
 from tests.support.helpers import LIVE_CONFIG
+from tests.support.metrics import scrape, total
 
 pytestmark = pytest.mark.slow
 

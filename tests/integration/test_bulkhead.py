@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -16,16 +15,9 @@ from service.config import BulkheadSettings
 from service.errors import UpstreamBusy
 from service.sandbox import SandboxServer
 from tests.support.helpers import AppFactory
+from tests.support.waiting import wait_until
 
 ONE_SLOT = BulkheadSettings(max_concurrent_calls=1, max_wait=0.05)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll until condition() holds (never a guess at how long something takes)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 @contextmanager

@@ -14,20 +14,18 @@ from flask.testing import FlaskClient
 from service.auth import Authenticator, ClientRegistry, mint_key
 from service.config import ClientSettings, ConfigError, load_settings
 from service.sandbox import SandboxServer
-from tests.integration.test_music import problem
 from tests.support.helpers import AppFactory
-
-WEB_KEY, WEB_SHA = mint_key()
-OLD_KEY, OLD_SHA = mint_key()
-ADMIN_KEY, ADMIN_SHA = mint_key()
-CLIENTS = (
-    ClientSettings("web", (WEB_SHA, OLD_SHA), frozenset({"studio"})),
-    ClientSettings("admin", (ADMIN_SHA,), frozenset({"*"})),
+from tests.support.keys import (
+    ADMIN_KEY,
+    ADMIN_SHA,
+    CLIENTS,
+    OLD_KEY,
+    OLD_SHA,
+    WEB_KEY,
+    WEB_SHA,
+    bearer,
 )
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+from tests.support.problem import problem
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from service.sandbox import SandboxServer
-from tests.integration.test_clients import CLIENTS, WEB_KEY, bearer
 from tests.support.helpers import AppFactory, live_service
+from tests.support.keys import CLIENTS, WEB_KEY, bearer
 
 APP = "https://app.example.com"
 

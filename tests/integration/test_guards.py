@@ -11,9 +11,9 @@ from service.errors import BreakerOpen, UpstreamError, UpstreamTimeout, Upstream
 from service.guards import CLEAR, Guards
 from service.guards.memory import MemoryGuardStore
 from service.sandbox import SandboxServer
-from tests.integration.test_music import problem
+from tests.support.clock import Clock
 from tests.support.helpers import AppFactory
-from tests.unit.test_cache import Clock
+from tests.support.problem import problem
 
 # --- cooldown after 429 ------------------------------------------------------------------------
 

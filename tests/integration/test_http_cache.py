@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from service.sandbox import SandboxServer
-from tests.integration.test_music import problem
+from tests.support.clock import Clock
 from tests.support.helpers import AppFactory
-from tests.unit.test_cache import Clock
+from tests.support.problem import problem
 
 
 def test_miss_then_hit(make_app: AppFactory, sandbox: SandboxServer) -> None:

@@ -12,9 +12,9 @@ from werkzeug.datastructures import Headers
 
 from service.config import ClientSettings, LimitSettings
 from service.limits import _reset_at
-from tests.integration.test_clients import ADMIN_KEY, CLIENTS, WEB_KEY, bearer
-from tests.integration.test_music import problem
 from tests.support.helpers import AppFactory
+from tests.support.keys import ADMIN_KEY, CLIENTS, WEB_KEY, bearer
+from tests.support.problem import problem
 
 LIMITED = (
     ClientSettings("web", CLIENTS[0].key_sha256, frozenset({"studio"}), rate_limit="3/minute"),

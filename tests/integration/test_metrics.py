@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask, Response
-from flask.testing import FlaskClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from service import multiproc
 from service.auth import mint_key
@@ -22,30 +20,11 @@ from service.errors import LastResort
 from service.launch import GunicornProcess
 from service.metrics import cache_outcome, client_label
 from service.sandbox import SandboxServer
-from tests.integration.test_music import problem
 from tests.support.helpers import AppFactory
+from tests.support.metrics import samples, value
+from tests.support.problem import problem
 
 KEY, DIGEST = mint_key()
-
-
-def samples(
-    client: FlaskClient, **kw: object
-) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of a scrape, by name and label set."""
-    resp = client.get("/metrics", **kw)
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    assert resp.mimetype == "text/plain"
-    found = {}
-    for family in text_string_to_metric_families(resp.get_data(as_text=True)):
-        for s in family.samples:
-            found[s.name, frozenset(s.labels.items())] = s.value
-    return found
-
-
-def value(
-    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
-    return found.get((name, frozenset(labels.items())), 0.0)
 
 
 def test_requests_cache_and_upstream_are_counted(make_app: AppFactory) -> None:
@@ -299,8 +278,8 @@ def broken_app() -> Flask:
 
 
 def test_every_500_is_counted_under_gunicorn(sandbox: SandboxServer, tmp_path: Path) -> None:
-    from tests.live.test_metrics_live import scrape, total
     from tests.support.helpers import LIVE_CONFIG
+    from tests.support.metrics import scrape, total
 
     config = tmp_path / "music.toml"
     config.write_text(LIVE_CONFIG.format(base_url=sandbox.base_url))

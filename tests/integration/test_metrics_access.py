@@ -9,8 +9,8 @@ import pytest
 
 from service.auth import mint_key
 from service.config import ClientSettings, MetricsSettings, OidcSettings
-from tests.integration.test_music import problem
 from tests.support.helpers import AppFactory
+from tests.support.problem import problem
 
 KEY, DIGEST = mint_key()
 CLIENTS = (ClientSettings("web", (DIGEST,), frozenset({"*"})),)

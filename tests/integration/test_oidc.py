@@ -22,45 +22,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.auth import oidc
-from service.config import ConfigError, OidcSettings, parse_settings
+from service.config import ConfigError, parse_settings
 from service.sandbox import SandboxServer
-from tests.integration.test_bulkhead import wait_until
-from tests.integration.test_clients import CLIENTS, WEB_KEY, bearer
-from tests.integration.test_music import problem
+from tests.support.clock import Clock
 from tests.support.helpers import AppFactory, live_service
-from tests.support.idp import AUDIENCE, SigningKey, TestIdP, running_idp
-
-SCOPES = {
-    "music-studio": frozenset({"studio"}),
-    "music-admin": frozenset({"*"}),
-}
-
-
-class Clock:
-    """A clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.idp import AUDIENCE, SigningKey, TestIdP, oidc_settings, running_idp
+from tests.support.keys import CLIENTS, WEB_KEY, bearer
+from tests.support.problem import problem
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
 def idp() -> Iterator[TestIdP]:
     with running_idp() as server:
         yield server
-
-
-def oidc_settings(idp: TestIdP, **changes: Any) -> OidcSettings:
-    options: dict[str, Any] = {
-        "issuer": idp.issuer,
-        "audience": AUDIENCE,
-        "jwks_url": idp.jwks_url,
-        "algorithms": ("RS256", "ES256"),
-        "scopes": SCOPES,
-    }
-    return OidcSettings(**(options | changes))
 
 
 @pytest.fixture

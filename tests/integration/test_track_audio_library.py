@@ -32,7 +32,7 @@ from service.sandbox import SandboxServer
 from service.sandbox.data import USEAPI_ACCOUNT, full_record
 from tests.support import contract
 from tests.support.helpers import AppFactory, live_service, sandbox_settings
-from tests.unit.test_properties import PROPERTIES, field_values
+from tests.support.upstream_json import PROPERTIES, field_values
 
 KEY, SHA = mint_key()
 EDGE_ONLY = (ClientSettings("edge-app", (SHA,), frozenset({"edge"}), rate_limit="100/minute"),)
@@ -546,7 +546,7 @@ def test_credentialed_answers_have_one_vary_and_continue_the_trace(
 
 
 def test_metrics_label_the_routes_by_template(make_app: AppFactory) -> None:
-    from tests.integration.test_metrics import samples, value
+    from tests.support.metrics import samples, value
 
     client = make_app().test_client()
     assert client.get(f"/music/{DONE}?user=studio").status_code == 200

@@ -7,7 +7,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,10 @@ import requests
 from service.sandbox import SandboxServer
 from service.sandbox.data import SONG, full_record
 from service.watchdog import Watchdog
-from tests.integration.test_music import problem
 from tests.support import contract
 from tests.support.helpers import AppFactory, live_service
+from tests.support.problem import problem
+from tests.support.serving import serving
 
 # --- compressed and chunked pages -----------------------------------------------------------
 
@@ -97,19 +97,6 @@ class _GzipUpstream(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet."""
-
-
-@contextmanager
-def serving(server: ThreadingHTTPServer) -> Iterator[str]:
-    """Run server in a thread until the block ends; yields its upstream base URL."""
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v1/tempolor"
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
 
 
 @pytest.fixture
@@ -243,7 +230,7 @@ def test_hostile_answers_are_upstream_errors_at_once(
 def test_a_200_error_body_never_replaces_a_cached_page(
     make_app: AppFactory, sandbox: SandboxServer
 ) -> None:
-    from tests.unit.test_cache import Clock
+    from tests.support.clock import Clock
 
     clock = Clock()
     client = make_app(clock=clock, cache_ttl=30, cache_stale_if_error=300).test_client()

@@ -13,8 +13,8 @@ import pytest
 
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
-from tests.live.test_metrics_live import scrape, worker_gauges
 from tests.support.helpers import LIVE_CONFIG, get_on_each_worker, live_service
+from tests.support.metrics import scrape, worker_gauges
 
 # The visible change: an alias the first configuration lacks (the sandbox's empty account).
 EMPTY = "/music?user=empty"

@@ -9,12 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 from tests.support.helpers import get_on_each_worker, live_service
+from tests.support.metrics import scrape, total, wait_for_workers, worker_gauges
 
 # The known mix of traffic; each request on a new connection, half of it to each worker.
 MIX = {
@@ -24,46 +23,11 @@ MIX = {
     "/healthz": 4,
 }
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    """Every sample of one scrape of url/metrics."""
-    resp = requests.get(url + "/metrics", timeout=5)
-    assert resp.status_code == 200
-    found: Samples = {}
-    for family in text_string_to_metric_families(resp.text):
-        for s in family.samples:
-            found[s.name, frozenset(s.labels.items())] = s.value
-    return found
-
-
-def total(found: Samples, name: str, **labels: str) -> float:
-    """The sum of name's samples whose labels include these."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in found.items() if n == name and want <= ls)
-
 
 def send_mix(server: GunicornProcess) -> set[int]:
     """Send MIX, half of it answered by each worker."""
     paths = [path for path, times in MIX.items() for _ in range(times)]
     return set(get_on_each_worker(server, paths))
-
-
-def worker_gauges(found: Samples, name: str) -> dict[str, float]:
-    """A per-process gauge's value by worker pid."""
-    return {dict(ls)["pid"]: v for (n, ls), v in found.items() if n == name}
-
-
-def wait_for_workers(server: GunicornProcess) -> None:
-    """Poll until every worker has booted (its gauges are in /metrics)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pids = {str(p) for p in server.worker_pids()}
-        if set(worker_gauges(scrape(server.url), "music_facade_cache_entries")) == pids:
-            return
-        time.sleep(0.05)  # poll interval
-    pytest.fail("the workers' metrics did not appear")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 It signs tokens with its keys (RSA and EC, generated per instance), can rotate to a new key, go
 down (answer 503), drip its JWKS answer a byte at a time (from the status line, or only the
 body), and counts the JWKS fetches, so tests can see the service's refetch floor and deadline.
+oidc_settings() gives the [oidc] settings that trust it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from service.config import OidcSettings
 
 AUDIENCE = "music-facade"
 
@@ -183,3 +186,22 @@ def running_idp() -> Iterator[TestIdP]:
     """A TestIdP for the duration of the block."""
     with TestIdP() as idp:
         yield idp
+
+
+# The groups a token may carry and the aliases each one reads.
+SCOPES = {
+    "music-studio": frozenset({"studio"}),
+    "music-admin": frozenset({"*"}),
+}
+
+
+def oidc_settings(idp: TestIdP, **changes: Any) -> OidcSettings:
+    """[oidc] settings trusting idp for AUDIENCE with SCOPES; changes replace any field."""
+    options: dict[str, Any] = {
+        "issuer": idp.issuer,
+        "audience": AUDIENCE,
+        "jwks_url": idp.jwks_url,
+        "algorithms": ("RS256", "ES256"),
+        "scopes": SCOPES,
+    }
+    return OidcSettings(**(options | changes))

@@ -28,19 +28,10 @@ from service.cache import (
 from service.config import CacheSettings, RedisSettings, Secret
 from service.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
 from service.sandbox.data import SONG, full_record
-from tests.integration.test_upstream_edge import serving
+from tests.support.clock import Clock
 from tests.support.helpers import AppFactory
 from tests.support.redis_server import RedisServer
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.serving import serving
 
 
 class Loader:
