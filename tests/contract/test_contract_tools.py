@@ -25,6 +25,9 @@ from service.launch import GunicornProcess
 from service.sandbox import SandboxServer
 from tests.support.programs import missing_program
 
+# Node.js toolchains and the service under gunicorn: tens of seconds, outside the fast loop.
+pytestmark = pytest.mark.live
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "tools" / "contract"
 SPEC = ROOT / "openapi.yaml"

@@ -32,6 +32,9 @@ from service.sandbox import SandboxServer
 from tests.support import contract
 from tests.support.helpers import live_service
 
+# The service under gunicorn, driven over HTTP.
+pytestmark = pytest.mark.live
+
 ORIGIN = "https://app.example.com"
 
 CONFIG = schemathesis.Config.from_dict(

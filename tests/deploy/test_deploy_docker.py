@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from service.sandbox import SandboxServer
 from tests.support import dockerfile
 from tests.support.deploy_render import REPO
@@ -151,6 +153,7 @@ def _run_healthcheck(port: int, path: str | None = None) -> subprocess.Completed
     )
 
 
+@pytest.mark.live
 def test_healthcheck_passes_against_a_live_service(sandbox: SandboxServer, tmp_path: Path) -> None:
     with live_service(sandbox, tmp_path) as service:
         port = int(service.url.rsplit(":", 1)[1])

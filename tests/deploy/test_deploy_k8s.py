@@ -473,6 +473,7 @@ def _prometheus_targets(
         proc.wait(15)
 
 
+@pytest.mark.live
 def test_prometheus_itself_keeps_one_target_per_service_pod(tmp_path: Path) -> None:
     job, addresses = _static_job()
     token = tmp_path / "scrape-token"
@@ -657,6 +658,8 @@ def bundle_redis(tmp_path: Path) -> Iterator[BundleRedis]:
         yield server
 
 
+@pytest.mark.live
+@pytest.mark.redis
 def test_the_bundles_redis_starts_with_its_password_and_settings(bundle_redis: BundleRedis) -> None:
     password = SECRET_FILES["secrets/redis_password"].decode().strip()
     # No retries: redis-py retries an AuthenticationError (a ConnectionError) with backoff.
@@ -678,6 +681,8 @@ def test_the_bundles_redis_starts_with_its_password_and_settings(bundle_redis: B
     assert not bundle_redis.ready()
 
 
+@pytest.mark.live
+@pytest.mark.redis
 def test_the_service_deployment_works_with_the_bundles_redis(
     bundle_redis: BundleRedis, sandbox: SandboxServer, tmp_path: Path
 ) -> None:

@@ -59,6 +59,7 @@ def nginx() -> str:
     return binary
 
 
+@pytest.mark.nginx
 @pytest.mark.usefixtures("nginx")
 def test_rendered_for_two_loopback_replicas_passes_nginx_t(tmp_path: Path) -> None:
     rendered = render_nginx(tmp_path, "127.0.0.1:18080", ["127.0.0.1:18081", "127.0.0.1:18082"])
@@ -74,6 +75,7 @@ def test_rendered_for_two_loopback_replicas_passes_nginx_t(tmp_path: Path) -> No
     assert f"proxy_temp_path {tmp_path / 'temp' / 'proxy'};" in body
 
 
+@pytest.mark.nginx
 @pytest.mark.usefixtures("nginx")
 def test_nginx_t_bites_on_a_broken_configuration(tmp_path: Path) -> None:
     broken = tmp_path / "broken.conf"
@@ -208,6 +210,8 @@ def _cors_for(resp: requests.Response, origin: str | None) -> None:
         assert not any(h.lower().startswith("access-control-") for h in resp.headers), resp.headers
 
 
+@pytest.mark.live
+@pytest.mark.nginx
 @pytest.mark.parametrize("origin", [ALLOWED, OTHER, None])
 def test_no_replica_answers_a_problem_a_page_on_an_allowed_origin_can_read(
     no_replica: Edge, origin: str | None
@@ -221,6 +225,8 @@ def test_no_replica_answers_a_problem_a_page_on_an_allowed_origin_can_read(
     _cors_for(resp, origin)
 
 
+@pytest.mark.live
+@pytest.mark.nginx
 def test_a_request_id_that_breaks_the_services_rule_is_replaced(no_replica: Edge) -> None:
     # A quote would break the JSON body nginx writes; the service's rule refuses it too.
     for given in ('a"b', "x" * 65, "spaces are not allowed"):
@@ -229,6 +235,8 @@ def test_a_request_id_that_breaks_the_services_rule_is_replaced(no_replica: Edge
         assert HEX_ID.match(str(doc["request_id"])), doc
 
 
+@pytest.mark.live
+@pytest.mark.nginx
 def test_no_replica_answers_an_allowed_origins_preflight_so_the_real_request_is_sent(
     no_replica: Edge,
 ) -> None:
@@ -256,6 +264,8 @@ def test_no_replica_answers_an_allowed_origins_preflight_so_the_real_request_is_
     _cors_for(plain, ALLOWED)
 
 
+@pytest.mark.live
+@pytest.mark.nginx
 def test_a_replica_that_never_answers_gets_a_readable_504(nginx: str, tmp_path: Path) -> None:
     # A socket that listens but never accepts: the kernel completes the handshake, nothing
     # answers. nginx's read timeout shortened from 35 s to 1 s for the test.
@@ -292,6 +302,8 @@ def _raw(edge: Edge, request: bytes) -> requests.Response:
     return resp
 
 
+@pytest.mark.live
+@pytest.mark.nginx
 @pytest.mark.parametrize(
     ("request_bytes", "status", "code", "origin"),
     [

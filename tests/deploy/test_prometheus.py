@@ -111,6 +111,8 @@ def exported(url: str) -> set[str]:
     return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
 
 
+@pytest.mark.live
+@pytest.mark.redis
 def test_alerts_and_dashboard_use_only_exported_metrics(fleet_member: GunicornProcess) -> None:
     requests.get(fleet_member.url + "/music?user=studio", timeout=5)
     names = exported(fleet_member.url)
@@ -176,6 +178,7 @@ def prometheus_for(tmp_path: Path) -> Iterator[Any]:
             proc.wait()
 
 
+@pytest.mark.live
 def test_prometheus_counts_every_request_of_two_workers(
     sandbox_server: SandboxServer, tmp_path: Path, prometheus_for: Any
 ) -> None:

@@ -32,7 +32,7 @@ from tests.support.deploy_render import REPO
 from tests.support.helpers import LIVE_CONFIG
 from tests.support.metrics import scrape, total
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 STAGES = dockerfile.stages()
 BUILD, RUNTIME = STAGES["build"], STAGES["runtime"]

@@ -36,6 +36,8 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
 from selenium import webdriver  # noqa: E402 - only once the browser is known to be there
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 
+pytestmark = pytest.mark.browser
+
 # The page's one function: fetch, then report what a script can read of the answer.
 PAGE = """<!doctype html><meta charset="utf-8"><title>music-facade browser test</title>
 <script>
@@ -214,6 +216,7 @@ def _check_the_page(driver: webdriver.Chrome, base: str, idp: TestIdP) -> None:
     assert "invalid_token" in expired["www"]  # WWW-Authenticate is exposed
 
 
+@pytest.mark.nginx
 def test_a_page_reads_nginxs_own_problem_when_no_replica_answers(
     browser: webdriver.Chrome, tmp_path: Path
 ) -> None:

@@ -26,6 +26,8 @@ from service.shared.flights import FOLLOW_POLL
 from tests.support.fleet import Fleet, fleet
 from tests.support.redis_server import RedisServer
 
+pytestmark = [pytest.mark.redis, pytest.mark.nginx]
+
 PAGE = "/music?user=studio&type=song"
 
 

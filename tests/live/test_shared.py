@@ -23,6 +23,8 @@ from service.shared.flights import FOLLOW_POLL, FleetFlights
 from tests.support.helpers import AppFactory
 from tests.support.redis_server import RedisServer
 
+pytestmark = pytest.mark.redis
+
 PAGE = "/music?user=studio&type=song"
 
 
