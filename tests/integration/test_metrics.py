@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
-from flask import Flask, Response
 
 from service import multiproc
 from service.auth import mint_key
-from service.cache import CacheBackend, CachedPage, list_key
 from service.config import ClientSettings, LimitSettings, MetricsSettings
-from service.errors import LastResort
-from service.launch import GunicornProcess
 from service.metrics import cache_outcome, client_label
 from service.sandbox import SandboxServer
 from tests.support.helpers import AppFactory
@@ -223,84 +216,3 @@ def test_the_masters_metrics_directory(tmp_path: Path) -> None:
     assert made.is_dir()
     multiproc.remove(made)
     assert not made.exists()
-
-
-class _Breaking:
-    """A page-cache backend that fails, as a bug would, on the keys it is given."""
-
-    def __init__(self, backend: CacheBackend, broken: set[str]) -> None:
-        self.backend = backend
-        self.broken = broken
-
-    def get(self, key: str) -> CachedPage | None:
-        if key in self.broken:
-            raise RuntimeError("deliberately broken cache read")
-        return self.backend.get(key)
-
-    def set(self, key: str, page: CachedPage) -> None:
-        self.backend.set(key, page)
-
-    def size(self) -> tuple[int, int]:
-        return self.backend.size()
-
-
-def broken_app() -> Flask:
-    """The service (configured from MUSIC_CONFIG) with deliberate bugs, for gunicorn to load as
-    `tests.integration.test_metrics:broken_app()`: GET /broken raises in a Flask view,
-    /music?user=edge fails inside MusicHandler, page 2 of studio's songs fails in the middle of
-    a /library stream, and GET /escape fails outside every handler."""
-    from service import create_app
-    from service.sandbox.app import encode_cursor
-
-    app = create_app()
-
-    @app.get("/broken")
-    def broken() -> Response:
-        raise RuntimeError("deliberately broken route")
-
-    cache = app.extensions["music"].cache
-    keys = {
-        list_key("1002", "song", None),
-        list_key("1001", "song", encode_cursor("1001", "song", 10)),
-    }
-    cache.backend = _Breaking(cache.backend, keys)
-    outermost = app.wsgi_app
-    assert isinstance(outermost, LastResort)
-    inner = outermost.app
-
-    def escaping(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") == "/escape":
-            raise RuntimeError("deliberately escaping every handler")
-        return inner(environ, start_response)
-
-    outermost.app = escaping
-    return app
-
-
-def test_every_500_is_counted_under_gunicorn(sandbox: SandboxServer, tmp_path: Path) -> None:
-    from tests.support.helpers import LIVE_CONFIG
-    from tests.support.metrics import scrape, total
-
-    config = tmp_path / "music.toml"
-    config.write_text(LIVE_CONFIG.format(base_url=sandbox.base_url))
-    env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
-    app = "tests.integration.test_metrics:broken_app()"
-    with GunicornProcess(env, app=app, log_path=tmp_path / "gunicorn.log") as server:
-        for path in ("/broken", "/music?user=edge", "/escape"):
-            resp = requests.get(server.url + path, timeout=10)
-            assert resp.status_code == 500, (path, resp.text)
-            assert resp.headers["Content-Type"] == "application/problem+json"
-            assert resp.json()["code"] == "internal_error"
-            assert "deliberately" not in resp.text
-        library = requests.get(server.url + "/library?user=studio", timeout=10)
-        assert library.status_code == 200  # the status had gone out before page 2 failed
-        summary = json.loads(library.text.splitlines()[-1])["summary"]
-        assert summary["problem"]["code"] == "internal_error"
-        found = scrape(server.url)
-    requests_total = "music_facade_requests_total"
-    for route in ("/broken", "/music", "/library", "unmatched"):
-        assert total(found, requests_total, route=route, status="500") == 1, route
-    assert total(found, requests_total, route="/library", status="200") == 0
-    assert total(found, requests_total, status="500") == 4
-    log = (tmp_path / "gunicorn.log").read_text()
-    assert log.count("deliberately") >= 4  # each one logged with its traceback

@@ -10,12 +10,9 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from cryptography.hazmat.primitives import serialization
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +22,7 @@ from service.auth import oidc
 from service.config import ConfigError, parse_settings
 from service.sandbox import SandboxServer
 from tests.support.clock import Clock
-from tests.support.helpers import AppFactory, live_service
+from tests.support.helpers import AppFactory
 from tests.support.idp import AUDIENCE, SigningKey, TestIdP, oidc_settings, running_idp
 from tests.support.keys import CLIENTS, WEB_KEY, bearer
 from tests.support.problem import problem
@@ -466,34 +463,3 @@ def test_config_refuses(section: dict[str, Any], message: str) -> None:
 def test_config_needs_issuer_and_audience() -> None:
     with pytest.raises(ConfigError, match=r"oidc\.audience"):
         parse_settings(BASE | {"oidc": {"issuer": "https://login.example.com"}}, ENV)
-
-
-def test_under_gunicorn_a_dripping_idp_holds_requests_one_deadline_at_most(
-    sandbox: SandboxServer, idp: TestIdP, tmp_path: Path
-) -> None:
-    # The production worker (gevent), the real 5 s deadline: the watchdog is a greenlet there.
-    extra = f"""
-[oidc]
-issuer = "{idp.issuer}"
-audience = "{AUDIENCE}"
-jwks_url = "{idp.jwks_url}"
-
-[oidc.scopes]
-"music-studio" = ["studio"]
-"""
-    idp.drip, idp.drip_from = 0.2, "body"
-    token = idp.token(groups=["music-studio"])
-    with live_service(sandbox, tmp_path, extra) as server:
-
-        def get(_: int) -> tuple[int, float]:
-            started = time.monotonic()
-            resp = requests.get(
-                server.url + "/music?user=studio", headers=bearer(token), timeout=30
-            )
-            return resp.status_code, time.monotonic() - started
-
-        with ThreadPoolExecutor(4) as pool:
-            answers = list(pool.map(get, range(4)))
-    assert [status for status, _ in answers] == [503] * 4
-    assert max(seconds for _, seconds in answers) < oidc.FETCH_DEADLINE + 1.5
-    assert idp.jwks_fetches == 1
