@@ -30,7 +30,10 @@ def hung_call(app: Flask, sandbox: SandboxServer, url: str) -> Iterator[list[int
     )
     thread.start()
     try:
+        # The call holds the slot and has reached the sandbox: release() below ends its hang
+        # (one released before the hang began would leave it waiting the full 30 s).
         wait_until(lambda: app.extensions["music"].bulkhead.in_use == 1)
+        wait_until(lambda: sandbox.state.call_count("1001") == 1)
         yield statuses
     finally:
         sandbox.state.release()
