@@ -31,8 +31,9 @@ def test_open_mode_has_no_security_and_names_the_request_host(make_app: AppFacto
 
 
 def test_keyed_mode_requires_the_key_in_yaml_and_json(make_app: AppFactory) -> None:
+    # Served YAML is read with libyaml's safe loader: a tenth of the pure-Python one's time.
     client = make_app(clients=(CLIENT,)).test_client()
-    as_yaml = yaml.safe_load(client.get("/openapi.yaml").data)
+    as_yaml = yaml.load(client.get("/openapi.yaml").data, Loader=yaml.CSafeLoader)
     as_json = json.loads(client.get("/openapi.json").data)
     assert as_yaml == as_json
     assert as_json["security"] == [{"clientKey": []}]
@@ -55,7 +56,7 @@ def _served(client: FlaskClient, key: str | None, kind: str = "json") -> tuple[s
     resp = client.get(f"/openapi.{kind}", headers=headers)
     assert resp.status_code == 200
     text = resp.get_data(as_text=True)
-    doc = json.loads(text) if kind == "json" else yaml.safe_load(text)
+    doc = json.loads(text) if kind == "json" else yaml.load(text, Loader=yaml.CSafeLoader)
     return text, (doc, resp.headers)
 
 

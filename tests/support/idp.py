@@ -114,7 +114,7 @@ class TestIdP:
         self.jwks_url = self.issuer + "/certs"
         # A short poll: shutdown() waits up to one interval, and every test stops its IdP.
         self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
 
     def __enter__(self) -> TestIdP:
