@@ -12,11 +12,13 @@ import pytest
 from service.__main__ import main
 from service.sandbox import SandboxServer
 
+# A read timeout far above the in-process sandbox's answers, and short: the hang case waits it
+# out twice.
 CONFIG = """
 [upstream]
 base_url = "{base_url}"
 retries = 0
-read_timeout = 2
+read_timeout = 1
 
 [users]
 studio = "1001"
