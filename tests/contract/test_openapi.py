@@ -566,7 +566,7 @@ def test_only_music_reads_need_a_key_and_open_mode_is_documented() -> None:
             "head",
         ):
             # The document's own `security`: required; the served one drops it in open mode
-            # (tests/test_served_contract.py).
+            # (tests/contract/test_served_contract.py).
             assert "security" not in operation, label
         else:
             assert operation["security"] == [], label

@@ -7,7 +7,7 @@ of each path) in its examples, coverage and fuzzing phases, in positive and nega
 sends them with the key as the bearer token. Every response must pass all of schemathesis's
 checks (no 5xx, documented status, content type, headers and body; invalid input refused,
 valid input accepted; undocumented methods answered 405 with `Allow`) and the project's own,
-stricter contract checker (tests/contract.py).
+stricter contract checker (tests/support/contract.py).
 
 Runs are bounded and reproducible: a fixed number of examples per operation, derandomized
 generation and no example database.
@@ -140,7 +140,7 @@ def _reproduce(case: Case[Any], api: LiveApi) -> str:
 
 
 def _check_contract(case: Case[Any], response: Response, api: LiveApi) -> None:
-    """tests/contract.py's checks, which are stricter than schemathesis's in places."""
+    """tests/support/contract.py's checks, which are stricter than schemathesis's in places."""
     headers = {name: ", ".join(values) for name, values in response.headers.items()}
     try:
         contract.check_response(

@@ -80,7 +80,7 @@ def test_dockerignore_lets_in_only_what_the_image_needs() -> None:
 
 
 def test_dockerfile_reader(tmp_path: Path) -> None:
-    """tests/dockerfile.py, which test_wheel.py builds and starts the artifact with."""
+    """tests/support/dockerfile.py, which test_wheel.py builds and starts the artifact with."""
     path = tmp_path / "Dockerfile"
     path.write_text(
         "# syntax=docker/dockerfile:1\n"

@@ -1,7 +1,7 @@
 """A fleet on loopback: a real redis-server, two service replicas under gunicorn, nginx in front.
 
 Everything is started on random ports by the fixture and torn down after; nginx runs the
-deploy/ configuration rendered for these addresses (tests/deploy_render.py).
+deploy/ configuration rendered for these addresses (tests/support/deploy_render.py).
 """
 
 from __future__ import annotations
