@@ -127,12 +127,16 @@ def _studio(**kw: Any) -> Any:
     return lambda idp: idp.token(groups=["music-studio"], **kw)
 
 
-LATER = int(time.time()) + 600
+def _not_yet_valid(idp: TestIdP) -> str:
+    """Valid ten minutes from when the test runs (not from when the module was collected)."""
+    return idp.token(groups=["music-studio"], nbf=int(time.time()) + 600)
+
+
 REFUSED = [
     ("expired", _studio(lifetime=-120), "credential_expired"),
     ("wrong issuer", _studio(iss="https://evil.example"), "credential_invalid"),
     ("wrong audience", _studio(aud="another-app"), "credential_invalid"),
-    ("not yet valid", _studio(nbf=LATER), "credential_invalid"),
+    ("not yet valid", _not_yet_valid, "credential_invalid"),
     ("bad signature", _forged, "credential_invalid"),
     ("unknown kid", _studio(headers={"kid": "nope"}), "credential_invalid"),
     ("alg none", _none_token, "credential_invalid"),
