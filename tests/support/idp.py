@@ -9,6 +9,7 @@ oidc_settings() gives the [oidc] settings that trust it.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import threading
 import time
@@ -26,15 +27,25 @@ from service.config import OidcSettings
 AUDIENCE = "music-facade"
 
 
+@functools.cache
+def _shared_rsa_key() -> rsa.RSAPrivateKey:
+    """The RSA key material every TestIdP's first key uses, under its own kid: making a 2048-bit
+    key takes 50 ms and the tests start an IdP each. Rotations and forgeries make their own."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 class SigningKey:
     """A private key, its kid and algorithm, and its public JWK."""
 
-    def __init__(self, alg: str = "RS256") -> None:
+    def __init__(self, alg: str = "RS256", rsa_key: rsa.RSAPrivateKey | None = None) -> None:
+        """A new key for alg (RS256: rsa_key's material when given); always a new kid."""
         self.alg = alg
         self.kid = uuid.uuid4().hex[:12]
         self.private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
         if alg.startswith("ES"):
             self.private = ec.generate_private_key(ec.SECP256R1())
+        elif rsa_key is not None:
+            self.private = rsa_key
         else:
             self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         algorithm = jwt.get_algorithm_by_name(alg)
@@ -48,7 +59,7 @@ class TestIdP:
     __test__ = False  # not a pytest test class
 
     def __init__(self) -> None:
-        self.keys = [SigningKey("RS256"), SigningKey("ES256")]
+        self.keys = [SigningKey("RS256", _shared_rsa_key()), SigningKey("ES256")]
         self.down = False
         # Seconds between two bytes of a JWKS answer (None: all at once), from its first byte
         # ("headers") or once the headers are sent ("body").
