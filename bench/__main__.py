@@ -94,7 +94,7 @@ def shared_store(wanted: bool) -> Iterator[str]:
     if not wanted:
         yield ""
         return
-    from tests.redis_server import RedisServer
+    from tests.support.redis_server import RedisServer
 
     with RedisServer() as server:
         yield f'\n[redis]\nurl = "{server.url}"\nprefix = "bench"\n'

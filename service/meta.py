@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -35,6 +36,14 @@ SECURITY_SCHEMES: dict[str, Callable[[Settings], bool]] = {
 def security_requirements(settings: Settings) -> list[dict[str, list[str]]]:
     """The served document's `security`: one alternative per configured credential kind."""
     return [{name: []} for name, configured in SECURITY_SCHEMES.items() if configured(settings)]
+
+
+@functools.cache
+def packaged_contract() -> dict[str, Any]:
+    """openapi.yaml as the package ships it, parsed once per process: every app built here
+    starts from it, and deployment_document copies it before changing anything."""
+    doc: dict[str, Any] = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
+    return doc
 
 
 def deployment_document(base: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -210,8 +219,8 @@ def openapi_json() -> Response:
 
 def register(app: Flask, settings: Settings) -> None:
     """Mount /healthz, /readyz, /openapi.yaml, /openapi.json and /docs."""
-    base = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
-    app.extensions["openapi"] = ServedDocuments(deployment_document(base, settings), settings)
+    document = deployment_document(packaged_contract(), settings)
+    app.extensions["openapi"] = ServedDocuments(document, settings)
     app.extensions["lifecycle"] = Lifecycle()
     app.register_blueprint(bp)
     docs = get_swaggerui_blueprint(

@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 from service import create_app
 from service.sandbox import SandboxServer
 
-from . import problem_codes
-from .helpers import AppFactory, CheckedClient, sandbox_settings
+from .support import problem_codes
+from .support.helpers import AppFactory, CheckedClient, sandbox_settings
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,7 +1,8 @@
 """A caller of the client openapi-python-client generates from openapi.yaml (as `music_client`).
 
-tests/test_contract_tools.py generates the client, checks this file with mypy --strict, then runs
-it against a live keyed service: it pages to the end, handles 400/401/404 and makes a HEAD call.
+tests/contract/test_contract_tools.py generates the client, checks this file with mypy --strict,
+then runs it against a live keyed service: it pages to the end, handles 400/401/404 and makes a
+HEAD call.
 Usage: python python_client_usage.py BASE_URL KEY
 """
 

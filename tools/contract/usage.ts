@@ -1,5 +1,6 @@
 // A small caller of the generated types (openapi-typescript) through openapi-fetch, checked with
-// `tsc --strict --noEmit` by tests/test_contract_tools.py: pages to the end, handles errors.
+// `tsc --strict --noEmit` by tests/contract/test_contract_tools.py: pages to the end, handles
+// errors.
 import createClient from "openapi-fetch";
 import type { components, paths } from "./generated/api";
 

@@ -1,0 +1,63 @@
+"""The configuration on the command line: check-config shows it masked or fails in one line,
+and --help shows no secret."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+TOKEN = "tok-CONFIG-SECRET-123"
+MINIMAL = '[users]\nstudio = "1234567"\n'
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "music.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def run_cli(
+    tmp_path: Path, text: str, token: str | None = TOKEN
+) -> subprocess.CompletedProcess[str]:
+    env = {"MUSIC_CONFIG": write(tmp_path, text), "PATH": "/usr/bin:/bin"}
+    if token is not None:
+        env["USEAPI_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "service", "check-config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+
+def test_check_config_prints_masked_configuration(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, MINIMAL)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["users"] == {"studio": "1234567"}
+    assert shown["upstream"]["token"] == "******** (from USEAPI_TOKEN)"
+    assert TOKEN not in done.stdout + done.stderr
+
+
+def test_check_config_fails_with_one_line(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, MINIMAL + "[cache]\nttl = 'soon'\n")
+    assert done.returncode == 2
+    assert done.stderr == "music-facade: configuration error: cache.ttl: Not a valid number.\n"
+    assert TOKEN not in done.stdout + done.stderr
+
+
+def test_help_shows_no_secret(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "--help"],
+        env={"USEAPI_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    assert "check-config" in done.stdout
+    assert TOKEN not in done.stdout + done.stderr
