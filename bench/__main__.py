@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service.auth import mint_key
-from service.launch import GunicornProcess
+from music_facade.auth import mint_key
+from music_facade.launch import GunicornProcess
 
 from . import probes
 from .wrk import WrkResult, wrk
@@ -200,8 +200,8 @@ def main() -> None:
             return started[-1]
 
         try:
-            svc = start(envs["service"], args.workers, "service:create_app()")
-            keyed = start(envs["keyed"], args.workers, "service:create_app()")
+            svc = start(envs["service"], args.workers, "music_facade:create_app()")
+            keyed = start(envs["keyed"], args.workers, "music_facade:create_app()")
             auth = {"Authorization": f"Bearer {key}"}
             get(svc.url, PAGE)  # a miss: the page is cached from now on
             get(keyed.url, PAGE, auth)
@@ -232,7 +232,7 @@ def main() -> None:
             print(
                 f"\n{args.rounds} rounds x {secs:g} s per measurement, wrk -t1, loopback; "
                 f"gunicorn -c deploy/gunicorn.conf.py, {args.workers} workers "
-                f"(service.worker.ProblemWorker, gevent); {os.cpu_count()} CPUs; "
+                f"(music_facade.worker.ProblemWorker, gevent); {os.cpu_count()} CPUs; "
                 f"{'Redis: a local redis-server' if args.redis else 'no Redis'}\n"
             )
             table.print()
@@ -405,7 +405,7 @@ def rss_row(
     start: Callable[[dict[str, str], int, str], GunicornProcess],
 ) -> None:
     """RSS of one worker holding 1024 cached pages, against a bare Flask worker's."""
-    one = start(env, 1, "service:create_app()")
+    one = start(env, 1, "music_facade:create_app()")
     host, port = one.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     for i in range(1024):

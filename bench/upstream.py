@@ -23,7 +23,7 @@ from urllib.parse import parse_qs  # noqa: E402
 import gevent  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
-from service.sandbox import SANDBOX_TOKEN, create_sandbox  # noqa: E402
+from music_facade.sandbox import SANDBOX_TOKEN, create_sandbox  # noqa: E402
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 

@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service import create_app
-from service.sandbox import SandboxServer
+from music_facade import create_app
+from music_facade.sandbox import SandboxServer
 
 from .support import problem_codes
 from .support.helpers import AppFactory, CheckedClient, sandbox_settings

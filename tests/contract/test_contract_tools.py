@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from service.__main__ import DEMO_CONFIG
-from service.auth import mint_key
-from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+from music_facade.__main__ import DEMO_CONFIG
+from music_facade.auth import mint_key
+from music_facade.launch import GunicornProcess
+from music_facade.sandbox import SandboxServer
 from tests.support.programs import missing_program
 
 # Node.js toolchains and the service under gunicorn: tens of seconds, outside the fast loop.

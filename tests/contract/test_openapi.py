@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
-from service.core.problems import PROBLEMS
+from music_facade.core.problems import PROBLEMS
 from tests.support import contract
 from tests.support.contract import (
     METHODS,
@@ -190,7 +190,7 @@ def test_music_documents_every_status_the_service_answers() -> None:
 
 
 def test_every_operation_documents_the_servers_refusals_and_a_default() -> None:
-    # 414, 431 and 501 come from gunicorn before the app (service.worker); anything else is
+    # 414, 431 and 501 come from gunicorn before the app (music_facade.worker); anything else is
     # still a problem document, which `default` tells generated clients to parse.
     for path, method, operation in operations():
         assert {"414", "431", "501", "default"} <= set(operation["responses"]), (path, method)
@@ -643,7 +643,7 @@ def test_auth_problems_carry_their_challenge() -> None:
 
 
 def test_cors_exposed_headers_are_documented() -> None:
-    from service.cors import ALLOW_HEADERS, EXPOSE_HEADERS
+    from music_facade.cors import ALLOW_HEADERS, EXPOSE_HEADERS
 
     description = spec()["info"]["description"]
     exposed = spec()["components"]["headers"]["AccessControlExposeHeaders"]["example"]
@@ -655,8 +655,8 @@ def test_cors_exposed_headers_are_documented() -> None:
 
 
 def test_parameter_patterns_are_the_services_own_rules() -> None:
-    from service.core.alias import ALIAS_PATTERN
-    from service.core.query import CURSOR_PATTERN, ITEM_ID_PATTERN
+    from music_facade.core.alias import ALIAS_PATTERN
+    from music_facade.core.query import CURSOR_PATTERN, ITEM_ID_PATTERN
 
     parameters = spec()["components"]["parameters"]
     # The service anchors with \A and \Z (Python's $ also matches before a newline), the

@@ -1,5 +1,5 @@
-"""One problem catalogue (service/core/problems.py): the contract shows every code, nginx's pages
-use only catalogued ones, and the whole suite sees the service answer every one of them.
+"""One problem catalogue (music_facade/core/problems.py): the contract shows every code, nginx's
+pages use only catalogued ones, and the whole suite sees the service answer every one of them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.exceptions import default_exceptions
 
-from service.core.problems import INTERNAL_DETAIL, PROBLEMS, render
+from music_facade.core.problems import INTERNAL_DETAIL, PROBLEMS, render
 from tests.support import problem_codes
 from tests.support.helpers import AppFactory
 from tests.support.problem_codes import catalogue_codes
@@ -32,7 +32,7 @@ def test_each_problem_is_well_formed() -> None:
 
 
 def test_the_frameworks_http_errors_match_their_entries() -> None:
-    # service.errors answers werkzeug's exceptions by the snake_case of their name, where a
+    # music_facade.errors answers werkzeug's exceptions by the snake_case of their name, where a
     # generic problem of that code is catalogued: its status and title are werkzeug's own.
     matched = 0
     for status, exception in default_exceptions.items():

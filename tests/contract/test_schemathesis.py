@@ -27,8 +27,8 @@ import schemathesis
 from schemathesis import Case
 from schemathesis.core.transport import Response
 
-from service.auth import mint_key
-from service.sandbox import SandboxServer
+from music_facade.auth import mint_key
+from music_facade.sandbox import SandboxServer
 from tests.support import contract
 from tests.support.helpers import live_service
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from flask.testing import FlaskClient
 
-from service.auth import mint_key
-from service.config import ClientSettings
+from music_facade.auth import mint_key
+from music_facade.config import ClientSettings
 from tests.support.helpers import AppFactory
 
 CLIENT = ClientSettings(name="a", key_sha256=("0" * 64,), users=frozenset({"*"}))

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from service.config import parse_settings
+from music_facade.config import parse_settings
 from tests.support.deploy_render import REPO, render_nginx_text
 
 DEPLOY = REPO / "deploy"
@@ -84,7 +84,7 @@ def test_topology_nginx_two_replicas_redis_sandbox() -> None:
     ]
     # The sandbox runs from the service's own image.
     assert services["sandbox"]["image"] == services["music"]["image"]
-    assert services["sandbox"]["command"][:3] == ["python", "-m", "service.sandbox"]
+    assert services["sandbox"]["command"][:3] == ["python", "-m", "music_facade.sandbox"]
 
 
 def test_replicas_env_config_and_secret() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service.sandbox import SandboxServer
+from music_facade.sandbox import SandboxServer
 from tests.support import dockerfile
 from tests.support.deploy_render import REPO
 from tests.support.helpers import live_service
@@ -61,7 +61,7 @@ def test_dockerfile_shape() -> None:
     cmd = re.search(r"^CMD (\[.*\])$", runtime, re.MULTILINE)
     assert cmd is not None
     assert '"gunicorn", "-c", "deploy/gunicorn.conf.py"' in cmd.group(1)
-    assert "service:create_app()" in cmd.group(1)
+    assert "music_facade:create_app()" in cmd.group(1)
     # No secret baked in: config and token come from mounts and the environment.
     assert "USEAPI_TOKEN=" not in text
     assert "ENV USEAPI_TOKEN" not in text
@@ -136,9 +136,9 @@ def test_copying_the_context_keeps_links_as_links(tmp_path: Path) -> None:
 
 def test_the_contract_is_a_file_of_the_package() -> None:
     """The package holds the contract, so the wheel does; the root may only link to it."""
-    assert not (REPO / "service" / "openapi.yaml").is_symlink()
+    assert not (REPO / "music_facade" / "openapi.yaml").is_symlink()
     root = REPO / "openapi.yaml"
-    assert not root.exists() or root.resolve() == (REPO / "service" / "openapi.yaml")
+    assert not root.exists() or root.resolve() == (REPO / "music_facade" / "openapi.yaml")
 
 
 def _run_healthcheck(port: int, path: str | None = None) -> subprocess.CompletedProcess[str]:

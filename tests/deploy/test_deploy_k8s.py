@@ -30,9 +30,9 @@ import yaml
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from service.config import parse_settings
-from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+from music_facade.config import parse_settings
+from music_facade.launch import GunicornProcess
+from music_facade.sandbox import SandboxServer
 from tests.support.deploy_render import (
     K8S,
     NGINX_TEMPLATE,

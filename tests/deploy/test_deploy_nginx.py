@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from service import cors
+from music_facade import cors
 from tests.support import problem_codes
 from tests.support.deploy_render import (
     LISTEN,
@@ -203,7 +203,7 @@ def _problem(resp: requests.Response, status: int, code: str) -> dict[str, objec
 
 
 def _cors_for(resp: requests.Response, origin: str | None) -> None:
-    """The service's CORS headers (service/cors.py) for an allowed origin, none otherwise."""
+    """The service's CORS headers (music_facade/cors.py) for an allowed origin, none otherwise."""
     assert "Origin" in resp.headers["Vary"]
     if origin == ALLOWED:
         assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED

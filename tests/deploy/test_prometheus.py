@@ -20,8 +20,8 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+from music_facade.launch import GunicornProcess
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import get_on_each_worker, live_service
 from tests.support.metrics import wait_for_workers
 from tests.support.programs import free_port, missing_program

@@ -26,8 +26,8 @@ import pytest
 import requests
 import yaml
 
-from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+from music_facade.launch import GunicornProcess
+from music_facade.sandbox import SandboxServer
 from tests.support import dockerfile
 from tests.support.deploy_render import REPO
 from tests.support.helpers import LIVE_CONFIG
@@ -123,23 +123,23 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
 def test_the_wheel_holds_every_file_the_package_tracks(artifact: Artifact) -> None:
     with zipfile.ZipFile(artifact.wheel) as wheel:
         names = set(wheel.namelist())
-        packaged = {f for f in tracked_files() if f.startswith("service/")}
+        packaged = {f for f in tracked_files() if f.startswith("music_facade/")}
         assert packaged - names == set()
         # The contract is a real file in the wheel, the one the repository edits.
-        contract = wheel.read("service/openapi.yaml")
-    assert contract == (REPO / "service" / "openapi.yaml").read_bytes()
+        contract = wheel.read("music_facade/openapi.yaml")
+    assert contract == (REPO / "music_facade" / "openapi.yaml").read_bytes()
 
 
 def test_the_installed_service_is_not_the_source_tree(artifact: Artifact) -> None:
     probe = (
-        "import json, sysconfig, service, service.meta\n"
-        "print(json.dumps([service.__file__, sysconfig.get_paths()['purelib'],"
-        " service.meta.OPENAPI_PATH.is_file()]))\n"
+        "import json, sysconfig, music_facade, music_facade.meta\n"
+        "print(json.dumps([music_facade.__file__, sysconfig.get_paths()['purelib'],"
+        " music_facade.meta.OPENAPI_PATH.is_file()]))\n"
     )
     out = run([artifact.bin("python"), "-c", probe], cwd=artifact.app, env=artifact.env())
     module, purelib, contract_found = json.loads(out.stdout)
     assert Path(module).is_relative_to(artifact.venv)
-    assert Path(module).parent == Path(purelib) / "service"
+    assert Path(module).parent == Path(purelib) / "music_facade"
     assert not Path(module).resolve().is_relative_to(REPO)
     assert contract_found
 
@@ -183,7 +183,9 @@ def test_the_image_command_serves_from_the_wheel(
         served = requests.get(server.url + "/openapi.yaml", timeout=10)
         assert served.status_code == 200
         doc = yaml.safe_load(served.text)
-        source = yaml.safe_load((REPO / "service" / "openapi.yaml").read_text(encoding="utf-8"))
+        source = yaml.safe_load(
+            (REPO / "music_facade" / "openapi.yaml").read_text(encoding="utf-8")
+        )
         assert doc["openapi"] == source["openapi"]
         assert doc["paths"] == source["paths"]
 

@@ -9,11 +9,11 @@ from contextlib import contextmanager
 import pytest
 from flask import Flask
 
-from service.bulkhead import Bulkhead
-from service.cache import list_key
-from service.config import BulkheadSettings
-from service.errors import UpstreamBusy
-from service.sandbox import SandboxServer
+from music_facade.bulkhead import Bulkhead
+from music_facade.cache import list_key
+from music_facade.config import BulkheadSettings
+from music_facade.errors import UpstreamBusy
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import AppFactory
 from tests.support.waiting import wait_until
 

@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from service.config import RedisSettings, Secret
-from service.sandbox.data import SONG, full_record
+from music_facade.config import RedisSettings, Secret
+from music_facade.sandbox.data import SONG, full_record
 from tests.support.helpers import AppFactory
 from tests.support.redis_server import RedisServer
 from tests.support.serving import serving

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from service.auth import Authenticator, ClientRegistry, mint_key
-from service.config import ClientSettings, ConfigError, load_settings
-from service.sandbox import SandboxServer
+from music_facade.auth import Authenticator, ClientRegistry, mint_key
+from music_facade.config import ClientSettings, ConfigError, load_settings
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import AppFactory
 from tests.support.keys import (
     ADMIN_KEY,
@@ -217,7 +217,7 @@ def test_mint_key_command_output_configures_a_working_client(
     tmp_path: Path, make_app: AppFactory
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "service", "mint-key", "--name", "kiosk"],
+        [sys.executable, "-m", "music_facade", "mint-key", "--name", "kiosk"],
         capture_output=True,
         text=True,
         check=True,

@@ -25,7 +25,7 @@ def run_cli(
     if token is not None:
         env["USEAPI_TOKEN"] = token
     return subprocess.run(
-        [sys.executable, "-m", "service", "check-config"],
+        [sys.executable, "-m", "music_facade", "check-config"],
         env=env,
         capture_output=True,
         text=True,
@@ -52,7 +52,7 @@ def test_check_config_fails_with_one_line(tmp_path: Path) -> None:
 
 def test_help_shows_no_secret(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "service", "--help"],
+        [sys.executable, "-m", "music_facade", "--help"],
         env={"USEAPI_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ineffective_keys, load_settings
+from music_facade.config import ineffective_keys, load_settings
 
 BASE = '[users]\nstudio = "1001"\n'
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service", *args],
+        [sys.executable, "-m", "music_facade", *args],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", "USEAPI_TOKEN": "t0ken", **(env or {})},

@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from service.config import Secret, UpstreamSettings
-from service.errors import BreakerOpen, UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from service.guards import Guards
-from service.guards.memory import MemoryGuardStore
-from service.guards.state import CLEAR
-from service.sandbox import SandboxServer
+from music_facade.config import Secret, UpstreamSettings
+from music_facade.errors import BreakerOpen, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from music_facade.guards import Guards
+from music_facade.guards.memory import MemoryGuardStore
+from music_facade.guards.state import CLEAR
+from music_facade.sandbox import SandboxServer
 from tests.support.clock import Clock
 from tests.support.helpers import AppFactory
 from tests.support.problem import problem

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.sandbox import SandboxServer
+from music_facade.sandbox import SandboxServer
 from tests.support.clock import Clock
 from tests.support.helpers import AppFactory
 from tests.support.problem import problem

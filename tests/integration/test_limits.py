@@ -10,8 +10,8 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.datastructures import Headers
 
-from service.config import ClientSettings, LimitSettings
-from service.limits import _reset_at
+from music_facade.config import ClientSettings, LimitSettings
+from music_facade.limits import _reset_at
 from tests.support.helpers import AppFactory
 from tests.support.keys import ADMIN_KEY, CLIENTS, WEB_KEY, bearer
 from tests.support.problem import problem

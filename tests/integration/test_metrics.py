@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from service import multiproc
-from service.auth import mint_key
-from service.config import ClientSettings, LimitSettings, MetricsSettings
-from service.metrics import cache_outcome, client_label
-from service.sandbox import SandboxServer
+from music_facade import multiproc
+from music_facade.auth import mint_key
+from music_facade.config import ClientSettings, LimitSettings, MetricsSettings
+from music_facade.metrics import cache_outcome, client_label
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import AppFactory
 from tests.support.metrics import samples, value
 from tests.support.problem import problem
@@ -129,7 +129,7 @@ def test_scrapes_are_logged_at_debug_and_never_limited(
     make_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_app(limits=LimitSettings(per_address="1/minute")).test_client()
-    with caplog.at_level(logging.INFO, logger="service.access"):
+    with caplog.at_level(logging.INFO, logger="music_facade.access"):
         for _ in range(5):
             assert client.get("/metrics").status_code == 200
     assert not [r for r in caplog.records if getattr(r, "path", None) == "/metrics"]

@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from service.auth import mint_key
-from service.config import ClientSettings, MetricsSettings, OidcSettings
+from music_facade.auth import mint_key
+from music_facade.config import ClientSettings, MetricsSettings, OidcSettings
 from tests.support.helpers import AppFactory
 from tests.support.problem import problem
 

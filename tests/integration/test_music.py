@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from service.sandbox import SandboxServer
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import AppFactory
 from tests.support.problem import problem
 
@@ -198,7 +198,9 @@ def test_upstream_message_with_a_lone_surrogate(
 
 
 def test_wrong_token_is_the_operators_problem(make_app: AppFactory) -> None:
-    app = make_app(upstream_token=__import__("service.config").config.Secret("wrong-token-XYZ"))
+    app = make_app(
+        upstream_token=__import__("music_facade.config").config.Secret("wrong-token-XYZ")
+    )
     body = problem(app.test_client().get("/music?user=studio"), 502, "upstream_auth_failed")
     assert "USEAPI_TOKEN" in body["detail"]
     assert "wrong-token-XYZ" not in body["detail"]

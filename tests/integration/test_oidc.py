@@ -18,9 +18,9 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.auth import oidc
-from service.config import ConfigError, parse_settings
-from service.sandbox import SandboxServer
+from music_facade.auth import oidc
+from music_facade.config import ConfigError, parse_settings
+from music_facade.sandbox import SandboxServer
 from tests.support.clock import Clock
 from tests.support.helpers import AppFactory
 from tests.support.idp import AUDIENCE, SigningKey, TestIdP, oidc_settings, running_idp
@@ -199,7 +199,7 @@ FUZZ = settings(
 @pytest.fixture
 def unlimited(make_app: AppFactory, idp: TestIdP) -> FlaskClient:
     """An app taking the test IdP's tokens with a rate limit no fuzzing run reaches."""
-    from service.config import LimitSettings
+    from music_facade.config import LimitSettings
 
     limits = LimitSettings(default="1000000/minute")
     return make_app(oidc=oidc_settings(idp), limits=limits).test_client()
@@ -385,19 +385,21 @@ def test_discovery(make_app: AppFactory, idp: TestIdP) -> None:
 def test_rate_limits_and_logs_count_per_subject(
     make_app: AppFactory, idp: TestIdP, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from service.config import LimitSettings
+    from music_facade.config import LimitSettings
 
     client = make_app(
         oidc=oidc_settings(idp), limits=LimitSettings(default="2/minute")
     ).test_client()
     alice = idp.token("alice", ["music-studio"])
     bob = idp.token("bob", ["music-studio"])
-    caplog.set_level(logging.INFO, logger="service.access")
+    caplog.set_level(logging.INFO, logger="music_facade.access")
     for _ in range(2):
         assert client.get("/music?user=studio", headers=bearer(alice)).status_code == 200
     problem(client.get("/music?user=studio", headers=bearer(alice)), 429, "rate_limited")
     assert client.get("/music?user=studio", headers=bearer(bob)).status_code == 200
-    clients = {getattr(r, "client", None) for r in caplog.records if r.name == "service.access"}
+    clients = {
+        getattr(r, "client", None) for r in caplog.records if r.name == "music_facade.access"
+    }
     assert {"oidc:alice", "oidc:bob"} <= clients
     assert alice not in caplog.text
     assert bob not in caplog.text
@@ -407,7 +409,7 @@ def test_subject_claim_is_configurable(
     make_app: AppFactory, idp: TestIdP, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_app(oidc=oidc_settings(idp, subject_claim="email")).test_client()
-    caplog.set_level(logging.INFO, logger="service.access")
+    caplog.set_level(logging.INFO, logger="music_facade.access")
     token = idp.token(groups=["music-studio"], email="alice@example.com")
     assert client.get("/music?user=studio", headers=bearer(token)).status_code == 200
     assert any(getattr(r, "client", None) == "oidc:alice@example.com" for r in caplog.records)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from service.__main__ import main
-from service.sandbox import SandboxServer
+from music_facade.__main__ import main
+from music_facade.sandbox import SandboxServer
 
 # A read timeout far above the in-process sandbox's answers, and short: the hang case waits it
 # out twice.

@@ -27,10 +27,10 @@ def test_ready_then_shutting_down(make_app: AppFactory) -> None:
 def test_probes_are_not_logged_at_info(
     make_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="service.access")
+    caplog.set_level(logging.INFO, logger="music_facade.access")
     client = make_app().test_client()
     client.get("/healthz")
     client.get("/readyz")
     client.get("/music?user=studio")
-    paths = [r.__dict__.get("path") for r in caplog.records if r.name == "service.access"]
+    paths = [r.__dict__.get("path") for r in caplog.records if r.name == "music_facade.access"]
     assert paths == ["/music"]

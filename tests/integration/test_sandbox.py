@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from service.sandbox import SANDBOX_TOKEN, SandboxServer, SandboxState
-from service.sandbox.data import ACCOUNTS, RECORD_FIELDS
+from music_facade.sandbox import SANDBOX_TOKEN, SandboxServer, SandboxState
+from music_facade.sandbox.data import ACCOUNTS, RECORD_FIELDS
 
 AUTH = {"Authorization": f"Bearer {SANDBOX_TOKEN}"}
 EXAMPLE_KEYS = set(RECORD_FIELDS)

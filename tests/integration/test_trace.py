@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service import trace
-from service.sandbox import SandboxServer
+from music_facade import trace
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import AppFactory
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

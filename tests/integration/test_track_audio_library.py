@@ -24,13 +24,13 @@ import pytest
 from flask.testing import FlaskClient
 from hypothesis import given
 
-from service import create_app
-from service.auth import mint_key
-from service.config import ClientSettings, LibrarySettings, LimitSettings
-from service.core.music import MAX_LINK_SECONDS, download_link
-from service.errors import UpstreamError
-from service.sandbox import SandboxServer
-from service.sandbox.data import USEAPI_ACCOUNT, full_record
+from music_facade import create_app
+from music_facade.auth import mint_key
+from music_facade.config import ClientSettings, LibrarySettings, LimitSettings
+from music_facade.core.music import MAX_LINK_SECONDS, download_link
+from music_facade.errors import UpstreamError
+from music_facade.sandbox import SandboxServer
+from music_facade.sandbox.data import USEAPI_ACCOUNT, full_record
 from tests.support import contract
 from tests.support.helpers import AppFactory, sandbox_settings
 from tests.support.sandbox_calls import calls
@@ -406,7 +406,7 @@ def test_memory_stays_bounded_by_one_page_for_a_20_page_library() -> None:
             app.extensions["music"].client.close()
 
 
-SANDBOX_FILES = ("*/service/sandbox/*", "*/http/server.py", "*/socketserver.py")
+SANDBOX_FILES = ("*/music_facade/sandbox/*", "*/http/server.py", "*/socketserver.py")
 
 
 @functools.cache
@@ -581,7 +581,7 @@ monkey.patch_all()
 
 import gevent
 
-from service.core.walk import Walk
+from music_facade.core.walk import Walk
 
 pages = 0
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import requests
 
-from service.sandbox import SandboxServer
-from service.sandbox.data import SONG, full_record
-from service.watchdog import Watchdog
+from music_facade.sandbox import SandboxServer
+from music_facade.sandbox.data import SONG, full_record
+from music_facade.watchdog import Watchdog
 from tests.support.helpers import AppFactory
 from tests.support.problem import problem
 from tests.support.serving import serving

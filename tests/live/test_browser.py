@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from service.auth import mint_key
-from service.sandbox import SandboxServer
+from music_facade.auth import mint_key
+from music_facade.sandbox import SandboxServer
 from tests.support.deploy_render import nginx_binary, render_nginx, running_nginx
 from tests.support.helpers import live_service
 from tests.support.idp import AUDIENCE, TestIdP, running_idp

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+from music_facade.launch import GunicornProcess
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import live_service
 
 CACHED = "/music?user=edge"

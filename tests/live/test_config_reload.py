@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+from music_facade.launch import GunicornProcess
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import LIVE_CONFIG, get_on_each_worker, live_service
 from tests.support.metrics import scrape, worker_gauges
 

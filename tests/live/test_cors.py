@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from service.sandbox import SandboxServer
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import live_service
 
 APP = "https://app.example.com"

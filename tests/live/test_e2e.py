@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+from music_facade.launch import GunicornProcess
+from music_facade.sandbox import SandboxServer
 from tests.support import contract
 from tests.support.deploy_render import GUNICORN_CONF
 from tests.support.helpers import live_service
@@ -95,7 +95,7 @@ def test_bad_configuration_stops_gunicorn_with_one_line(tmp_path: Path) -> None:
             str(GUNICORN_CONF),
             "--bind",
             "127.0.0.1:0",
-            "service:create_app()",
+            "music_facade:create_app()",
         ],
         env={"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": "t-SECRET-e2e", "PATH": "/usr/bin:/bin"},
         capture_output=True,

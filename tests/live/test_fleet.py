@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import requests
 
-from service.auth import mint_key
-from service.sandbox import SandboxServer
-from service.sandbox.app import encode_cursor
-from service.shared.flights import FOLLOW_POLL
+from music_facade.auth import mint_key
+from music_facade.sandbox import SandboxServer
+from music_facade.sandbox.app import encode_cursor
+from music_facade.shared.flights import FOLLOW_POLL
 from tests.support.fleet import Fleet, fleet
 from tests.support.redis_server import RedisServer
 

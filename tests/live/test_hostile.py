@@ -1,6 +1,6 @@
 """Hostile requests against the service under gunicorn, sent as raw bytes over a socket.
 
-Whoever refuses a request, gunicorn's parser (through service.worker.ProblemWorker) or the app,
+Whoever refuses a request, gunicorn's parser (through music_facade.worker.ProblemWorker) or the app,
 the answer is one application/problem+json response, and the process goes on serving. Raw
 sockets, so that no client library normalises, encodes or refuses the bytes first.
 """
@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+from music_facade.launch import GunicornProcess
+from music_facade.sandbox import SandboxServer
 from tests.support import contract, problem_codes
 from tests.support.helpers import live_service
 

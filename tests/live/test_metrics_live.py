@@ -14,10 +14,10 @@ import pytest
 import requests
 from flask import Flask, Response
 
-from service.cache import CacheBackend, CachedPage, list_key
-from service.error_handler import LastResort
-from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+from music_facade.cache import CacheBackend, CachedPage, list_key
+from music_facade.error_handler import LastResort
+from music_facade.launch import GunicornProcess
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import LIVE_CONFIG, get_on_each_worker, live_service
 from tests.support.metrics import scrape, total, wait_for_workers, worker_gauges
 
@@ -118,8 +118,8 @@ def broken_app() -> Flask:
     `tests.live.test_metrics_live:broken_app()`: GET /broken raises in a Flask view,
     /music?user=edge fails inside MusicHandler, page 2 of studio's songs fails in the middle of
     a /library stream, and GET /escape fails outside every handler."""
-    from service import create_app
-    from service.sandbox.app import encode_cursor
+    from music_facade import create_app
+    from music_facade.sandbox.app import encode_cursor
 
     app = create_app()
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.auth import oidc
-from service.sandbox import SandboxServer
+from music_facade.auth import oidc
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import live_service
 from tests.support.idp import AUDIENCE, TestIdP, running_idp
 from tests.support.keys import bearer

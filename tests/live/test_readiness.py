@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from service.sandbox import SandboxServer
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import live_service
 
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import requests
 
-from service import create_app
-from service.auth import mint_key
-from service.config import ClientSettings, Secret
-from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+from music_facade import create_app
+from music_facade.auth import mint_key
+from music_facade.config import ClientSettings, Secret
+from music_facade.launch import GunicornProcess
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import sandbox_settings
 
 TOKEN = "useapi-SECRET-TOKEN-7f3a9c51"
@@ -172,7 +172,7 @@ def test_command_line_output(secret_sandbox: SandboxServer, tmp_path: Path) -> N
     env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"}
     for args in (["check-config"], ["--help"], ["demo", "--help"], ["mint-key"]):
         done = subprocess.run(
-            [sys.executable, "-m", "service", *args],
+            [sys.executable, "-m", "music_facade", *args],
             env=env,
             capture_output=True,
             text=True,
@@ -184,7 +184,7 @@ def test_command_line_output(secret_sandbox: SandboxServer, tmp_path: Path) -> N
     bad = tmp_path / "bad.toml"
     bad.write_text('[users]\nstudio = "1"\n[limits]\ndefault = "x"\n')
     done = subprocess.run(
-        [sys.executable, "-m", "service", "check-config"],
+        [sys.executable, "-m", "music_facade", "check-config"],
         env={**env, "MUSIC_CONFIG": str(bad)},
         capture_output=True,
         text=True,

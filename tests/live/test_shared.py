@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from service.auth import mint_key
-from service.cache import list_key
-from service.config import ClientSettings, RedisSettings, Secret
-from service.sandbox import SandboxServer
-from service.shared import FIRST_BACKOFF, SharedStore, StoreUnavailable, digest
-from service.shared.flights import FOLLOW_POLL, FleetFlights
+from music_facade.auth import mint_key
+from music_facade.cache import list_key
+from music_facade.config import ClientSettings, RedisSettings, Secret
+from music_facade.sandbox import SandboxServer
+from music_facade.shared import FIRST_BACKOFF, SharedStore, StoreUnavailable, digest
+from music_facade.shared.flights import FOLLOW_POLL, FleetFlights
 from tests.support.helpers import AppFactory
 from tests.support.redis_server import RedisServer
 
@@ -224,7 +224,7 @@ def test_redis_down_serves_per_process_and_comes_back(
     one, two = replica(), replica()
     store: SharedStore = one.extensions["store"]
     fresh_redis.stop()
-    caplog.set_level(logging.WARNING, logger="service.shared")
+    caplog.set_level(logging.WARNING, logger="music_facade.shared")
 
     def outage_logs() -> int:
         return sum("Redis unavailable" in r.getMessage() for r in caplog.records)

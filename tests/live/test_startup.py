@@ -12,8 +12,8 @@ from typing import Any
 
 import requests
 
-from service.auth import mint_key
-from service.sandbox import SandboxServer
+from music_facade.auth import mint_key
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import live_service
 
 KEY, DIGEST = mint_key()
@@ -28,7 +28,7 @@ PER_WORKER = (
 
 def check_config(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service", "check-config", str(path)],
+        [sys.executable, "-m", "music_facade", "check-config", str(path)],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", "USEAPI_TOKEN": "t0ken", **env},
@@ -38,9 +38,9 @@ def check_config(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def startup_lines(log: Path) -> list[dict[str, Any]]:
-    """The JSON log lines of service.startup."""
+    """The JSON log lines of music_facade.startup."""
     lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
-    return [x for x in lines if x["logger"] == "service.startup"]
+    return [x for x in lines if x["logger"] == "music_facade.startup"]
 
 
 def test_two_workers_without_redis_say_the_limit_is_per_worker(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from service.sandbox import SandboxServer
+from music_facade.sandbox import SandboxServer
 from tests.support.helpers import live_service
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

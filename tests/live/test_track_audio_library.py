@@ -12,8 +12,8 @@ from typing import Any
 
 import requests
 
-from service.sandbox import SandboxServer
-from service.sandbox.data import USEAPI_ACCOUNT
+from music_facade.sandbox import SandboxServer
+from music_facade.sandbox.data import USEAPI_ACCOUNT
 from tests.support import contract
 from tests.support.helpers import live_service
 from tests.support.sandbox_calls import calls

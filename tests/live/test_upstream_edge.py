@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from service.sandbox import SandboxServer
+from music_facade.sandbox import SandboxServer
 from tests.support import contract
 from tests.support.helpers import live_service
 

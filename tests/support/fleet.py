@@ -15,8 +15,8 @@ from pathlib import Path
 
 import requests
 
-from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+from music_facade.launch import GunicornProcess
+from music_facade.sandbox import SandboxServer
 
 from .deploy_render import nginx_binary, render_nginx
 from .helpers import LIVE_CONFIG

@@ -16,9 +16,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from service.config import CacheSettings, Secret, Settings, UpstreamSettings
-from service.launch import GunicornProcess
-from service.sandbox import SandboxServer
+from music_facade.config import CacheSettings, Secret, Settings, UpstreamSettings
+from music_facade.launch import GunicornProcess
+from music_facade.sandbox import SandboxServer
 
 from . import contract
 

@@ -22,7 +22,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from service.config import OidcSettings
+from music_facade.config import OidcSettings
 
 AUDIENCE = "music-facade"
 

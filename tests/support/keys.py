@@ -3,8 +3,8 @@ reading every alias, and the header that presents a key."""
 
 from __future__ import annotations
 
-from service.auth import mint_key
-from service.config import ClientSettings
+from music_facade.auth import mint_key
+from music_facade.config import ClientSettings
 
 WEB_KEY, WEB_SHA = mint_key()
 OLD_KEY, OLD_SHA = mint_key()

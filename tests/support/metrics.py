@@ -9,7 +9,7 @@ import requests
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.launch import GunicornProcess
+from music_facade.launch import GunicornProcess
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

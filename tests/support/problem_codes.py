@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from service.core.problems import MEDIA_TYPE, PROBLEMS
+from music_facade.core.problems import MEDIA_TYPE, PROBLEMS
 
 PLUGIN = "problem-codes"
 # The test that compares the emitted codes with the catalogue: it runs after every other.
@@ -47,7 +47,7 @@ def check_catalogued(doc: Mapping[str, Any], where: str) -> str:
     code = doc.get("code")
     problem = PROBLEMS.get(code) if isinstance(code, str) else None
     assert problem is not None, (
-        f"{where}: problem code {code!r} is not in the catalogue (service/core/problems.py)"
+        f"{where}: problem code {code!r} is not in the catalogue (music_facade/core/problems.py)"
     )
     expected = {"type": problem.type_uri, "title": problem.title, "status": problem.status}
     for name, value in expected.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.sandbox import SandboxServer
+from music_facade.sandbox import SandboxServer
 
 
 def calls(sandbox: SandboxServer, kind: str) -> int:

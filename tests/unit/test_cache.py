@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.cache import (
+from music_facade.cache import (
     LINK,
     LIST,
     TRACK,
@@ -20,8 +20,8 @@ from service.cache import (
     PageCache,
     cache_key,
 )
-from service.config import CacheSettings
-from service.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
+from music_facade.config import CacheSettings
+from music_facade.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
 from tests.support.clock import Clock
 
 
@@ -254,7 +254,7 @@ def test_an_entry_with_its_own_lifetime_ends_then_and_is_never_stale(clock: Cloc
 
 
 def test_an_entry_lifetime_survives_the_shared_store_format() -> None:
-    from service.shared.pages import pack, unpack
+    from music_facade.shared.pages import pack, unpack
 
     page = CachedPage.make(b'{"url":"https://x"}', 1000.5, 1070.25)
     assert unpack(pack(page)) == page

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, MetricsSettings, Secret, Settings, load_settings
+from music_facade.config import ConfigError, MetricsSettings, Secret, Settings, load_settings
 
 TOKEN = "tok-CONFIG-SECRET-123"
 MINIMAL = '[users]\nstudio = "1234567"\n'

@@ -1,7 +1,7 @@
 """The manual (README.md, docs/, CONTRIBUTING.md, CHANGELOG.md) stays true to the repository.
 
 Every relative link leads to a file of the repository and every anchor to a heading (GitHub's
-slugs); every key of the configuration schema (service/config.py) has a row in
+slugs); every key of the configuration schema (music_facade/config.py) has a row in
 docs/configuration.md, and no row names a key the schema does not have; and no page carries a
 note about how the work was organised ("issue 12", "this round") instead of the product.
 Markdown is read with markdown-it-py (CommonMark), so code blocks and inline code are never
@@ -18,8 +18,8 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from marshmallow import Schema, fields
 
-from service.config import _FileSchema  # the settings schema is the source of every key
-from service.core.problems import PROBLEMS
+from music_facade.config import _FileSchema  # the settings schema is the source of every key
+from music_facade.core.problems import PROBLEMS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_PAGE = ROOT / "docs" / "configuration.md"
@@ -212,7 +212,7 @@ def test_the_errors_table_is_the_problem_catalogue() -> None:
         f"only in docs/errors.md: {sorted(set(rows) - catalogue)}; "
         f"only in the catalogue: {sorted(catalogue - set(rows))}"
     )
-    contract = (ROOT / "service" / "openapi.yaml").read_text(encoding="utf-8")
+    contract = (ROOT / "music_facade" / "openapi.yaml").read_text(encoding="utf-8")
     listed = set(re.findall(r"^ +\| `([a-z0-9_]+)` \| (\d{3}) \|", contract, re.MULTILINE))
     assert listed, "the contract's Problem table moved: update this test"
     assert listed - set(rows) == set()

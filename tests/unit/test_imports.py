@@ -16,8 +16,8 @@ import pytest
 
 from tests.support.import_graph import ImportGraph, read_package
 
-PACKAGE = Path(__file__).resolve().parents[2] / "service"
-CORE = "service.core"
+PACKAGE = Path(__file__).resolve().parents[2] / "music_facade"
+CORE = "music_facade.core"
 # What the core must never need: the web framework, its toolkit, the server and its workers.
 FRAMEWORKS = frozenset({"flask", "werkzeug", "gunicorn", "gevent"})
 
@@ -47,14 +47,14 @@ def test_no_import_cycles(graph: ImportGraph) -> None:
 
 def test_core_needs_no_framework(graph: ImportGraph) -> None:
     modules = core_modules(graph)
-    assert len(modules) > 1, "service.core has no modules"
+    assert len(modules) > 1, "music_facade.core has no modules"
     report = framework_report(graph, modules)
-    assert not report, f"service.core reaches a framework:\n{report}"
+    assert not report, f"music_facade.core reaches a framework:\n{report}"
 
 
 def test_core_loads_without_a_framework(graph: ImportGraph) -> None:
     modules = core_modules(graph)
-    assert len(modules) > 1, "service.core has no modules"
+    assert len(modules) > 1, "music_facade.core has no modules"
     script = (
         "import importlib, sys\n"
         f"for name in {modules!r}:\n"
@@ -64,7 +64,7 @@ def test_core_loads_without_a_framework(graph: ImportGraph) -> None:
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
-    assert done.stdout.strip() == "[]", f"importing service.core loaded {done.stdout.strip()}"
+    assert done.stdout.strip() == "[]", f"importing music_facade.core loaded {done.stdout.strip()}"
 
 
 # The checks on a made-up package: each kind of import they must see, and what they then say.

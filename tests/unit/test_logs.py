@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service import access, jsoncodec, logs
+from music_facade import access, jsoncodec, logs
 
 SECRET = 'tok-"quoted"-é\n-7f3a9c51'  # characters JSON escapes, and one it does not
 
@@ -114,7 +114,7 @@ def test_access_lines_are_complete_records(handler: logging.StreamHandler[io.Str
     record = access.ACCESS_LINES.record(logging.INFO, ("GET", "/music", 200))
     assert plain.format(record).endswith("GET /music 200")
     assert record.levelname == "INFO"
-    assert record.name == "service.access"
+    assert record.name == "music_facade.access"
     assert abs(record.created - time.time()) < 60
 
     access.log.addHandler(handler)

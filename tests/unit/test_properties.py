@@ -22,9 +22,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.core.query import CURSOR_RE
-from service.core.tracks import TrackSchema, reshape_page
-from service.errors import UpstreamError
+from music_facade.core.query import CURSOR_RE
+from music_facade.core.tracks import TrackSchema, reshape_page
+from music_facade.errors import UpstreamError
 from tests.support.contract import check_schema, pointer_to
 from tests.support.upstream_json import PROPERTIES, field_values, json_values
 
@@ -164,6 +164,6 @@ def test_any_page_is_a_valid_music_page_or_an_upstream_error(page: dict[str, Any
 def test_a_lone_surrogate_from_the_upstream_renders_as_utf8() -> None:
     record = json.loads(b'{"itemId": "abc", "titleEn": "Glass \\ud800 Horizon"}')
     page = reshape_page({"records": [record]})
-    # What service.music renders for the cache and the response body.
+    # What music_facade.music renders for the cache and the response body.
     json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode()
     assert page["items"][0]["title"] == "Glass \ufffd Horizon"

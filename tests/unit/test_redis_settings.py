@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.config import ConfigError, parse_settings
+from music_facade.config import ConfigError, parse_settings
 
 BASE = {"users": {"studio": "1001"}}
 ENV = {"USEAPI_TOKEN": "t0ken-for-tests"}

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from service.core.tracks import TrackSchema, reshape_page
-from service.errors import UpstreamError
+from music_facade.core.tracks import TrackSchema, reshape_page
+from music_facade.errors import UpstreamError
 
 FULL = {
     "itemId": "abc123",
@@ -152,8 +152,8 @@ def test_misshapen_pages_are_upstream_errors(page: dict[str, Any]) -> None:
 
 def test_dump_track_is_the_schema_dump() -> None:
     # reshape_page skips marshmallow's serialize machinery for speed; the output must not change.
-    from service.core.tracks import _TRACK, dump_track
-    from service.sandbox.data import ACCOUNTS
+    from music_facade.core.tracks import _TRACK, dump_track
+    from music_facade.sandbox.data import ACCOUNTS
 
     records = [r for account in ACCOUNTS.values() for t in ("song", "instrumental")
                for r in account.records(t)]  # fmt: skip

@@ -1,0 +1,168 @@
+"""Command line: `python -m music_facade demo | check-config | mint-key | probe | sandbox`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from .config import ConfigError, load_settings
+from .core.alias import ALIAS_RE, ALIAS_RULE
+from .startup import DEFAULT_WORKERS, summarize
+
+DEMO_CONFIG = """\
+default_user = "studio"
+
+[upstream]
+base_url = "{base_url}"
+retries = 1
+
+[users]
+studio = "1001"
+edge = "1002"
+empty = "1003"
+"""
+
+
+def check_config(path: str | None = None) -> int:
+    """Print the effective configuration (token masked), or every line that is wrong; on
+    stderr, what it runs as (the start-up line) and its warnings."""
+    errors = []
+    try:
+        settings = load_settings(path=path)
+    except ConfigError as exc:
+        errors += exc.errors
+    workers = os.environ.get("MUSIC_WORKERS", str(DEFAULT_WORKERS))
+    if not workers.isdecimal() or int(workers) < 1:  # as deploy/gunicorn.conf.py reads it
+        errors.append(f"MUSIC_WORKERS: {workers!r} is not a positive number of workers")
+    if errors:
+        for line in errors:
+            print(f"music-facade: configuration error: {line}", file=sys.stderr)
+        return 2
+    summary = summarize(settings, int(workers))
+    print(f"music-facade: runs: {summary.line}", file=sys.stderr)
+    for line in summary.warnings:
+        print(f"music-facade: warning: {line}", file=sys.stderr)
+    print(json.dumps(settings.describe(), indent=2))
+    return 0
+
+
+def mint_key(name: str) -> int:
+    """Print a new client key once, and the [[clients]] entry that stores only its digest."""
+    from .auth import mint_key as new_key
+
+    if not ALIAS_RE.match(name):
+        print(f"music-facade: mint-key --name {name!r}: {ALIAS_RULE}", file=sys.stderr)
+        return 2
+    key, digest = new_key()
+    print(
+        f"Key for client '{name}' (hand it over now; it is not stored anywhere):\n\n"
+        f"    {key}\n\n"
+        "Configuration entry (to rotate, add the digest to the client's key_sha256 list):\n\n"
+        f'    [[clients]]\n    name = "{name}"\n    key_sha256 = "{digest}"\n'
+        '    users = ["<alias>"]  # placeholder: the aliases from [users] it may read, or "*"\n'
+    )
+    return 0
+
+
+def probe(user: str | None, type_: str, as_json: bool) -> int:
+    """Call the upstream once per alias (or the one named) and report; see music_facade/probe.py."""
+    from .probe import EXIT_USAGE, exit_code, render_json, render_text, run_probe
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"music-facade: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if user is not None and user not in settings.users:
+        print(f"music-facade: '{user}' is not a configured user alias", file=sys.stderr)
+        return EXIT_USAGE
+    aliases = [user] if user is not None else sorted(settings.users)
+    reports = run_probe(settings, aliases, type_)
+    (render_json if as_json else render_text)(reports, sys.stdout)
+    return exit_code(reports)
+
+
+def demo(port: int) -> int:
+    """Serve the sandbox upstream in this process and the service under gunicorn on `port`."""
+    from .launch import GunicornProcess
+    from .sandbox import SandboxServer
+
+    with SandboxServer() as sandbox, tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "music.toml"
+        config.write_text(DEMO_CONFIG.format(base_url=sandbox.base_url))
+        env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
+        server = GunicornProcess(env, port=port, workers=1, quiet=False)
+        with server:
+            print(
+                f"music-facade is serving {server.url} against the sandbox at {sandbox.base_url}\n"
+                f"  curl -s '{server.url}/music?user=studio&type=song'\n"
+                f"  curl -s '{server.url}/music?user=edge'\n"
+                f"  curl -s '{server.url}/openapi.yaml'\n"
+                "Ctrl-C stops both.",
+                flush=True,
+            )
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            try:
+                assert server.proc is not None
+                return server.proc.wait()
+            except KeyboardInterrupt:
+                return 0
+
+
+def sandbox(host: str, port: int) -> int:
+    """Run the sandbox upstream alone in the foreground."""
+    from .sandbox.__main__ import main as sandbox_main
+
+    return sandbox_main(["--host", host, "--port", str(port)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command."""
+    parser = argparse.ArgumentParser(
+        prog="music-facade",
+        description="music-facade: a stable HTTP API in front of useapi.net's TemPolor music list. "
+        "Production: gunicorn -c deploy/gunicorn.conf.py 'music_facade:create_app()'.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="run the service on 127.0.0.1 against the built-in sandbox")
+    d.add_argument("--port", type=int, default=8080)
+    c = sub.add_parser(
+        "check-config",
+        help="validate the configuration (PATH, else MUSIC_CONFIG) and the token; print every "
+        "error, or the effective configuration (masked)",
+    )
+    c.add_argument("path", nargs="?", metavar="PATH", help="the TOML file (default: MUSIC_CONFIG)")
+    m = sub.add_parser("mint-key", help="make a new random client key and its key_sha256 line")
+    m.add_argument(
+        "--name", default="app", help=f"the client's name in the printed entry ({ALIAS_RULE})"
+    )
+    p = sub.add_parser(
+        "probe",
+        help="call the upstream once per configured alias and report status, latency, "
+        "encoding, sizes, records and schema drift (exit 0: all valid, 1: a failure, 2: usage)",
+    )
+    p.add_argument("--user", metavar="ALIAS", help="probe only this alias")
+    p.add_argument("--type", choices=("song", "instrumental"), default="song")
+    p.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    s = sub.add_parser("sandbox", help="run the sandbox upstream alone")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8081)
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo(args.port)
+    if args.command == "check-config":
+        return check_config(args.path)
+    if args.command == "mint-key":
+        return mint_key(args.name)
+    if args.command == "probe":
+        return probe(args.user, args.type, args.json)
+    return sandbox(args.host, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Per-request plumbing: the request id, headers every response carries, and the access log.
+
+These are rule functions, free of any framework: /music's WSGI handler (music_facade.music) calls
+them directly, and Flask's hooks (register) call the same ones for every other route.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from flask import Flask, Response, g, request
+
+from . import logs, trace
+
+log = logging.getLogger("music_facade.access")
+
+# Probes (load balancers, orchestrators) ask these every few seconds: their lines are DEBUG.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# An incoming X-Request-ID is kept only when it is a short, safe token; otherwise a fresh one.
+_REQUEST_ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
+
+
+def request_id(given: str | None) -> str:
+    """The request's id: the caller's X-Request-ID when it is safe, else a fresh one."""
+    if given and _REQUEST_ID_RE.match(given):
+        return given
+    return trace.random_hex(32)  # 32 hex digits, as uuid4().hex, without building a UUID
+
+
+def common_headers(rid: str, span: trace.Trace | None) -> list[tuple[str, str]]:
+    """The headers every response of the service carries (traceparent: the service's span)."""
+    headers = [("X-Request-ID", rid), ("X-Content-Type-Options", "nosniff")]
+    if span is not None:
+        headers.append(("traceparent", span.header()))
+    return headers
+
+
+# The access line's record, its constant parts worked out once (music_facade.logs.LineRecords).
+ACCESS_LINES = logs.LineRecords(log, "%s %s %s", __file__, "log_access")
+
+
+def log_access(
+    method: str,
+    path: str,
+    status: int,
+    rid: str | None,
+    started: float,
+    *,
+    user: str | None,
+    client: str | None,
+    cache: str | None,
+    remote_addr: str | None,
+) -> None:
+    """One INFO line per request, DEBUG for probes (music_facade.access at WARNING: none at all)."""
+    level = logging.DEBUG if path in PROBE_PATHS else logging.INFO
+    fields = {
+        "request_id": rid,
+        "method": method,
+        "path": path,
+        # Not the raw query: a careless caller may put a key in it. The parsed alias instead.
+        "user": user,
+        "client": client,
+        "status": status,
+        "duration_ms": round((time.monotonic() - started) * 1000, 2),
+        "cache": cache,
+        "remote_addr": remote_addr,
+    }
+    ACCESS_LINES.emit(level, (method, path, status), fields)
+
+
+def _begin() -> None:
+    g.started = time.monotonic()
+    g.request_id = request_id(request.headers.get("X-Request-ID"))
+    g.trace = trace.begin(request.headers.get("traceparent"))
+
+
+def _finish(resp: Response) -> Response:
+    rid = g.get("request_id", "")
+    for name, value in common_headers(rid, g.get("trace")):
+        resp.headers[name] = value
+    who = g.get("caller")
+    log_access(
+        request.method,
+        request.path,
+        resp.status_code,
+        g.get("request_id"),
+        g.get("started", time.monotonic()),
+        user=g.get("user"),
+        client=who.client.name if who and who.client else None,
+        cache=resp.headers.get("Cache-Status"),
+        remote_addr=request.remote_addr,
+    )
+    return resp
+
+
+def register(app: Flask) -> None:
+    """Give every Flask request an id and every response the common headers and a log line."""
+    app.before_request(_begin)
+    app.after_request(_finish)
+    app.teardown_request(_end_trace)
+
+
+def _end_trace(exc: BaseException | None) -> None:
+    trace.end()

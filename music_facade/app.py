@@ -1,0 +1,130 @@
+"""create_app: the WSGI app, one module per concept wired in order."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+
+from flask import Flask
+
+from . import access, auth, cors, error_handler, limits, logs, master, meta, metrics, music, startup
+from .auth import hook
+from .bulkhead import Bulkhead
+from .cache import MemoryBackend, PageCache
+from .config import Settings, load_settings
+from .core.music import Music
+from .guards import Guards
+from .proxies import TrustedProxyFix
+from .upstream import UpstreamClient
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], float] = time.time
+) -> Flask:
+    """Build the WSGI app; without settings, the ones gunicorn's master validated (a worker
+    inherits them: music_facade.master), else read from MUSIC_CONFIG and the environment.
+
+    clock is the time source of the page cache and the upstream guards (cooldowns, breaker),
+    for tests that age pages and guard states without waiting.
+    """
+    held = master.held()
+    if settings is None:
+        settings = held if held is not None else load_settings()
+    logs.redact([settings.upstream.token.reveal()])
+    logs.skip_unused_record_fields()
+    app = Flask("music_facade")
+    authenticator = _authenticator(settings, clock)
+    rate_limits = limits.Limits(settings.limits, authenticator.required)
+    cross_origin = cors.Cors(settings.cors_origins)
+    cache = PageCache(settings.cache, clock=clock)
+    guards = Guards(settings.upstream, clock=clock)
+    measures = metrics.Metrics(settings)
+    guards.observe = lambda user_id, s: measures.guard_state(
+        user_id, s.open_until, s.cooldown_until, s.auth_failed_until
+    )
+    if settings.redis is not None:
+        _share(app, settings, cache, guards, rate_limits, measures)
+    # One pooled connection per bulkhead slot: no churn, and no more than the slots.
+    upstream = UpstreamClient(
+        settings.upstream, settings.bulkhead.max_concurrent_calls, guards=guards
+    )
+    upstream.metrics = measures
+    bulkhead = Bulkhead(settings.bulkhead)
+    bulkhead.observe = measures.in_flight
+    the_music = Music(settings, upstream, cache, bulkhead)
+    # Flask's routes (/healthz, /openapi.yaml, /metrics, OPTIONS, 404, 405) run these hooks,
+    # which call the same rule functions as /music's handler. Order matters: after-hooks run
+    # in reverse, so metrics (first) counts the final response; then the request id and trace
+    # (its after-hook logs the final response), then the caller.
+    metrics.register(app, measures, settings)
+    access.register(app)
+    error_handler.register(app)
+    hook.register(app, authenticator)
+    cors.register(app, cross_origin)
+    meta.register(app, settings)
+    music.register(app, the_music)
+    app.extensions["limits"] = rate_limits
+    # GET and HEAD /music, hits and misses, never build a Flask request (music_facade.music).
+    handler = music.MusicHandler(
+        app.wsgi_app, the_music, authenticator, rate_limits, cross_origin, measures
+    )
+    app.wsgi_app = handler  # type: ignore[method-assign]
+    if settings.proxy_hops:
+        # Behind N trusted proxies the caller is the Nth address from the right in X-Forwarded-For,
+        # believed only when the connecting peer is one of those proxies. Outermost: every rule
+        # inside (limits, logs) sees the caller's address.
+        networks = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
+    # Outermost: whatever escapes every handler is still a problem+json 500, counted.
+    app.wsgi_app = error_handler.LastResort(app.wsgi_app, metrics.escaped(app, measures))  # type: ignore[method-assign]
+    if settings is not held:  # the master said what runs already, once for all workers
+        startup.log_summary(settings, workers=1)
+    return app
+
+
+def _authenticator(settings: Settings, clock: Callable[[], float]) -> auth.Authenticator:
+    """Keys from [[clients]], tokens from [oidc] when configured."""
+    tokens = None
+    if settings.oidc is not None:
+        from .auth.oidc import TokenVerifier  # PyJWT and cryptography only when used
+
+        tokens = TokenVerifier(settings.oidc, clock=clock)
+    return auth.Authenticator(auth.ClientRegistry(settings.clients), tokens)
+
+
+def _share(
+    app: Flask,
+    settings: Settings,
+    cache: PageCache,
+    guards: Guards,
+    rate_limits: limits.Limits,
+    measures: metrics.Metrics,
+) -> None:
+    """Put pages, single flights, upstream guards and rate limits in Redis, for every replica."""
+    from .guards.shared import SharedGuardStore
+    from .limits import SweptMemoryStorage
+    from .shared import SharedStore
+    from .shared.flights import FleetFlights
+    from .shared.limits import SharedLimitStorage
+    from .shared.pages import SharedBackend
+
+    assert settings.redis is not None
+    logs.redact(settings.redis.secrets())
+    store = SharedStore(settings.redis)
+    measures.track_redis()
+    store.on_error = measures.redis_error
+    store.on_status = measures.redis_status
+    assert isinstance(cache.backend, MemoryBackend)
+    retention = settings.cache.ttl + settings.cache.stale_if_error + 1
+    cache.backend = SharedBackend(store, cache.backend, retention, cache.is_fresh)
+    cache.fleet = FleetFlights(store, settings.upstream.exchange_deadline + 1)
+    guards.store = SharedGuardStore(store, guards.clock)
+    assert isinstance(rate_limits.storage, SweptMemoryStorage)
+    rate_limits.storage = SharedLimitStorage(store, rate_limits.storage)
+    app.extensions["store"] = store

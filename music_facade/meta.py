@@ -1,0 +1,237 @@
+"""Endpoints about the service itself: liveness, readiness, the contract and its docs page."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cachetools import LRUCache
+from flask import Blueprint, Flask, Response, current_app, g, request
+from flask_swagger_ui import get_swaggerui_blueprint
+
+from .auth import Authenticator, Caller
+from .config import Settings
+from .errors import Problem
+from .lifecycle import Lifecycle
+
+bp = Blueprint("meta", __name__)
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+
+# The credential kinds a deployment may require, each with the test that says whether this
+# deployment configured it. The served `security` lists those configured, as alternatives; a
+# new kind (e.g. OIDC bearer tokens) is one more row here and its scheme in openapi.yaml.
+SECURITY_SCHEMES: dict[str, Callable[[Settings], bool]] = {
+    "clientKey": lambda settings: bool(settings.clients),
+    "oidcToken": lambda settings: settings.oidc is not None,
+}
+
+
+def security_requirements(settings: Settings) -> list[dict[str, list[str]]]:
+    """The served document's `security`: one alternative per configured credential kind."""
+    return [{name: []} for name, configured in SECURITY_SCHEMES.items() if configured(settings)]
+
+
+@functools.cache
+def packaged_contract() -> dict[str, Any]:
+    """openapi.yaml as the package ships it, parsed once per process: every app built here
+    starts from it, and deployment_document copies it before changing anything."""
+    doc: dict[str, Any] = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
+    return doc
+
+
+def deployment_document(base: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """openapi.yaml as this deployment serves it, but for `servers` and the aliases (which are
+    per request: with_aliases).
+
+    `security` is required when a credential is configured and absent in open mode (an
+    optional one makes generators demand credentials and schemathesis skip its auth checks).
+    The repository's example aliases are taken out of `user`: which aliases exist is not for
+    everyone to read.
+    """
+    doc = copy.deepcopy(base)
+    requirements = security_requirements(settings)
+    schemes = doc.get("components", {}).get("securitySchemes", {})
+    if requirements:
+        doc["security"] = requirements
+    else:
+        doc.pop("security", None)
+    for name in list(schemes):
+        if not any(name in requirement for requirement in requirements):
+            del schemes[name]  # not configured: nothing to describe
+    if not schemes:
+        doc.get("components", {}).pop("securitySchemes", None)
+    user = doc["components"]["parameters"]["User"]
+    user["schema"].pop("enum", None)
+    user.pop("example", None)
+    return doc
+
+
+def with_aliases(
+    doc: dict[str, Any], aliases: tuple[str, ...], default: str | None
+) -> dict[str, Any]:
+    """The document with `user` listing these aliases (none: left free text), so tools
+    generate only requests this caller can have answered."""
+    if not aliases:
+        return doc
+    doc = dict(doc)
+    components = doc["components"] = dict(doc["components"])
+    parameters = components["parameters"] = dict(components["parameters"])
+    user = parameters["User"] = dict(parameters["User"])
+    user["schema"] = {**user["schema"], "enum": list(aliases)}
+    user["example"] = default if default in aliases else aliases[0]
+    return doc
+
+
+def readable_aliases(
+    aliases: tuple[str, ...], caller: Caller | None, required: bool
+) -> tuple[str, ...]:
+    """Of aliases, those a request's caller may read: all in open mode, its scope's with a
+    valid credential, none without one (a stranger must not learn which aliases exist)."""
+    if not required:
+        return aliases
+    if caller is None or caller.client is None:
+        return ()
+    client = caller.client
+    return tuple(a for a in aliases if client.may_read(a))
+
+
+class ServedDocuments:
+    """The deployment's document, serialized once per (address asked for, aliases, format).
+
+    The address comes from the Host header, which the caller picks: the cache is bounded.
+    """
+
+    def __init__(self, doc: dict[str, Any], settings: Settings) -> None:
+        self.doc = doc
+        self.aliases = tuple(sorted(settings.users))
+        self.default = settings.implicit_user
+        self.cache: LRUCache[tuple[str, tuple[str, ...], str], bytes] = LRUCache(maxsize=32)
+        self.lock = threading.Lock()
+
+    def render(self, server_url: str, kind: str, aliases: tuple[str, ...] = ()) -> bytes:
+        """The document naming server_url as its server and listing aliases, as 'yaml' or
+        'json'."""
+        key = (server_url, aliases, kind)
+        with self.lock:
+            found = self.cache.get(key)
+        if found is not None:
+            return found
+        doc = with_aliases(self.doc, aliases, self.default)
+        doc["servers"] = [{"url": server_url, "description": "This deployment."}]
+        if kind == "json":
+            body = json.dumps(doc, separators=(",", ":")).encode()
+        else:
+            body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).encode()
+        with self.lock:
+            self.cache[key] = body
+        return body
+
+
+class ShuttingDown(Problem, code="shutting_down"):
+    """/readyz once the process is leaving; `checks` as a ready answer has them."""
+
+    def __init__(self, checks: dict[str, str]) -> None:
+        super().__init__("This process is shutting down; new requests belong on another replica.")
+        self.checks = checks
+
+    def members(self) -> dict[str, Any]:
+        """As any problem's, then the checks."""
+        return {**super().members(), "checks": self.checks}
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers HTTP. It does not call the upstream."""
+    resp = Response('{"status":"ok"}', mimetype="application/json")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Readiness: 200 while the process may take traffic, 503 once it is shutting down.
+
+    Redis being down is "degraded" and still ready: pulling every replica out because the
+    shared store is gone would turn a degraded fleet into an outage.
+    """
+    checks = {"redis": redis_check()}
+    lifecycle: Lifecycle = current_app.extensions["lifecycle"]
+    if lifecycle.shutting_down:
+        raise ShuttingDown(checks)
+    resp = Response(
+        json.dumps({"status": "ready", "checks": checks}, separators=(",", ":")),
+        mimetype="application/json",
+    )
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def redis_check() -> str:
+    """'off' without Redis; 'ok' when it answers a PING now; 'degraded' when it does not."""
+    store = current_app.extensions.get("store")
+    if store is None:
+        return "off"
+    from .shared import StoreUnavailable
+
+    try:
+        store.call(lambda r: r.ping())
+    except StoreUnavailable:
+        return "degraded"
+    return "ok"
+
+
+def _document(kind: str, mimetype: str) -> Response:
+    documents: ServedDocuments = current_app.extensions["openapi"]
+    authenticator: Authenticator = current_app.extensions["auth"]
+    # The caller as every route identifies it (music_facade.auth); a refused credential is not an
+    # error here (the document needs none), it only lists no aliases.
+    caller: Caller | None = g.get("caller")
+    credentialed = authenticator.required and caller is not None and caller.client is not None
+    aliases = readable_aliases(documents.aliases, caller, authenticator.required)
+    # request.host_url honours X-Forwarded-Proto from trusted proxies (music_facade.proxies).
+    body = documents.render(request.host_url.rstrip("/"), kind, aliases)
+    resp = Response(body, mimetype=mimetype)
+    # A document listing a caller's aliases is that caller's: kept by its browser only, and
+    # checked again on every use, as /music pages are.
+    resp.headers["Cache-Control"] = "private, no-cache" if credentialed else "public, max-age=300"
+    resp.headers["Vary"] = "Host, Authorization" if authenticator.required else "Host"
+    return resp
+
+
+@bp.get("/openapi.yaml")
+def openapi_yaml() -> Response:
+    """The service's contract, as this deployment serves it."""
+    return _document("yaml", "application/yaml")
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    """The same document as JSON, for tools that read only JSON."""
+    return _document("json", "application/json")
+
+
+def register(app: Flask, settings: Settings) -> None:
+    """Mount /healthz, /readyz, /openapi.yaml, /openapi.json and /docs."""
+    document = deployment_document(packaged_contract(), settings)
+    app.extensions["openapi"] = ServedDocuments(document, settings)
+    app.extensions["lifecycle"] = Lifecycle()
+    app.register_blueprint(bp)
+    docs = get_swaggerui_blueprint(
+        "/docs",
+        "/openapi.json",  # same origin: the page and "Try it out" call this service
+        config={
+            "app_name": "music-facade API",
+            # Swagger UI would otherwise send the document to validator.swagger.io: offline.
+            "validatorUrl": None,
+        },
+    )
+    app.register_blueprint(docs)
+    # The page at /docs itself, not only /docs/ (its assets stay under /docs/).
+    app.add_url_rule("/docs", "docs", app.view_functions["swagger_ui.show"])
