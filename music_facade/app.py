@@ -11,8 +11,9 @@ from flask import Flask
 
 from . import access, auth, cors, error_handler, limits, logs, master, meta, metrics, music, startup
 from .auth import hook
+from .backends import Backends
 from .bulkhead import Bulkhead
-from .cache import MemoryBackend, PageCache
+from .cache import PageCache
 from .config import Settings, load_settings
 from .core.music import Music
 from .guards import Guards
@@ -39,24 +40,29 @@ def create_app(
     logs.redact([settings.upstream.token.reveal()])
     logs.skip_unused_record_fields()
     app = Flask("music_facade")
-    authenticator = _authenticator(settings, clock)
-    rate_limits = limits.Limits(settings.limits, authenticator.required)
-    cross_origin = cors.Cors(settings.cors_origins)
-    cache = PageCache(settings.cache, clock=clock)
-    guards = Guards(settings.upstream, clock=clock)
     measures = metrics.Metrics(settings)
-    guards.observe = lambda user_id, s: measures.guard_state(
-        user_id, s.open_until, s.cooldown_until, s.auth_failed_until
+    # Memory, or Redis for every replica: chosen before anything that keeps state is built.
+    chosen = Backends.choose(settings, clock, measures)
+    authenticator = _authenticator(settings, clock)
+    rate_limits = limits.Limits(settings.limits, authenticator.required, chosen.limit_storage)
+    cross_origin = cors.Cors(settings.cors_origins)
+    cache = PageCache(settings.cache, chosen.pages, clock, chosen.fleet)
+    guards = Guards(
+        settings.upstream,
+        chosen.guard_store,
+        clock,
+        observe=lambda user_id, s: measures.guard_state(
+            user_id, s.open_until, s.cooldown_until, s.auth_failed_until
+        ),
     )
-    if settings.redis is not None:
-        _share(app, settings, cache, guards, rate_limits, measures)
     # One pooled connection per bulkhead slot: no churn, and no more than the slots.
     upstream = UpstreamClient(
-        settings.upstream, settings.bulkhead.max_concurrent_calls, guards=guards
+        settings.upstream,
+        settings.bulkhead.max_concurrent_calls,
+        guards=guards,
+        metrics=measures,
     )
-    upstream.metrics = measures
-    bulkhead = Bulkhead(settings.bulkhead)
-    bulkhead.observe = measures.in_flight
+    bulkhead = Bulkhead(settings.bulkhead, observe=measures.in_flight)
     the_music = Music(settings, upstream, cache, bulkhead)
     # Flask's routes (/healthz, /openapi.yaml, /metrics, OPTIONS, 404, 405) run these hooks,
     # which call the same rule functions as /music's handler. Order matters: after-hooks run
@@ -70,6 +76,8 @@ def create_app(
     meta.register(app, settings)
     music.register(app, the_music)
     app.extensions["limits"] = rate_limits
+    if chosen.store is not None:
+        app.extensions["store"] = chosen.store
     # GET and HEAD /music, hits and misses, never build a Flask request (music_facade.music).
     handler = music.MusicHandler(
         app.wsgi_app, the_music, authenticator, rate_limits, cross_origin, measures
@@ -96,35 +104,3 @@ def _authenticator(settings: Settings, clock: Callable[[], float]) -> auth.Authe
 
         tokens = TokenVerifier(settings.oidc, clock=clock)
     return auth.Authenticator(auth.ClientRegistry(settings.clients), tokens)
-
-
-def _share(
-    app: Flask,
-    settings: Settings,
-    cache: PageCache,
-    guards: Guards,
-    rate_limits: limits.Limits,
-    measures: metrics.Metrics,
-) -> None:
-    """Put pages, single flights, upstream guards and rate limits in Redis, for every replica."""
-    from .guards.shared import SharedGuardStore
-    from .limits import SweptMemoryStorage
-    from .shared import SharedStore
-    from .shared.flights import FleetFlights
-    from .shared.limits import SharedLimitStorage
-    from .shared.pages import SharedBackend
-
-    assert settings.redis is not None
-    logs.redact(settings.redis.secrets())
-    store = SharedStore(settings.redis)
-    measures.track_redis()
-    store.on_error = measures.redis_error
-    store.on_status = measures.redis_status
-    assert isinstance(cache.backend, MemoryBackend)
-    retention = settings.cache.ttl + settings.cache.stale_if_error + 1
-    cache.backend = SharedBackend(store, cache.backend, retention, cache.is_fresh)
-    cache.fleet = FleetFlights(store, settings.upstream.exchange_deadline + 1)
-    guards.store = SharedGuardStore(store, guards.clock)
-    assert isinstance(rate_limits.storage, SweptMemoryStorage)
-    rate_limits.storage = SharedLimitStorage(store, rate_limits.storage)
-    app.extensions["store"] = store

@@ -21,14 +21,16 @@ from .errors import UpstreamBusy
 class Bulkhead:
     """At most max_concurrent_calls holders at once; others wait up to max_wait seconds."""
 
-    def __init__(self, settings: BulkheadSettings) -> None:
+    def __init__(
+        self, settings: BulkheadSettings, observe: Callable[[int], None] | None = None
+    ) -> None:
+        """observe is told +1 / -1 as slots are taken and given back (music_facade.metrics)."""
         self.max_concurrent_calls = settings.max_concurrent_calls
         self.max_wait = settings.max_wait
         self._slots = threading.BoundedSemaphore(settings.max_concurrent_calls)
         self._lock = threading.Lock()
         self._in_use = 0
-        # Told +1 / -1 as slots are taken and given back (music_facade.metrics).
-        self.observe: Callable[[int], None] | None = None
+        self.observe = observe
 
     @property
     def in_use(self) -> int:

@@ -86,7 +86,7 @@ class Lookup:
 
 
 class CacheBackend(Protocol):
-    """Where pages live; one process's memory now, a shared store for replicas later."""
+    """Where pages live: this process's memory, or Redis for replicas (music_facade/shared)."""
 
     def get(self, key: str) -> CachedPage | None:
         """The stored page, or None."""
@@ -96,6 +96,12 @@ class CacheBackend(Protocol):
 
     def size(self) -> tuple[int, int]:
         """This process's pages in memory and their bytes."""
+
+
+def retention(settings: CacheSettings) -> float:
+    """How long a backend keeps a page: a little past its last stale-servable moment (what may
+    be served is PageCache's rule, not the backend's)."""
+    return settings.ttl + settings.stale_if_error + 1
 
 
 class MemoryBackend:
@@ -113,6 +119,11 @@ class MemoryBackend:
         self._max_entries = max_entries
         # cachetools caches are not thread-safe: every access, reads included, takes the lock.
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_cache(cls, settings: CacheSettings, clock: Callable[[], float]) -> MemoryBackend:
+        """The page cache's memory backend: max_entries pages, each kept for retention()."""
+        return cls(settings.max_entries, retention(settings), clock)
 
     def get(self, key: str) -> CachedPage | None:
         """The stored page, or None; a read refreshes its LRU position."""
@@ -169,18 +180,25 @@ class PageCache:
         settings: CacheSettings,
         backend: CacheBackend | None = None,
         clock: Callable[[], float] = time.time,
+        fleet: FleetRunner | None = None,
     ) -> None:
+        """backend: where pages live (this process's memory by default); fleet: the single
+        flight across replicas sharing a store (music_facade/shared), None for one process."""
         self.ttl = settings.ttl
         self.stale_if_error = settings.stale_if_error
         self.clock = clock
-        # The backend keeps a page a little past its last stale-servable moment; the rule of
-        # what may be served is _fresh and _refresh's, not the backend's.
-        self.backend: CacheBackend = backend or MemoryBackend(
-            settings.max_entries, settings.ttl + settings.stale_if_error + 1, clock
+        # `is not None`: an empty backend has len() 0 and would read as false.
+        self.backend: CacheBackend = (
+            backend if backend is not None else MemoryBackend.for_cache(settings, clock)
         )
+        self._fleet = fleet
         self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()
-        self.fleet: FleetRunner | None = None  # set when replicas share a store (see shared/)
+
+    @property
+    def fleet(self) -> FleetRunner | None:
+        """The single flight across replicas, None in a process of its own."""
+        return self._fleet
 
     @property
     def enabled(self) -> bool:
@@ -279,14 +297,14 @@ class PageCache:
             self.backend.set(key, page)
             return page, False
 
-        if self.fleet is None:
+        if self._fleet is None:
             return lead()
 
         def recheck() -> tuple[CachedPage, bool] | None:
             page = self.backend.get(key)
             return (page, True) if page is not None and self.is_fresh(page) else None
 
-        return self.fleet.run(key, lead, recheck)
+        return self._fleet.run(key, lead, recheck)
 
     def _refresh(
         self,

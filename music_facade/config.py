@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import math
@@ -10,7 +11,7 @@ import re
 import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -55,6 +56,28 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def _shown(value: Any) -> Any:
+    """A setting's value as plain data: tuples as lists, sets sorted, secrets masked."""
+    if isinstance(value, Secret):
+        return "********"
+    if isinstance(value, tuple):
+        return [_shown(item) for item in value]
+    if isinstance(value, frozenset):
+        return sorted(value)
+    if isinstance(value, Mapping):
+        return {key: _shown(item) for key, item in value.items()}
+    return value
+
+
+def _described(settings: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A settings dataclass's fields, in their order, as plain data (describe()'s base)."""
+    return {
+        f.name: _shown(getattr(settings, f.name))
+        for f in dataclasses.fields(settings)
+        if f.name not in skip
+    }
 
 
 @dataclass(frozen=True)
@@ -128,12 +151,9 @@ class RedisSettings:
     def describe(self) -> dict[str, Any]:
         """The settings with the password masked (in the URL too)."""
         return {
+            **_described(self),
             "url": mask_url(self.url.reveal()),
             "password": "******** (from MUSIC_REDIS_PASSWORD_FILE)" if self.password else None,
-            "prefix": self.prefix,
-            "timeout": self.timeout,
-            "backoff_max": self.backoff_max,
-            "max_connections": self.max_connections,
         }
 
     def secrets(self) -> list[str]:
@@ -178,16 +198,7 @@ class OidcSettings:
 
     def describe(self) -> dict[str, Any]:
         """The settings as plain data (nothing secret: an IdP's URLs and claim names)."""
-        return {
-            "issuer": self.issuer,
-            "audience": self.audience,
-            "jwks_url": self.jwks_url or "(discovered from the issuer)",
-            "algorithms": list(self.algorithms),
-            "leeway": self.leeway,
-            "scope_claim": self.scope_claim,
-            "subject_claim": self.subject_claim,
-            "scopes": {k: sorted(v) for k, v in self.scopes.items()},
-        }
+        return {**_described(self), "jwks_url": self.jwks_url or "(discovered from the issuer)"}
 
 
 @dataclass(frozen=True)
@@ -270,54 +281,38 @@ class Settings:
         return "open" if self.mode == "open" else "closed"
 
     def describe(self) -> dict[str, Any]:
-        """The effective configuration as plain data, with the token masked."""
+        """The effective configuration as plain data, with the token masked.
+
+        Each section's keys are its settings' fields, in their order; the layout is the file's
+        ([upstream] holds the bulkhead's keys, [server] the proxy keys), and the values shown
+        are the effective ones (the exchange's deadline, a client's limit).
+        """
         up = self.upstream
         return {
             "default_user": self.default_user,
             "upstream": {
                 "base_url": up.base_url,
                 "token": f"******** (from {up.token_source})",
-                "connect_timeout": up.connect_timeout,
-                "read_timeout": up.read_timeout,
-                "retries": up.retries,
-                "max_body_bytes": up.max_body_bytes,
+                **_described(up, skip=("token", "token_source", "base_url")),
                 "deadline": up.exchange_deadline,
-                "max_cooldown": up.max_cooldown,
-                "auth_failure_cooldown": up.auth_failure_cooldown,
-                "breaker_failures": up.breaker_failures,
-                "breaker_open": up.breaker_open,
-                "max_concurrent_calls": self.bulkhead.max_concurrent_calls,
-                "max_wait": self.bulkhead.max_wait,
+                **_described(self.bulkhead),
             },
-            "users": dict(self.users),
-            "cache": {
-                "ttl": self.cache.ttl,
-                "max_entries": self.cache.max_entries,
-                "stale_if_error": self.cache.stale_if_error,
-            },
+            "users": _shown(self.users),
+            "cache": _described(self.cache),
             "clients": [
-                {
-                    "name": c.name,
-                    "key_sha256": list(c.key_sha256),
-                    "users": sorted(c.users),
-                    "rate_limit": c.rate_limit or self.limits.default,
-                }
+                {**_described(c), "rate_limit": c.rate_limit or self.limits.default}
                 for c in self.clients
             ],
-            "limits": {"default": self.limits.default, "per_address": self.limits.per_address},
-            "cors": {"origins": list(self.cors_origins)},
+            "limits": _described(self.limits),
+            "cors": {"origins": _shown(self.cors_origins)},
             "server": {
                 "proxy_hops": self.proxy_hops,
-                "trusted_proxies": list(self.trusted_proxies),
+                "trusted_proxies": _shown(self.trusted_proxies),
             },
             "redis": self.redis.describe() if self.redis else None,
-            "library": asdict(self.library),
+            "library": _described(self.library),
             "oidc": self.oidc.describe() if self.oidc else None,
-            "metrics": {
-                "allow": list(self.metrics.allow),
-                "token_sha256": list(self.metrics.token_sha256),
-                "access": self.metrics_access,
-            },
+            "metrics": {**_described(self.metrics), "access": self.metrics_access},
         }
 
 

@@ -3,7 +3,7 @@
 The `limits` library directly (Flask-Limiter wraps it, and resolved the limit of every request
 through Flask's machinery): each configured limit string is parsed once, and a request costs a
 storage hit and a window read per limit. Counters live in this worker's memory
-(SweptMemoryStorage); any `limits` storage with sliding-window support can replace it.
+(SweptMemoryStorage) or, for a fleet, in Redis (music_facade/shared/limits.py).
 """
 
 from __future__ import annotations
@@ -170,11 +170,21 @@ def _parsed(limit: str) -> tuple[RateLimitItem, ...]:
 class Limits:
     """One worker's limiter: which bucket a request counts against, and how much it holds."""
 
-    def __init__(self, settings: LimitSettings, clients_required: bool) -> None:
+    def __init__(
+        self,
+        settings: LimitSettings,
+        clients_required: bool,
+        storage: LimitStorage | None = None,
+    ) -> None:
+        """storage: where counters live, this worker's memory by default."""
         self.settings = settings
         self.clients_required = clients_required
-        # This worker's memory; a fleet's Redis (music_facade/shared/limits.py) replaces it.
-        self.storage: LimitStorage = SweptMemoryStorage()
+        self._storage: LimitStorage = storage if storage is not None else SweptMemoryStorage()
+
+    @property
+    def storage(self) -> LimitStorage:
+        """Where the counters live, chosen at construction."""
+        return self._storage
 
     def _bucket_and_limit(self, who: Caller, remote_addr: str | None) -> tuple[str, str] | None:
         """The bucket and limit for a caller; None: not counted (open mode without per_address)."""
@@ -230,8 +240,8 @@ class Limits:
         """
         state = None
         for item, key, amount, expiry in counters:
-            allowed, previous, previous_ttl, current, current_ttl = self.storage.hit_sliding_window(
-                key, amount, expiry
+            allowed, previous, previous_ttl, current, current_ttl = (
+                self._storage.hit_sliding_window(key, amount, expiry)
             )
             reset_at = _reset_at(expiry, previous, previous_ttl, current, current_ttl)
             if not allowed:

@@ -80,12 +80,17 @@ class UpstreamClient:
     """Calls useapi.net; raises an UpstreamFailure for every outcome but a 200 JSON object."""
 
     def __init__(
-        self, settings: UpstreamSettings, pool_size: int = 10, *, guards: Guards | None = None
+        self,
+        settings: UpstreamSettings,
+        pool_size: int = 10,
+        *,
+        guards: Guards | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        """metrics is told of every call's outcome and every guard refusal."""
         self.settings = settings
         self.guards = guards if guards is not None else Guards(settings)
-        # Told of every call's outcome and every guard refusal (music_facade.metrics.Metrics).
-        self.metrics: Metrics | None = None
+        self.metrics = metrics
         self.watchdog = Watchdog()
         # urllib3 itself, not requests over it: a call costs half as much, and nothing here
         # needs what requests adds. It keeps no cookies (one caller's upstream cookies must never

@@ -40,17 +40,24 @@ class Guards:
         settings: UpstreamSettings,
         store: GuardStore | None = None,
         clock: Callable[[], float] = time.time,
+        observe: Callable[[str, AccountGuard], None] | None = None,
     ) -> None:
+        """store: where the accounts' states live (this process's memory by default); observe
+        is told each account's state after every change (music_facade.metrics)."""
         self.settings = settings
-        self.store: GuardStore = store if store is not None else MemoryGuardStore(clock)
+        self._store: GuardStore = store if store is not None else MemoryGuardStore(clock)
         self.clock = clock
         # A probe whose worker died must not keep the breaker half-open forever.
         self.probe_lease = settings.exchange_deadline + 1.0
-        # Told each account's state after every change (music_facade.metrics).
-        self.observe: Callable[[str, AccountGuard], None] | None = None
+        self.observe = observe
+
+    @property
+    def store(self) -> GuardStore:
+        """Where the accounts' states live, chosen at construction."""
+        return self._store
 
     def _change(self, user_id: str, update: Callable[[AccountGuard], AccountGuard]) -> AccountGuard:
-        state = self.store.change(user_id, update)
+        state = self._store.change(user_id, update)
         if self.observe is not None:
             self.observe(user_id, state)
         return state
@@ -58,7 +65,7 @@ class Guards:
     def admit(self, user_id: str) -> None:
         """Return if user_id's account may be called now; else raise its GuardRefusal."""
         now = self.clock()
-        state = self.store.read(user_id)
+        state = self._store.read(user_id)
         if self.observe is not None:  # another worker or replica may have changed it
             self.observe(user_id, state)
         if state.cooldown_until > now:
@@ -101,7 +108,7 @@ class Guards:
 
     def succeeded(self, user_id: str) -> None:
         """The upstream answered: the breaker closes and the failure streak ends."""
-        state = self.store.read(user_id)
+        state = self._store.read(user_id)
         if state.failures or state.open_until:
             self._change(user_id, lambda s: replace(s, failures=0, open_until=0.0, probe_until=0.0))
 

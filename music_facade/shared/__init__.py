@@ -39,8 +39,15 @@ class SharedStore:
     """Redis calls with short timeouts, a key prefix, and a backoff while Redis is down."""
 
     def __init__(
-        self, settings: RedisSettings, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: RedisSettings,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        on_error: Callable[[], None] | None = None,
+        on_status: Callable[[bool], None] | None = None,
     ) -> None:
+        """on_error is told of every failed call; on_status of Redis going away (False) and
+        coming back (True)."""
         self.settings = settings
         self.prefix = settings.prefix
         self.clock = clock
@@ -57,9 +64,8 @@ class SharedStore:
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._backoff = 0.0  # 0: Redis is up
-        # Told of every failed call, and of Redis going away (False) and coming back (True).
-        self.on_error: Callable[[], None] | None = None
-        self.on_status: Callable[[bool], None] | None = None
+        self.on_error = on_error
+        self.on_status = on_status
 
     def key(self, *parts: str) -> str:
         """A key under this deployment's prefix."""

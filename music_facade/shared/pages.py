@@ -14,7 +14,8 @@ import contextlib
 import math
 from collections.abc import Callable
 
-from ..cache import CachedPage, MemoryBackend
+from ..cache import CachedPage, MemoryBackend, retention
+from ..config import CacheSettings
 from . import SharedStore, StoreUnavailable, digest
 
 
@@ -44,13 +45,18 @@ class SharedBackend:
         self,
         store: SharedStore,
         local: MemoryBackend,
-        retention: float,
-        is_fresh: Callable[[CachedPage], bool],
+        settings: CacheSettings,
+        clock: Callable[[], float],
     ) -> None:
         self.store = store
         self.local = local
-        self.retention_ms = max(1, math.ceil(retention * 1000))
-        self.is_fresh = is_fresh
+        self.ttl = settings.ttl
+        self.clock = clock
+        self.retention_ms = max(1, math.ceil(retention(settings) * 1000))
+
+    def is_fresh(self, page: CachedPage) -> bool:
+        """Whether a page is within its freshness (PageCache.is_fresh's rule)."""
+        return page.fresh_for(self.ttl, self.clock()) > 0
 
     def get(self, key: str) -> CachedPage | None:
         """The local copy while fresh, else the newer of Redis's and the local one."""

@@ -189,6 +189,15 @@ def test_single_flight_shares_the_error(clock: Clock) -> None:
     assert cache.followers("k") == 0
 
 
+def test_the_backend_given_is_the_one_used_even_while_empty(clock: Clock) -> None:
+    # An empty backend has len() 0: the cache must not take it for "none given".
+    backend = MemoryBackend(max_entries=16, retention=60, clock=clock)
+    cache = PageCache(CacheSettings(), backend, clock)
+    assert cache.backend is backend
+    cache.get("k", Loader())
+    assert backend.size() == (1, len(b'{"n":1}'))
+
+
 def test_memory_backend_is_thread_safe() -> None:
     backend = MemoryBackend(max_entries=16, retention=60, clock=time.monotonic)
     page = CachedPage.make(b"x", 0)

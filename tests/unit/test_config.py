@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from music_facade.config import ConfigError, MetricsSettings, Secret, Settings, load_settings
+from music_facade.config import (
+    BulkheadSettings,
+    CacheSettings,
+    ClientSettings,
+    ConfigError,
+    LibrarySettings,
+    LimitSettings,
+    MetricsSettings,
+    OidcSettings,
+    RedisSettings,
+    Secret,
+    Settings,
+    UpstreamSettings,
+    load_settings,
+)
 
 TOKEN = "tok-CONFIG-SECRET-123"
 MINIMAL = '[users]\nstudio = "1234567"\n'
@@ -213,3 +228,147 @@ def test_metrics_section(tmp_path: Path) -> None:
     assert load(tmp_path, MINIMAL).metrics_access == "open"  # open mode: open by default
     keyed = MINIMAL + f"[[clients]]\nname = 'web'\nkey_sha256 = '{digest}'\nusers = ['*']\n"
     assert load(tmp_path, keyed).metrics_access == "closed"  # keys: closed by default
+
+
+def full_settings() -> Settings:
+    """Every section configured, every value off its default, secrets in every secret field."""
+    return Settings(
+        upstream=UpstreamSettings(
+            token=Secret(TOKEN),
+            token_source="USEAPI_TOKEN_FILE",
+            base_url="https://upstream.test/v1/tempolor",
+            connect_timeout=1.5,
+            read_timeout=7.0,
+            retries=1,
+            max_body_bytes=2_000_000,
+            deadline=6.0,
+            max_cooldown=45.0,
+            auth_failure_cooldown=5.0,
+            breaker_failures=4,
+            breaker_open=12.0,
+        ),
+        users={"studio": "1001", "label": "1002"},
+        default_user="studio",
+        cache=CacheSettings(ttl=20.0, max_entries=64, stale_if_error=120.0),
+        clients=(
+            ClientSettings("web", ("a" * 64, "b" * 64), frozenset({"studio", "label"}), "5/second"),
+            ClientSettings("batch", ("c" * 64,), frozenset({"*"})),
+        ),
+        limits=LimitSettings(default="60/minute", per_address="10/minute"),
+        cors_origins=("https://app.test", "https://admin.test"),
+        proxy_hops=1,
+        trusted_proxies=("10.0.0.0/8",),
+        redis=RedisSettings(
+            url=Secret("redis://user:url-pass@cache:6379/0"),
+            password=Secret("file-pass"),
+            prefix="mf",
+            timeout=0.5,
+            backoff_max=10.0,
+            max_connections=8,
+        ),
+        bulkhead=BulkheadSettings(max_concurrent_calls=20, max_wait=2.0),
+        library=LibrarySettings(
+            max_items=100,
+            max_pages=10,
+            max_seconds=30.0,
+            max_streams=2,
+            send_timeout=5.0,
+            pages_per_address="30/minute",
+        ),
+        oidc=OidcSettings(
+            issuer="https://idp.test",
+            audience="music",
+            algorithms=("RS256", "ES256"),
+            leeway=10.0,
+            scope_claim="roles",
+            subject_claim="email",
+            scopes={"editors": frozenset({"studio", "label"})},
+        ),
+        metrics=MetricsSettings(allow=("127.0.0.1/32",), token_sha256=("d" * 64,)),
+    )
+
+
+def test_describe_shows_a_full_configuration_in_order_with_secrets_masked() -> None:
+    shown = full_settings().describe()
+    # The printed JSON, keys in this order, is what check-config and the start-up line show.
+    assert json.dumps(shown) == json.dumps(
+        {
+            "default_user": "studio",
+            "upstream": {
+                "base_url": "https://upstream.test/v1/tempolor",
+                "token": "******** (from USEAPI_TOKEN_FILE)",
+                "connect_timeout": 1.5,
+                "read_timeout": 7.0,
+                "retries": 1,
+                "max_body_bytes": 2_000_000,
+                "deadline": 6.0,
+                "max_cooldown": 45.0,
+                "auth_failure_cooldown": 5.0,
+                "breaker_failures": 4,
+                "breaker_open": 12.0,
+                "max_concurrent_calls": 20,
+                "max_wait": 2.0,
+            },
+            "users": {"studio": "1001", "label": "1002"},
+            "cache": {"ttl": 20.0, "max_entries": 64, "stale_if_error": 120.0},
+            "clients": [
+                {
+                    "name": "web",
+                    "key_sha256": ["a" * 64, "b" * 64],
+                    "users": ["label", "studio"],
+                    "rate_limit": "5/second",
+                },
+                {
+                    "name": "batch",
+                    "key_sha256": ["c" * 64],
+                    "users": ["*"],
+                    "rate_limit": "60/minute",
+                },
+            ],
+            "limits": {"default": "60/minute", "per_address": "10/minute"},
+            "cors": {"origins": ["https://app.test", "https://admin.test"]},
+            "server": {"proxy_hops": 1, "trusted_proxies": ["10.0.0.0/8"]},
+            "redis": {
+                "url": "redis://user:********@cache:6379/0",
+                "password": "******** (from MUSIC_REDIS_PASSWORD_FILE)",
+                "prefix": "mf",
+                "timeout": 0.5,
+                "backoff_max": 10.0,
+                "max_connections": 8,
+            },
+            "library": {
+                "max_items": 100,
+                "max_pages": 10,
+                "max_seconds": 30.0,
+                "max_streams": 2,
+                "send_timeout": 5.0,
+                "pages_per_address": "30/minute",
+            },
+            "oidc": {
+                "issuer": "https://idp.test",
+                "audience": "music",
+                "jwks_url": "(discovered from the issuer)",
+                "algorithms": ["RS256", "ES256"],
+                "leeway": 10.0,
+                "scope_claim": "roles",
+                "subject_claim": "email",
+                "scopes": {"editors": ["label", "studio"]},
+            },
+            "metrics": {
+                "allow": ["127.0.0.1/32"],
+                "token_sha256": ["d" * 64],
+                "access": "restricted",
+            },
+        }
+    )
+
+
+def test_describe_without_the_optional_sections() -> None:
+    full = full_settings()
+    shown = replace(full, redis=None, oidc=None, default_user=None).describe()
+    assert (shown["redis"], shown["oidc"], shown["default_user"]) == (None, None, None)
+    assert full.oidc is not None
+    assert full.redis is not None
+    oidc = replace(full.oidc, jwks_url="https://idp.test/keys")
+    assert oidc.describe()["jwks_url"] == "https://idp.test/keys"
+    assert replace(full.redis, password=None).describe()["password"] is None

@@ -1,0 +1,60 @@
+"""Backends: where a process keeps its pages, flights, upstream guards and rate-limit counters.
+
+Chosen once, before any component is built: this process's memory, or (with [redis]) Redis that
+every replica shares, each Redis backend keeping a memory one as its fallback for while Redis is
+unavailable. The components take them by constructor and never learn which one runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import logs
+from .cache import CacheBackend, FleetRunner, MemoryBackend
+from .config import Settings
+from .guards.memory import MemoryGuardStore
+from .guards.state import GuardStore
+from .limits import LimitStorage, SweptMemoryStorage
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .shared import SharedStore
+
+
+@dataclass(frozen=True)
+class Backends:
+    """One process's choice of backends; store is the Redis connection when they share one."""
+
+    pages: CacheBackend
+    guard_store: GuardStore
+    limit_storage: LimitStorage
+    fleet: FleetRunner | None = None
+    store: SharedStore | None = None
+
+    @classmethod
+    def choose(cls, settings: Settings, clock: Callable[[], float], measures: Metrics) -> Backends:
+        """Redis backends when [redis] is configured, else this process's memory."""
+        pages = MemoryBackend.for_cache(settings.cache, clock)
+        if settings.redis is None:
+            return cls(pages, MemoryGuardStore(clock), SweptMemoryStorage())
+        # Imported only when used: a process without [redis] never loads the Redis client.
+        from .guards.shared import SharedGuardStore
+        from .shared import SharedStore
+        from .shared.flights import FleetFlights
+        from .shared.limits import SharedLimitStorage
+        from .shared.pages import SharedBackend
+
+        logs.redact(settings.redis.secrets())
+        measures.track_redis()
+        store = SharedStore(
+            settings.redis, on_error=measures.redis_error, on_status=measures.redis_status
+        )
+        return cls(
+            pages=SharedBackend(store, pages, settings.cache, clock),
+            guard_store=SharedGuardStore(store, clock),
+            limit_storage=SharedLimitStorage(store, SweptMemoryStorage()),
+            fleet=FleetFlights(store, settings.upstream.exchange_deadline + 1),
+            store=store,
+        )
