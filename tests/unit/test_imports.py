@@ -139,3 +139,24 @@ def test_a_framework_reached_through_another_module_is_reported(tmp_path: Path) 
     )
     report = framework_report(read_package(package), ["pkg.core", "pkg.core.rules"])
     assert report == "pkg.core.rules -> pkg.helpers -> werkzeug"
+
+
+SANDBOX = "music_facade.sandbox"
+# The command line starts the sandbox for `music-facade demo` and `sandbox`; nothing else may
+# reach it, so the fake upstream can never be on a production request's path.
+SANDBOX_USERS = frozenset({"music_facade.__main__"})
+
+
+def test_only_the_command_line_reaches_the_sandbox(graph: ImportGraph) -> None:
+    outside = [m for m in graph.internal if not (m == SANDBOX or m.startswith(SANDBOX + "."))]
+    chains = [
+        chain
+        for m in sorted(outside)
+        if m not in SANDBOX_USERS
+        for target, chain in graph.reach(m).items()
+        if target == SANDBOX or target.startswith(SANDBOX + ".")
+    ]
+    assert len(outside) > 10
+    assert not chains, "production modules reach the sandbox:\n" + "\n".join(
+        " -> ".join(chain) for chain in chains
+    )
