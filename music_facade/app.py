@@ -9,8 +9,19 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from . import access, auth, cors, error_handler, limits, logs, master, meta, metrics, music, startup
-from .auth import hook
+from . import (
+    auth,
+    cors,
+    error_handler,
+    limits,
+    logs,
+    master,
+    meta,
+    metrics,
+    music,
+    pipeline,
+    startup,
+)
 from .bulkhead import Bulkhead
 from .cache import MemoryBackend, PageCache
 from .config import Settings, load_settings
@@ -58,21 +69,19 @@ def create_app(
     bulkhead = Bulkhead(settings.bulkhead)
     bulkhead.observe = measures.in_flight
     the_music = Music(settings, upstream, cache, bulkhead)
-    # Flask's routes (/healthz, /openapi.yaml, /metrics, OPTIONS, 404, 405) run these hooks,
-    # which call the same rule functions as /music's handler. Order matters: after-hooks run
-    # in reverse, so metrics (first) counts the final response; then the request id and trace
-    # (its after-hook logs the final response), then the caller.
+    # Every entrance (the handler below, Flask's routes, gunicorn's refusals) runs these steps.
+    steps = pipeline.Pipeline(pipeline.steps(authenticator, cross_origin, measures))
+    pipeline.install(app, steps)
+    app.extensions["auth"] = authenticator
     metrics.register(app, measures, settings)
-    access.register(app)
     error_handler.register(app)
-    hook.register(app, authenticator)
     cors.register(app, cross_origin)
     meta.register(app, settings)
     music.register(app, the_music)
     app.extensions["limits"] = rate_limits
     # GET and HEAD /music, hits and misses, never build a Flask request (music_facade.music).
     handler = music.MusicHandler(
-        app.wsgi_app, the_music, authenticator, rate_limits, cross_origin, measures
+        app.wsgi_app, the_music, steps, authenticator.required, rate_limits, cross_origin, measures
     )
     app.wsgi_app = handler  # type: ignore[method-assign]
     if settings.proxy_hops:
