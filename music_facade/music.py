@@ -102,6 +102,7 @@ class MusicHandler:
         self.vary_on = (["Origin"] if cors.enabled else []) + (
             ["Authorization"] if credentialed else []
         )
+        self.vary = [("Vary", ", ".join(self.vary_on))] if self.vary_on else []
         self.metrics = metrics
         self.library = Library(music, limits, music.settings.library, metrics)
 
@@ -193,16 +194,12 @@ class MusicHandler:
     def _one_vary(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The headers with every Vary (the route's own, CORS's) folded into one after the
         handler's: one Vary header, each value once."""
+        own = [value for name, value in headers if name == "Vary"]
+        if not own:
+            return headers + self.vary
         vary = list(self.vary_on)
-        rest = []
-        for header in headers:
-            if header[0] != "Vary":
-                rest.append(header)
-            elif header[1] not in vary:
-                vary.append(header[1])
-        if vary:
-            rest.append(("Vary", ", ".join(vary)))
-        return rest
+        vary += [value for value in own if value not in vary]
+        return [*(h for h in headers if h[0] != "Vary"), ("Vary", ", ".join(vary))]
 
     def _list(self, raw: bytes, scope: Scope, item: str) -> Answer:
         query = parse_query(raw)
