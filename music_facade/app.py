@@ -36,13 +36,17 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings | None = None, *, clock: Callable[[], float] = time.time
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    steps: Callable[..., list[pipeline.Step]] = pipeline.steps,
 ) -> Flask:
     """Build the WSGI app; without settings, the ones gunicorn's master validated (a worker
     inherits them: music_facade.master), else read from MUSIC_CONFIG and the environment.
 
     clock is the time source of the page cache and the upstream guards (cooldowns, breaker),
-    for tests that age pages and guard states without waiting.
+    for tests that age pages and guard states without waiting. steps makes the request
+    pipeline's steps from the authenticator, CORS and metrics (music_facade.pipeline.steps).
     """
     held = master.held()
     if settings is None:
@@ -70,8 +74,8 @@ def create_app(
     bulkhead.observe = measures.in_flight
     the_music = Music(settings, upstream, cache, bulkhead)
     # Every entrance (the handler below, Flask's routes, gunicorn's refusals) runs these steps.
-    steps = pipeline.Pipeline(pipeline.steps(authenticator, cross_origin, measures))
-    pipeline.install(app, steps)
+    every_request = pipeline.Pipeline(steps(authenticator, cross_origin, measures))
+    pipeline.install(app, every_request)
     app.extensions["auth"] = authenticator
     metrics.register(app, measures, settings)
     error_handler.register(app)
@@ -81,7 +85,13 @@ def create_app(
     app.extensions["limits"] = rate_limits
     # GET and HEAD /music, hits and misses, never build a Flask request (music_facade.music).
     handler = music.MusicHandler(
-        app.wsgi_app, the_music, steps, authenticator.required, rate_limits, cross_origin, measures
+        app.wsgi_app,
+        the_music,
+        every_request,
+        authenticator.required,
+        rate_limits,
+        cross_origin,
+        measures,
     )
     app.wsgi_app = handler  # type: ignore[method-assign]
     if settings.proxy_hops:

@@ -188,7 +188,6 @@ class MusicHandler:
             )
 
         # A stream: its upstream calls and log lines stay in the trace.
-        assert ex.trace is not None
         return traced(body, ex.trace, ended)
 
     def _one_vary(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -241,7 +240,7 @@ class MusicHandler:
 
 
 def traced(
-    body: Iterable[bytes], span: trace.Trace, ended: Callable[[], None] | None = None
+    body: Iterable[bytes], span: trace.Trace | None, ended: Callable[[], None] | None = None
 ) -> Iterator[bytes]:
     """A streamed body produced inside the request's trace (the handler ended it on return).
 
