@@ -1,7 +1,7 @@
 """Per-request plumbing: the request id, headers every response carries, and the access log.
 
-These are rule functions, free of any framework: /music's WSGI handler (music_facade.music) calls
-them directly, and Flask's hooks (register) call the same ones for every other route.
+Rule functions, free of any framework: the steps of music_facade.pipeline call them for every
+response, whichever entrance answers it.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-
-from flask import Flask, Response, g, request
 
 from . import logs, trace
 
@@ -68,39 +66,3 @@ def log_access(
         "remote_addr": remote_addr,
     }
     ACCESS_LINES.emit(level, (method, path, status), fields)
-
-
-def _begin() -> None:
-    g.started = time.monotonic()
-    g.request_id = request_id(request.headers.get("X-Request-ID"))
-    g.trace = trace.begin(request.headers.get("traceparent"))
-
-
-def _finish(resp: Response) -> Response:
-    rid = g.get("request_id", "")
-    for name, value in common_headers(rid, g.get("trace")):
-        resp.headers[name] = value
-    who = g.get("caller")
-    log_access(
-        request.method,
-        request.path,
-        resp.status_code,
-        g.get("request_id"),
-        g.get("started", time.monotonic()),
-        user=g.get("user"),
-        client=who.client.name if who and who.client else None,
-        cache=resp.headers.get("Cache-Status"),
-        remote_addr=request.remote_addr,
-    )
-    return resp
-
-
-def register(app: Flask) -> None:
-    """Give every Flask request an id and every response the common headers and a log line."""
-    app.before_request(_begin)
-    app.after_request(_finish)
-    app.teardown_request(_end_trace)
-
-
-def _end_trace(exc: BaseException | None) -> None:
-    trace.end()

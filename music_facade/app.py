@@ -9,8 +9,19 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from . import access, auth, cors, error_handler, limits, logs, master, meta, metrics, music, startup
-from .auth import hook
+from . import (
+    auth,
+    cors,
+    error_handler,
+    limits,
+    logs,
+    master,
+    meta,
+    metrics,
+    music,
+    pipeline,
+    startup,
+)
 from .backends import Backends
 from .bulkhead import Bulkhead
 from .cache import PageCache
@@ -26,13 +37,17 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings | None = None, *, clock: Callable[[], float] = time.time
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    steps: Callable[..., list[pipeline.Step]] = pipeline.steps,
 ) -> Flask:
     """Build the WSGI app; without settings, the ones gunicorn's master validated (a worker
     inherits them: music_facade.master), else read from MUSIC_CONFIG and the environment.
 
     clock is the time source of the page cache and the upstream guards (cooldowns, breaker),
-    for tests that age pages and guard states without waiting.
+    for tests that age pages and guard states without waiting. steps makes the request
+    pipeline's steps from the authenticator, CORS and metrics (music_facade.pipeline.steps).
     """
     held = master.held()
     if settings is None:
@@ -64,14 +79,12 @@ def create_app(
     )
     bulkhead = Bulkhead(settings.bulkhead, observe=measures.in_flight)
     the_music = Music(settings, upstream, cache, bulkhead)
-    # Flask's routes (/healthz, /openapi.yaml, /metrics, OPTIONS, 404, 405) run these hooks,
-    # which call the same rule functions as /music's handler. Order matters: after-hooks run
-    # in reverse, so metrics (first) counts the final response; then the request id and trace
-    # (its after-hook logs the final response), then the caller.
+    # Every entrance (the handler below, Flask's routes, gunicorn's refusals) runs these steps.
+    every_request = pipeline.Pipeline(steps(authenticator, cross_origin, measures))
+    pipeline.install(app, every_request)
+    app.extensions["auth"] = authenticator
     metrics.register(app, measures, settings)
-    access.register(app)
     error_handler.register(app)
-    hook.register(app, authenticator)
     cors.register(app, cross_origin)
     meta.register(app, settings)
     music.register(app, the_music)
@@ -80,7 +93,13 @@ def create_app(
         app.extensions["store"] = chosen.store
     # GET and HEAD /music, hits and misses, never build a Flask request (music_facade.music).
     handler = music.MusicHandler(
-        app.wsgi_app, the_music, authenticator, rate_limits, cross_origin, measures
+        app.wsgi_app,
+        the_music,
+        every_request,
+        authenticator.required,
+        rate_limits,
+        cross_origin,
+        measures,
     )
     app.wsgi_app = handler  # type: ignore[method-assign]
     if settings.proxy_hops:

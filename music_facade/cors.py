@@ -102,7 +102,8 @@ def _is_preflight() -> bool:
 
 
 def register(app: Flask, cors: Cors) -> None:
-    """Answer preflights for any path; put the CORS headers on every Flask response.
+    """Answer preflights for any path (music_facade.pipeline puts the CORS headers on every
+    response).
 
     The Cors object is also app.extensions["cors"]: gunicorn's own refusals (music_facade.worker)
     use it too.
@@ -120,16 +121,3 @@ def register(app: Flask, cors: Cors) -> None:
         if unknown and _is_preflight() and cors.allows(request.headers.get("Origin")):
             return Response(status=200)
         return None
-
-    @app.after_request
-    def _cors(resp: Response) -> Response:
-        preflight = _is_preflight()
-        requested = request.headers.get("Access-Control-Request-Headers")
-        method = request.headers.get("Access-Control-Request-Method")
-        origin = request.headers.get("Origin")
-        for name, value in cors.headers(origin, preflight, requested, method):
-            if name == "Vary":
-                resp.vary.add(value)
-            else:
-                resp.headers[name] = value
-        return resp

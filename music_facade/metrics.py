@@ -18,11 +18,10 @@ import hmac
 import ipaddress
 import os
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -445,16 +444,6 @@ def route_of(url_map: Map, path: str) -> str:
     return template(str(rule.rule))
 
 
-def _route(status: int) -> str:
-    """The matched rule's template (never the path a caller sent), also for a 405 on a known
-    path."""
-    if request.url_rule is not None:
-        return template(request.url_rule.rule)
-    if status == 405:  # the path has a rule, not for this method
-        return route_of(current_app.url_map, request.path)
-    return UNMATCHED
-
-
 def escaped(app: Flask, metrics: Metrics) -> Callable[[dict[str, Any], float], None]:
     """How error_handler.LastResort counts a request whose exception escaped every handler: a 500 of
     its route, by nobody known (the caller was not, or not surely, identified)."""
@@ -466,28 +455,9 @@ def escaped(app: Flask, metrics: Metrics) -> Callable[[dict[str, Any], float], N
     return count
 
 
-def _observe(resp: Response) -> Response:
-    """Count a request Flask answered (everything but GET/HEAD /music)."""
-    who = g.get("caller")
-    metrics: Metrics = current_app.extensions["metrics"]
-    metrics.request(
-        _route(resp.status_code),
-        request.method,
-        resp.status_code,
-        client_label(who.client.name if who and who.client else None),
-        time.monotonic() - g.get("started", time.monotonic()),
-    )
-    return resp
-
-
 def register(app: Flask, metrics: Metrics, settings: Settings) -> None:
-    """Mount /metrics and count every Flask-answered request.
-
-    Register before music_facade.access: after-request hooks run in reverse order, so this one
-    runs last and counts the final status.
-    """
+    """Mount /metrics (requests are counted by music_facade.pipeline)."""
     app.extensions["metrics"] = metrics
     closed = settings.metrics_access == "closed"
     app.extensions["metrics_access"] = ScrapeAccess(settings.metrics, closed=closed)
-    app.after_request(_observe)
     app.register_blueprint(bp)

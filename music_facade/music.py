@@ -2,11 +2,12 @@
 
 `MusicHandler` answers GET and HEAD /music, hits and misses alike, as a plain WSGI handler in
 front of Flask (a request context, routing and a Response object cost more than the whole of
-a cache hit). It calls the same rule functions Flask's hooks call for every other route, in
-this order: request id → trace → identify → rate limit → parse query → alias (authorized
-before it is looked up, and before the cache) → page → If-None-Match → headers (CORS, rate
-limit, one Vary, common) → access log → metrics. /music/{id}, /music/{id}/audio and /library go
-through the same steps, each its own route in the handler's table.
+a cache hit). It runs the request pipeline every entrance runs (music_facade.pipeline), and
+between its phases the route's own rules: request id → trace → identify (pipeline) → rate
+limit → parse query → alias (authorized before it is looked up, and before the cache) → page
+→ If-None-Match → rate-limit headers → CORS and common headers (pipeline, then one Vary) →
+access log → metrics (pipeline). /music/{id}, /music/{id}/audio and /library go through the
+same steps, each its own route in the handler's table.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from flask import Flask
 from werkzeug.http import parse_accept_header, parse_etags
 from werkzeug.routing import BaseConverter
 
-from . import access, jsoncodec, trace
-from .auth import Authenticator, Caller, presented
+from . import jsoncodec, trace
 from .cache import Lookup
 from .core.music import Music
 from .core.problems import INTERNAL_DETAIL
@@ -41,6 +41,7 @@ from .errors import Problem
 from .library import Library
 from .limits import Limits, RateLimited
 from .metrics import STORED, Metrics, client_label
+from .pipeline import Exchange, Pipeline
 from .scope import Answer, Scope
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
-NOBODY = Caller(None)
 
 
 def page_parts(
@@ -80,26 +80,27 @@ _JSON_TYPE = "application/json"
 
 class MusicHandler:
     """WSGI: GET and HEAD of /music, /music/{id}, /music/{id}/audio and /library answered here
-    through the same rule functions; every other request goes on to Flask."""
+    through the request pipeline and the same rule functions; every other request goes on to
+    Flask."""
 
     def __init__(
         self,
         app: WSGIApp,
         music: Music,
-        auth: Authenticator,
+        pipeline: Pipeline,
+        credentialed: bool,
         limits: Limits,
         cors: Cors,
         metrics: Metrics,
     ) -> None:
         self.app = app
         self.music = music
-        self.auth = auth
+        self.pipeline = pipeline
         self.limits = limits
-        self.cors = cors
         # What every response here varies on: the credential when one is required, the Origin
         # when CORS is on. A route's own (Accept) joins them: one Vary header per response.
         self.vary_on = (["Origin"] if cors.enabled else []) + (
-            ["Authorization"] if auth.required else []
+            ["Authorization"] if credentialed else []
         )
         self.vary = [("Vary", ", ".join(self.vary_on))] if self.vary_on else []
         self.metrics = metrics
@@ -124,18 +125,14 @@ class MusicHandler:
         if route is None or method not in ("GET", "HEAD"):
             return self.app(environ, start_response)
         template, answer, item = route
-        started = time.monotonic()
-        rid = access.request_id(environ.get("HTTP_X_REQUEST_ID"))
-        span = trace.begin(environ.get("HTTP_TRACEPARENT"))
-        authorization = environ.get("HTTP_AUTHORIZATION")
-        presented(authorization)
-        who = NOBODY  # until identified: a failure to identify is answered (and counted) below
+        ex = Exchange(environ, method, template, template)
+        pipeline = self.pipeline
         scope: Scope | None = None
-        user = cache_status = None
         limit_headers: list[tuple[str, str]] = []
         body: Iterable[bytes]
         try:
-            who = self.auth.identify(authorization)
+            pipeline.begin(ex)  # request id, trace, caller
+            who = ex.caller
             state = self.limits.check(who, environ.get("REMOTE_ADDR"))
             if state is not None:
                 limit_headers = state.headers()
@@ -143,15 +140,16 @@ class MusicHandler:
                 raise who.problem
             # PEP 3333: the query's bytes arrive as latin-1 text.
             raw = environ.get("QUERY_STRING", "").encode("latin-1")
-            scope = Scope(self.music, who, rid, environ)
-            status, body, headers, cache_status = answer(raw, scope, item)
-            user = scope.user
+            scope = Scope(self.music, who, ex.request_id, environ)
+            status, body, headers, ex.cache = answer(raw, scope, item)
+            ex.user = scope.user
             headers += limit_headers
         except Problem as exc:
             if isinstance(exc, RateLimited):
+                who = ex.caller
                 self.metrics.limited(client_label(who.client.name if who.client else None))
             status = exc.status
-            problem, headers = exc.parts(rid)
+            problem, headers = exc.parts(ex.request_id)
             headers.append(("Content-Length", str(len(problem))))
             present = {name for name, _ in headers}  # a 429 carries its own rate-limit headers
             headers += [h for h in limit_headers if h[0] not in present]
@@ -159,63 +157,48 @@ class MusicHandler:
         except Exception as exc:
             log.error("unexpected error", exc_info=exc)
             status = 500
-            problem, headers = Problem(INTERNAL_DETAIL).parts(rid)
+            problem, headers = Problem(INTERNAL_DETAIL).parts(ex.request_id)
             headers.append(("Content-Length", str(len(problem))))
             headers += limit_headers
             body = [problem]
-        if self.cors.enabled:
-            headers += [h for h in self.cors.headers(environ.get("HTTP_ORIGIN")) if h[0] != "Vary"]
-        headers = self._one_vary(headers)
-        headers += access.common_headers(rid, span)
-        start_response(_STATUS_LINES[status], headers)
-        client = who.client.name if who.client else None
-        access.log_access(
-            method,
-            template,
-            status,
-            rid,
-            started,
-            user=user,
-            client=client,
-            cache=cache_status,
-            remote_addr=environ.get("REMOTE_ADDR"),
-        )
-        metrics = self.metrics
-        label = client_label(client)
-        streamed = method != "HEAD" and not isinstance(body, list)
-        if not streamed:
-            # Labelled by the route's template, never the path a caller sent.
-            metrics.request(template, method, status, label, time.monotonic() - started)
+        ex.status = status
+        ex.streamed = method != "HEAD" and not isinstance(body, list)
+        start_response(_STATUS_LINES[status], self._one_vary(pipeline.headers(ex, headers)))
+        pipeline.end(ex)  # access line, metrics (a stream's when it ends), trace over
         # A lookup that stored a page changed this process's cache size.
+        cache_status = ex.cache
+        metrics = self.metrics
         if cache_status is not None and metrics.page(cache_status) in STORED:
             metrics.cache_size(*self.music.cache.backend.size())
-        trace.end()
         if method == "HEAD":
             close = getattr(body, "close", None)
             if close is not None:
                 close()  # a stream not begun: nothing is fetched
             return []
-        if isinstance(body, list):
+        if not ex.streamed:
             return body
+        label = client_label(ex.caller.client.name if ex.caller.client else None)
 
         def ended() -> None:
             # A stream is counted when it ends: one an unexpected error cut short (its summary
             # says internal_error; the 200 had gone out) counts as the 500 it stands for.
             failed = scope is not None and scope.internal_error
             metrics.request(
-                template, method, 500 if failed else status, label, time.monotonic() - started
+                template, method, 500 if failed else status, label, time.monotonic() - ex.started
             )
 
         # A stream: its upstream calls and log lines stay in the trace.
-        return traced(body, span, ended)
+        return traced(body, ex.trace, ended)
 
     def _one_vary(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The headers with the route's own Vary folded into the handler's: one Vary header."""
+        """The headers with every Vary (the route's own, CORS's) folded into one after the
+        handler's: one Vary header, each value once."""
         own = [value for name, value in headers if name == "Vary"]
         if not own:
             return headers + self.vary
-        rest = [h for h in headers if h[0] != "Vary"]
-        return [*rest, ("Vary", ", ".join(self.vary_on + own))]
+        vary = list(self.vary_on)
+        vary += [value for value in own if value not in vary]
+        return [*(h for h in headers if h[0] != "Vary"), ("Vary", ", ".join(vary))]
 
     def _list(self, raw: bytes, scope: Scope, item: str) -> Answer:
         query = parse_query(raw)
@@ -257,7 +240,7 @@ class MusicHandler:
 
 
 def traced(
-    body: Iterable[bytes], span: trace.Trace, ended: Callable[[], None] | None = None
+    body: Iterable[bytes], span: trace.Trace | None, ended: Callable[[], None] | None = None
 ) -> Iterator[bytes]:
     """A streamed body produced inside the request's trace (the handler ended it on return).
 

@@ -162,9 +162,11 @@ def problem_bytes(
     detail: str,
     request_id: str,
     head: bool,
-    extra: list[tuple[str, str]] | None = None,
+    headers: list[tuple[str, str]],
 ) -> bytes:
-    """A whole HTTP/1.1 response carrying a problem; no body when head is true."""
+    """A whole HTTP/1.1 response carrying a problem; no body when head is true.
+
+    headers: the request pipeline's (music_facade.pipeline: X-Request-ID, CORS, …)."""
     body = render(problem, detail, request_id)
     # A generic problem's title is the RFC 9110 reason phrase (Python's differ for some).
     reason = problem.title if problem.generic else HTTPStatus(problem.status).phrase
@@ -174,10 +176,8 @@ def problem_bytes(
         f"Content-Type: {MEDIA_TYPE}",
         f"Content-Length: {len(body)}",
         "Cache-Control: no-store",
-        "X-Content-Type-Options: nosniff",
-        f"X-Request-ID: {request_id}",
         "Connection: close",
-        *(f"{name}: {value}" for name, value in extra or ()),
+        *(f"{name}: {value}" for name, value in headers),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + (b"" if head else body)
 
@@ -280,7 +280,9 @@ class ProblemWorker(GeventWorker):  # type: ignore[misc]
         # the app did not read): a second response would answer the caller's next request on
         # this connection, so then it is only logged. gunicorn closes the connection either way.
         answered = getattr(req, _ANSWERED, False)
-        request_id = uuid.uuid4().hex
+        head = getattr(req or getattr(exc, "req", None), "method", None)
+        headers = [] if answered else self._refusal_headers(exc, client, head)
+        request_id = next((v for n, v in headers if n == "X-Request-ID"), uuid.uuid4().hex)
         extra = {} if answered else {"request_id": request_id}
         after = " (after the response)" if answered else ""
         rejection = rejection_for(exc)
@@ -297,12 +299,22 @@ class ProblemWorker(GeventWorker):  # type: ignore[misc]
             problem, detail = INTERNAL_ERROR, INTERNAL_DETAIL
         if answered:
             return
-        # gunicorn attaches the request to some header errors raised while it was being parsed.
-        head = getattr(req or getattr(exc, "req", None), "method", None) == "HEAD"
         try:
-            cors = getattr(self.wsgi, "extensions", {}).get("cors")  # the app's own CORS rule
-            allowed = cors.headers(origin_of(exc, client)) if cors and cors.enabled else None
-            answer = problem_bytes(problem, detail, request_id, head, allowed)
+            answer = problem_bytes(problem, detail, request_id, head == "HEAD", headers)
             util.write_nonblock(client, answer)
         except Exception:  # the client is gone: nothing to answer
             self.log.debug("Failed to send error message.")
+
+    def _refusal_headers(
+        self, exc: BaseException, client: socket.socket, method: str | None
+    ) -> list[tuple[str, str]]:
+        """The app's request pipeline's headers for a refusal: request id, trace, CORS, …"""
+        extensions = getattr(self.wsgi, "extensions", {})
+        pipeline = extensions.get("pipeline")
+        if pipeline is None:  # not the service's app: an id, at least
+            return [("X-Request-ID", uuid.uuid4().hex)]
+        cors = extensions.get("cors")
+        # Finding the Origin may read more of the request: only when CORS would use it.
+        origin = origin_of(exc, client) if cors is not None and cors.enabled else None
+        headers: list[tuple[str, str]] = pipeline.refusal_headers(origin, method)
+        return headers

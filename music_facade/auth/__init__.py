@@ -5,7 +5,7 @@ JWT is verified by the identity provider's token verifier (music_facade.auth.oid
 Authenticator when [oidc] is configured); anything else is looked up as a client key
 (music_facade.auth.keys). Scopes and rate limits consume the Caller's principal (its name, its rate
 limit, which aliases it may read) and never learn how it was proven. No web framework here:
-music_facade.auth.hook identifies Flask's requests, the /music handler calls identify itself.
+music_facade.pipeline's Identify step calls identify for every request.
 """
 
 from __future__ import annotations

@@ -80,10 +80,12 @@ def live_service(
     extra: str = "",
     workers: int = 1,
     read_timeout: float = 2,
+    app: str = "music_facade:create_app()",
 ) -> Iterator[GunicornProcess]:
     """The service under gunicorn against the sandbox, with LIVE_CONFIG plus `extra` TOML.
 
     read_timeout: the upstream's, longer for a test that holds a call open on purpose.
+    app: gunicorn's app path, importable from where the tests run (the repository's root).
     gunicorn's output goes to tmp/gunicorn.log.
     """
     config = tmp / "music.toml"
@@ -92,7 +94,7 @@ def live_service(
         text.replace("read_timeout = 2\n", f"read_timeout = {read_timeout}\n") + extra
     )
     env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
-    with GunicornProcess(env, workers=workers, log_path=tmp / "gunicorn.log") as server:
+    with GunicornProcess(env, workers=workers, log_path=tmp / "gunicorn.log", app=app) as server:
         yield server
 
 
