@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import requests
@@ -10,19 +9,10 @@ import requests
 from music_facade.sandbox import SandboxServer
 from tests.support import stamped
 from tests.support.helpers import live_service
+from tests.support.refusals import refused_requests, response_head
 
 NAME, VALUE = stamped.HEADER
 APP = "https://app.example.com"
-
-
-def _head_of(url: str, request: bytes) -> str:
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(request)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).split(b"\r\n\r\n", 1)[0].decode()
 
 
 def test_an_added_step_puts_its_header_on_every_answer(
@@ -46,15 +36,9 @@ def test_an_added_step_puts_its_header_on_every_answer(
         for label, answer in answers.items():
             assert answer.headers.get(NAME) == VALUE, label
         # gunicorn refuses these before the app sees them: the pipeline still runs.
-        origin = f"Origin: {APP}\r\n".encode()
-        big = b"X-Big: " + b"b" * 9000 + b"\r\n"
-        refusals = {
-            431: b"GET /music HTTP/1.1\r\nHost: x\r\n" + origin + big + b"\r\n",
-            414: b"GET /music?" + b"q" * 20000 + b" HTTP/1.1\r\nHost: x\r\n" + origin + b"\r\n",
-            400: b"GET /music HTTP/1.1\r\nHost: x\r\n" + origin + b"Bad Header: x\r\n\r\n",
-        }
+        refusals = refused_requests(APP)
         for status, request in refusals.items():
-            head = _head_of(url, request)
+            head = response_head(url, request)
             assert head.startswith(f"HTTP/1.1 {status} "), head
             assert f"\r\n{NAME}: {VALUE}\r\n" in head + "\r\n", head
             assert "\r\nX-Request-ID: " in head, head
