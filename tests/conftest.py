@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,22 @@ from .support.helpers import AppFactory, CheckedClient, sandbox_settings
 def pytest_configure(config: pytest.Config) -> None:
     """Track whether the session runs the whole suite (tests/test_problem_catalogue.py)."""
     config.pluginmanager.register(problem_codes.SessionScope(config), problem_codes.PLUGIN)
+
+
+HERE = Path(__file__).parent
+# What every test of a folder needs: tests/live runs the service, Redis, nginx or a browser as
+# real processes; tests/deploy checks deploy/ or the wheel (those that start servers are also
+# marked live, one by one).
+FOLDER_MARKS = {HERE / "live": pytest.mark.live, HERE / "deploy": pytest.mark.deploy}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's marker."""
+    for item in items:
+        for folder, mark in FOLDER_MARKS.items():
+            if item.path.is_relative_to(folder):
+                item.add_marker(mark)
 
 
 @pytest.fixture(scope="session")
