@@ -8,14 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-TOKEN = "tok-CONFIG-SECRET-123"
-MINIMAL = '[users]\nstudio = "1234567"\n'
-
-
-def write(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "music.toml"
-    path.write_text(text)
-    return str(path)
+from tests.support.config_files import MINIMAL, TOKEN, write
 
 
 def run_cli(
