@@ -18,7 +18,7 @@ import requests
 from music_facade.launch import GunicornProcess
 from music_facade.sandbox import SandboxServer
 
-from .deploy_render import nginx_binary, render_nginx
+from .deploy_render import nginx_binary, render_nginx, running_nginx
 from .helpers import LIVE_CONFIG
 from .programs import free_port, missing_program
 from .redis_server import RedisServer
@@ -107,21 +107,7 @@ def fleet(sandbox: SandboxServer, tmp: Path, app_key: str, app_digest: str,
         rendered = render_nginx(
             tmp / "nginx", listen, [r.url.removeprefix("http://") for r in replicas]
         )
-        log = (tmp / "nginx.log").open("ab")
-        stack.callback(log.close)
-        proc = subprocess.Popen(
-            rendered.command("-g", "daemon off;"), stdout=log, stderr=subprocess.STDOUT
-        )
-
-        def stop_nginx() -> None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-        stack.callback(stop_nginx)
+        proc = stack.enter_context(running_nginx(rendered, listen, tmp / "nginx.log"))
         url = f"http://{listen}"
         _wait_ready(url, proc)
         yield Fleet(redis_server, replicas, proc, url, app_key, limited_key)
