@@ -109,7 +109,9 @@ def create_app(
         networks = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy_hops, networks)  # type: ignore[method-assign]
     # Outermost: whatever escapes every handler is still a problem+json 500, counted.
-    app.wsgi_app = error_handler.LastResort(app.wsgi_app, metrics.escaped(app, measures))  # type: ignore[method-assign]
+    app.wsgi_app = error_handler.LastResort(  # type: ignore[method-assign]
+        app.wsgi_app, every_request, lambda path: metrics.route_of(app.url_map, path)
+    )
     if settings is not held:  # the master said what runs already, once for all workers
         startup.log_summary(settings, workers=1)
     return app

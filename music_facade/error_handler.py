@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -19,6 +18,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from . import access
 from .core.problems import INTERNAL_DETAIL, PROBLEMS, ProblemType
 from .errors import Problem, problem_parts
+from .pipeline import Exchange, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -78,30 +78,48 @@ class LastResort:
 
     The handlers answer their own errors (Flask's error handlers, MusicHandler's); this is for
     whatever fails around them, so that gunicorn never answers a bare 500 that /metrics does
-    not count. counted(environ, seconds) counts it.
+    not count. The answer goes through the request pipeline like any other (request id, trace,
+    CORS, common headers, access line, metrics), with route_of naming its route; should a step
+    itself be what failed, the answer still goes out with what could be made.
     """
 
     def __init__(
         self,
         app: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]],
-        counted: Callable[[dict[str, Any], float], None],
+        every_request: Pipeline,
+        route_of: Callable[[str], str],
     ) -> None:
         self.app = app
-        self.counted = counted
+        self.pipeline = every_request
+        self.route_of = route_of
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        started = time.monotonic()
         try:
             return self.app(environ, start_response)
         except Exception as exc:
             log.error("unexpected error outside every handler", exc_info=exc)
-            rid = access.request_id(environ.get("HTTP_X_REQUEST_ID"))
-            body, headers = Problem(INTERNAL_DETAIL).parts(rid)
-            headers += [("Content-Length", str(len(body))), *access.common_headers(rid, None)]
-            self.counted(environ, time.monotonic() - started)
+            path = environ.get("PATH_INFO") or ""
+            ex = Exchange(environ, environ.get("REQUEST_METHOD") or "", path, self.route_of(path))
+            ex.status = 500
+            try:
+                self.pipeline.begin(ex)
+            except Exception as again:
+                log.error("a request step failed while answering a 500", exc_info=again)
+            ex.request_id = ex.request_id or access.request_id(None)
+            body, headers = Problem(INTERNAL_DETAIL).parts(ex.request_id)
+            headers.append(("Content-Length", str(len(body))))
+            try:
+                headers = self.pipeline.headers(ex, headers)
+            except Exception as again:
+                log.error("a request step failed while answering a 500", exc_info=again)
+                headers += access.common_headers(ex.request_id, None)
             # exc_info: if the response had already started, the server re-raises and drops
             # the connection (the status cannot change any more).
             start_response("500 Internal Server Error", headers, sys.exc_info())
+            try:
+                self.pipeline.end(ex)
+            except Exception as again:
+                log.error("a request step failed while answering a 500", exc_info=again)
             return [body]

@@ -18,7 +18,6 @@ import hmac
 import ipaddress
 import os
 import re
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -442,17 +441,6 @@ def route_of(url_map: Map, path: str) -> str:
     except HTTPException:
         return UNMATCHED
     return template(str(rule.rule))
-
-
-def escaped(app: Flask, metrics: Metrics) -> Callable[[dict[str, Any], float], None]:
-    """How error_handler.LastResort counts a request whose exception escaped every handler: a 500 of
-    its route, by nobody known (the caller was not, or not surely, identified)."""
-
-    def count(environ: dict[str, Any], seconds: float) -> None:
-        route = route_of(app.url_map, environ.get("PATH_INFO") or "")
-        metrics.request(route, environ.get("REQUEST_METHOD") or "", 500, ANONYMOUS, seconds)
-
-    return count
 
 
 def register(app: Flask, metrics: Metrics, settings: Settings) -> None:

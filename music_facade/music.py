@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
@@ -177,15 +176,13 @@ class MusicHandler:
             return []
         if not ex.streamed:
             return body
-        label = client_label(ex.caller.client.name if ex.caller.client else None)
 
         def ended() -> None:
             # A stream is counted when it ends: one an unexpected error cut short (its summary
             # says internal_error; the 200 had gone out) counts as the 500 it stands for.
-            failed = scope is not None and scope.internal_error
-            metrics.request(
-                template, method, 500 if failed else status, label, time.monotonic() - ex.started
-            )
+            if scope is not None and scope.internal_error:
+                ex.status = 500
+            pipeline.done(ex)
 
         # A stream: its upstream calls and log lines stay in the trace.
         return traced(body, ex.trace, ended)

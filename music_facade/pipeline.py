@@ -9,6 +9,7 @@ Each builds an `Exchange` for the request and runs the same `Pipeline` over it:
     end      after the answer went out, last step to first: access line → metrics → the
              trace is over (a step's end runs while what the steps before it began still
              holds, as in nested middleware: the access line is in the trace)
+    done     after a streamed body's last chunk, or its caller hung up: metrics
 
 The order is the list in `steps`; a new response header is one more step there. An entrance
 knows only the three phases. A step finds what it needs on the Exchange and does nothing when
@@ -77,6 +78,9 @@ class Step:
 
     def end(self, ex: Exchange) -> None:
         """After the answer went out."""
+
+    def done(self, ex: Exchange) -> None:
+        """After a streamed body ended (ex.status: what the stream stands for)."""
 
 
 class RequestId(Step):
@@ -170,8 +174,13 @@ class Counted(Step):
         self.metrics = measures
 
     def end(self, ex: Exchange) -> None:
-        """Counted now, unless it has no route or is a stream (counted when it ends)."""
-        if ex.route is None or ex.streamed:
+        """Counted now, unless it has no route or is a stream (counted when it is done)."""
+        if not ex.streamed:
+            self.done(ex)
+
+    def done(self, ex: Exchange) -> None:
+        """Counted with the status and duration it ended with."""
+        if ex.route is None:
             return
         client = ex.caller.client
         self.metrics.request(
@@ -209,6 +218,7 @@ class Pipeline:
         self._begin = tuple(s.begin for s in steps if _overrides(s, "begin"))
         self._headers = tuple(s.headers for s in steps if _overrides(s, "headers"))
         self._end = tuple(s.end for s in reversed(steps) if _overrides(s, "end"))
+        self._done = tuple(s.done for s in reversed(steps) if _overrides(s, "done"))
 
     def begin(self, ex: Exchange) -> None:
         """Before the answer; a step may raise a Problem, answered by the entrance."""
@@ -225,6 +235,11 @@ class Pipeline:
         """After the answer went out, last step to first."""
         for end in self._end:
             end(ex)
+
+    def done(self, ex: Exchange) -> None:
+        """After a streamed body ended, last step to first."""
+        for done in self._done:
+            done(ex)
 
     def refusal_headers(self, origin: str | None, method: str | None) -> Headers:
         """The headers of an answer gunicorn's worker writes itself (the app never saw the

@@ -153,8 +153,12 @@ def test_every_500_is_counted_under_gunicorn(sandbox: SandboxServer, tmp_path: P
     app = "tests.live.test_metrics_live:broken_app()"
     with GunicornProcess(env, app=app, log_path=tmp_path / "gunicorn.log") as server:
         for path in ("/broken", "/music?user=edge", "/escape"):
-            resp = requests.get(server.url + path, timeout=10)
+            resp = requests.get(server.url + path, headers={"X-Request-ID": "req-500"}, timeout=10)
             assert resp.status_code == 500, (path, resp.text)
+            # Every entrance answers through the request pipeline, the outermost one too.
+            assert resp.headers["X-Request-ID"] == "req-500"
+            assert resp.headers["traceparent"].startswith("00-")
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
             assert resp.headers["Content-Type"] == "application/problem+json"
             assert resp.json()["code"] == "internal_error"
             assert "deliberately" not in resp.text
