@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from limits import parse_many
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
@@ -158,9 +158,45 @@ class RedisSettings:
 
     def secrets(self) -> list[str]:
         """Every secret string these settings hold, for log redaction."""
-        found = [self.password.reveal()] if self.password else []
-        password = urlsplit(self.url.reveal()).password
-        return [*found, *([unquote(password), password] if password else [])]
+        return _secrets_of(self.url, self.password)
+
+
+def _secrets_of(url: Secret, password: Secret | None) -> list[str]:
+    """The password file's value and the URL's password, as written and percent-decoded."""
+    found = [password.reveal()] if password else []
+    in_url = urlsplit(url.reveal()).password
+    return [*found, *([unquote(in_url), in_url] if in_url else [])]
+
+
+@dataclass(frozen=True)
+class MirrorSettings:
+    """[mirror]: each alias's library held in a database and kept in sync (absent: no mirror)."""
+
+    database: Secret  # sqlite:///path or postgresql://user@host:port/db; may hold a password
+    password: Secret | None = None  # from MUSIC_MIRROR_PASSWORD_FILE; wins over the URL's
+    interval: float = 60.0  # seconds between incremental syncs
+    active_interval: float = 10.0  # seconds between refreshes of tracks still generating
+    reconcile_every: float = 86400.0  # seconds between full walks
+    max_calls_per_minute: int = 30  # upstream calls per account in any 60 s window
+    changes_retention: float = 604800.0  # seconds the change log keeps superseded entries
+    max_pages: int = 10000  # pages one walk reads at most
+
+    @property
+    def dialect(self) -> str:
+        """ "sqlite" or "postgresql": the database's kind, from the URL's scheme."""
+        return urlsplit(self.database.reveal()).scheme
+
+    def describe(self) -> dict[str, Any]:
+        """The settings with the password masked (in the URL too)."""
+        return {
+            **_described(self),
+            "database": mask_url(self.database.reveal()),
+            "password": "******** (from MUSIC_MIRROR_PASSWORD_FILE)" if self.password else None,
+        }
+
+    def secrets(self) -> list[str]:
+        """Every secret string these settings hold, for log redaction."""
+        return _secrets_of(self.database, self.password)
 
 
 def mask_url(url: str) -> str:
@@ -252,6 +288,7 @@ class Settings:
     library: LibrarySettings = field(default_factory=LibrarySettings)
     oidc: OidcSettings | None = None
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    mirror: MirrorSettings | None = None
 
     @property
     def implicit_user(self) -> str | None:
@@ -313,6 +350,7 @@ class Settings:
             "library": _described(self.library),
             "oidc": self.oidc.describe() if self.oidc else None,
             "metrics": {**_described(self.metrics), "access": self.metrics_access},
+            "mirror": self.mirror.describe() if self.mirror else None,
         }
 
 
@@ -511,6 +549,52 @@ class _LibrarySchema(_StrictSchema):
     pages_per_address = fields.String(validate=_check_rate_limit)
 
 
+_DATABASE_URL_RULE = (
+    "must be sqlite:///relative/path, sqlite:////absolute/path or "
+    "postgresql://user@host:port/database"
+)
+
+
+def _check_database_url(value: str) -> None:
+    # Never echo the value: it may hold a password.
+    parts = urlsplit(value)
+    if parts.scheme == "sqlite":
+        # One file: no host, no query (the store sets its own pragmas), never ":memory:" (each
+        # connection would see its own empty database).
+        path = parts.path[1:] if value.startswith("sqlite:///") else ""
+        if parts.netloc or parts.query or parts.fragment or path in ("", "/", ":memory:"):
+            raise ValidationError(f"{_DATABASE_URL_RULE} (a SQLite file: no host, no query)")
+        return
+    if parts.scheme != "postgresql":
+        raise ValidationError(_DATABASE_URL_RULE)
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValidationError(f"{_DATABASE_URL_RULE} (with a valid port)") from None
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if not parts.hostname and "host" not in query:
+        raise ValidationError(f"{_DATABASE_URL_RULE} (with a host)")
+    if not parts.path.strip("/") or "/" in parts.path.strip("/") or parts.fragment:
+        raise ValidationError(f"{_DATABASE_URL_RULE} (with one database name)")
+    if "password" in query:
+        # mask_url hides the URL's password, not a query's: the file keeps it out of sight.
+        raise ValidationError("a password belongs in MUSIC_MIRROR_PASSWORD_FILE, not the query")
+
+
+_WEEK = 7 * 86_400.0
+_YEAR = 365 * 86_400.0
+
+
+class _MirrorSchema(_StrictSchema):
+    database = fields.String(validate=_check_database_url)
+    interval = _StrictNumber(validate=[_positive("seconds"), validate.Range(max=86_400)])
+    active_interval = _StrictNumber(validate=[_positive("seconds"), validate.Range(max=86_400)])
+    reconcile_every = _StrictNumber(validate=[_positive("seconds"), validate.Range(max=_YEAR)])
+    max_calls_per_minute = _StrictInt(validate=validate.Range(min=1, max=10_000))
+    changes_retention = _StrictNumber(validate=[_positive("seconds"), validate.Range(max=_YEAR)])
+    max_pages = _StrictInt(validate=validate.Range(min=1, max=10_000_000))
+
+
 def _check_idp_url(value: str) -> None:
     parts = urlsplit(value)
     # Plain http only on loopback (a test IdP): anyone on the path could swap the keys.
@@ -568,6 +652,7 @@ class _FileSchema(_StrictSchema):
     library = fields.Nested(_LibrarySchema)
     oidc = fields.Nested(_OidcSchema)
     metrics = fields.Nested(_MetricsSchema)
+    mirror = fields.Nested(_MirrorSchema)
 
     # The cross-field checks run even when other keys are wrong, on whatever is valid, and
     # report every problem they find: check-config shows every error in one run. An alias is
@@ -689,6 +774,10 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         redis = _redis_settings(data.get("redis", {}), environ)
     except ConfigError as exc:
         errors += exc.errors
+    try:
+        mirror = _mirror_settings(data.get("mirror", {}), document.get("mirror"), environ)
+    except ConfigError as exc:
+        errors += exc.errors
     if errors:
         raise ConfigError(*errors)
     if "base_url" in upstream:
@@ -720,6 +809,7 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
             allow=tuple(data.get("metrics", {}).get("allow", [])),
             token_sha256=tuple(data.get("metrics", {}).get("token_sha256", [])),
         ),
+        mirror=mirror,
     )
 
 
@@ -761,18 +851,72 @@ def _redis_settings(section: dict[str, Any], environ: Mapping[str, str]) -> Redi
     except ValidationError as exc:
         where = "MUSIC_REDIS_URL" if environ.get("MUSIC_REDIS_URL") else "redis.url"
         raise ConfigError(f"{where}: {exc.messages[0]}") from None
-    password = None
     path = environ.get("MUSIC_REDIS_PASSWORD_FILE")
+    password = _read_secret_file("MUSIC_REDIS_PASSWORD_FILE", path) if path else None
+    return RedisSettings(url=Secret(url), password=password, **options)
+
+
+_MIRROR_VARIABLES = ("MUSIC_MIRROR_DATABASE_URL", "MUSIC_MIRROR_PASSWORD_FILE")
+
+
+def _mirror_settings(
+    section: dict[str, Any], given: Any, environ: Mapping[str, str]
+) -> MirrorSettings | None:
+    """[mirror] with MUSIC_MIRROR_DATABASE_URL and MUSIC_MIRROR_PASSWORD_FILE applied; None
+    without the section. section holds its valid keys, given the section as the file wrote it."""
+    if given is None:
+        # Only the section turns the mirror on: a variable without it would be silently unused.
+        unused = [name for name in _MIRROR_VARIABLES if environ.get(name)]
+        if unused:
+            raise ConfigError(
+                *[
+                    f"{name}: set, but the configuration has no [mirror] section (add one to turn "
+                    "the mirror on, or unset the variable)"
+                    for name in unused
+                ]
+            )
+        return None
+    if not isinstance(given, Mapping):
+        return None  # not a table: the schema's error says so
+    options = dict(section)
+    url = environ.get("MUSIC_MIRROR_DATABASE_URL") or options.get("database")
+    options.pop("database", None)
+    errors: list[str] = []
+    if not url:
+        if "database" in given:
+            return None  # there but invalid: its own error says so
+        raise ConfigError(
+            "mirror.database: required in [mirror] (or set MUSIC_MIRROR_DATABASE_URL)"
+        )
+    if environ.get("MUSIC_MIRROR_DATABASE_URL"):
+        try:
+            _check_database_url(url)
+        except ValidationError as exc:
+            errors.append(f"MUSIC_MIRROR_DATABASE_URL: {exc.messages[0]}")
+    password = None
+    path = environ.get("MUSIC_MIRROR_PASSWORD_FILE")
     if path:
         try:
-            value = Path(path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ConfigError(f"MUSIC_REDIS_PASSWORD_FILE: cannot read {path}: {reason}") from None
-        if not value:
-            raise ConfigError("MUSIC_REDIS_PASSWORD_FILE: the file is empty")
-        password = Secret(value)
-    return RedisSettings(url=Secret(url), password=password, **options)
+            password = _read_secret_file("MUSIC_MIRROR_PASSWORD_FILE", path)
+        except ConfigError as exc:
+            errors += exc.errors
+        if password is not None and urlsplit(url).scheme == "sqlite":
+            errors.append("MUSIC_MIRROR_PASSWORD_FILE: set, but a SQLite database has no password")
+    if errors:
+        raise ConfigError(*errors)
+    return MirrorSettings(database=Secret(url), password=password, **options)
+
+
+def _read_secret_file(variable: str, path: str) -> Secret:
+    """A mounted secret file's content, stripped; ConfigError naming the variable if unusable."""
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{variable}: cannot read {path}: {reason}") from None
+    if not value:
+        raise ConfigError(f"{variable}: the file is empty")
+    return Secret(value)
 
 
 def _load_token(token_file: str | None, environ: Mapping[str, str]) -> tuple[Secret, str]:

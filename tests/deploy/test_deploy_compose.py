@@ -1,4 +1,6 @@
-"""deploy/compose.yaml: valid against the Compose Specification's schema, and the fleet's shape.
+"""deploy/compose.yaml: valid against the Compose Specification's schema, and the fleet's shape:
+nginx, two replicas, Redis, the mirror's PostgreSQL and the sandbox, each name and file one of
+them gives another existing there.
 
 Docker cannot run here, so the file is checked, not run: the schema is the one check-jsonschema
 vendors from compose-spec (with its licence) and checks with `--builtin-schema
@@ -12,6 +14,7 @@ import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -61,9 +64,9 @@ def test_the_schema_check_bites(tmp_path: Path) -> None:
     assert "service_ready" in result.stdout or "restart_policy" in result.stdout
 
 
-def test_topology_nginx_two_replicas_redis_sandbox() -> None:
+def test_topology_nginx_two_replicas_redis_postgres_sandbox() -> None:
     services = _compose()["services"]
-    assert set(services) == {"nginx", "music", "redis", "sandbox"}
+    assert set(services) == {"nginx", "music", "redis", "postgres", "sandbox"}
     assert services["music"]["deploy"]["replicas"] == 2
     # Only nginx is reachable from outside, and only on loopback.
     published = {name for name, s in services.items() if s.get("ports")}
@@ -73,9 +76,10 @@ def test_topology_nginx_two_replicas_redis_sandbox() -> None:
     assert depends["nginx"] == {"music": {"condition": "service_healthy"}}
     assert depends["music"] == {
         "redis": {"condition": "service_healthy"},
+        "postgres": {"condition": "service_healthy"},
         "sandbox": {"condition": "service_healthy"},
     }
-    for name in ("music", "redis", "sandbox"):
+    for name in ("music", "redis", "postgres", "sandbox"):
         assert services[name]["healthcheck"]["test"][0] == "CMD", name
     assert services["music"]["healthcheck"]["test"][1:] == [
         "python",
@@ -102,14 +106,65 @@ def test_replicas_env_config_and_secret() -> None:
     assert music["stop_grace_period"] == "30s"
     # The files it names exist, and together they are a configuration the service accepts.
     toml_path = DEPLOY / doc["configs"][config["source"]]["file"]
-    token_path = DEPLOY / doc["secrets"]["useapi_token"]["file"]
     settings = parse_settings(
-        tomllib.loads(toml_path.read_text(encoding="utf-8")),
-        {"USEAPI_TOKEN_FILE": str(token_path)},
+        tomllib.loads(toml_path.read_text(encoding="utf-8")), _local_environment(doc, music)
     )
     assert settings.upstream.base_url == "http://sandbox:8081/v1/tempolor"
     assert settings.upstream.token.reveal() == "sandbox-token"
     assert settings.proxy_hops == 1
+    assert settings.mirror is not None
+    assert settings.mirror.dialect == "postgresql"
+    assert settings.mirror.password is not None
+    assert settings.mirror.password.reveal() == "local-fleet-mirror-password"
+
+
+def _local_environment(doc: dict[str, Any], service: dict[str, Any]) -> dict[str, str]:
+    """The service's environment, each /run/secrets/<name> path as that secret's local file."""
+    env: dict[str, str] = {}
+    for name, value in service["environment"].items():
+        secret = value.removeprefix("/run/secrets/")
+        if secret != value:
+            assert secret in service["secrets"], name  # mounted where the variable says
+            value = str(DEPLOY / doc["secrets"][secret]["file"])
+        env[name] = value
+    return env
+
+
+def test_the_mirror_database_is_the_postgres_service() -> None:
+    doc = _compose()
+    services = doc["services"]
+    music, postgres = services["music"], services["postgres"]
+    url = urlsplit(music["environment"]["MUSIC_MIRROR_DATABASE_URL"])
+    assert url.scheme == "postgresql"
+    assert url.password is None  # the password only as a file
+    # The URL names the service, its port, the role and the database the image creates.
+    assert url.hostname in services
+    assert services[url.hostname] is postgres
+    assert postgres["image"].startswith(("postgres:15", "postgres:16"))
+    assert url.port == 5432
+    assert url.username == postgres["environment"]["POSTGRES_USER"]
+    assert url.path == "/" + postgres["environment"]["POSTGRES_DB"]
+    # Both read one secret: the image sets the password from it, the service sends it.
+    password_file = music["environment"]["MUSIC_MIRROR_PASSWORD_FILE"]
+    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == password_file
+    secret = password_file.removeprefix("/run/secrets/")
+    assert secret in music["secrets"]
+    assert secret in postgres["secrets"]
+    assert (DEPLOY / doc["secrets"][secret]["file"]).read_text(encoding="utf-8").strip()
+    assert "POSTGRES_PASSWORD" not in postgres["environment"]  # never in the environment
+    # Its readiness is checked over TCP, as the role and database the service uses.
+    test = postgres["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "pg_isready"]
+    options = dict(zip(test[2::2], test[3::2], strict=True))
+    assert options == {"-h": "127.0.0.1", "-U": url.username, "-d": url.path[1:]}
+    # The data lives in a named volume at the image's data directory.
+    (volume,) = postgres["volumes"]
+    name, target = volume.split(":")
+    assert name in doc["volumes"]
+    assert target == "/var/lib/postgresql/data"
+    # Only the fleet's network reaches it: no published port.
+    assert "ports" not in postgres
+    assert postgres["networks"] == ["fleet"] == music["networks"]
 
 
 def test_redis_is_a_bounded_lru_cache() -> None:

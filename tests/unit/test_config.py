@@ -17,6 +17,7 @@ from music_facade.config import (
     LibrarySettings,
     LimitSettings,
     MetricsSettings,
+    MirrorSettings,
     OidcSettings,
     RedisSettings,
     Secret,
@@ -277,6 +278,16 @@ def full_settings() -> Settings:
             scopes={"editors": frozenset({"studio", "label"})},
         ),
         metrics=MetricsSettings(allow=("127.0.0.1/32",), token_sha256=("d" * 64,)),
+        mirror=MirrorSettings(
+            database=Secret("postgresql://music:url-pass@db:5432/music"),
+            password=Secret("mirror-file-pass"),
+            interval=30.0,
+            active_interval=5.0,
+            reconcile_every=3600.0,
+            max_calls_per_minute=12,
+            changes_retention=86400.0,
+            max_pages=500,
+        ),
     )
 
 
@@ -351,14 +362,27 @@ def test_describe_shows_a_full_configuration_in_order_with_secrets_masked() -> N
                 "token_sha256": ["d" * 64],
                 "access": "restricted",
             },
+            "mirror": {
+                "database": "postgresql://music:********@db:5432/music",
+                "password": "******** (from MUSIC_MIRROR_PASSWORD_FILE)",
+                "interval": 30.0,
+                "active_interval": 5.0,
+                "reconcile_every": 3600.0,
+                "max_calls_per_minute": 12,
+                "changes_retention": 86400.0,
+                "max_pages": 500,
+            },
         }
     )
 
 
 def test_describe_without_the_optional_sections() -> None:
     full = full_settings()
-    shown = replace(full, redis=None, oidc=None, default_user=None).describe()
+    shown = replace(full, redis=None, oidc=None, default_user=None, mirror=None).describe()
     assert (shown["redis"], shown["oidc"], shown["default_user"]) == (None, None, None)
+    assert shown["mirror"] is None
+    assert full.mirror is not None
+    assert replace(full.mirror, password=None).describe()["password"] is None
     assert full.oidc is not None
     assert full.redis is not None
     oidc = replace(full.oidc, jwks_url="https://idp.test/keys")
