@@ -14,6 +14,14 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _generation(text: str) -> tuple[str, int]:
+    """USER_ID=N from the command line: an account of N synthetic records."""
+    user_id, _, count = text.rpartition("=")
+    if not user_id or not count.isdigit():
+        raise argparse.ArgumentTypeError(f"expected USER_ID=N, got {text!r}")
+    return user_id, int(count)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, print the base URL and token, serve until Ctrl+C."""
     parser = argparse.ArgumentParser(
@@ -29,6 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         help="what JSON answers are compressed with when the request accepts it, in order of "
         "preference (comma-separated; '' sends them uncompressed)",
     )
+    parser.add_argument(
+        "--generate",
+        type=_generation,
+        action="append",
+        default=[],
+        metavar="USER_ID=N",
+        help="give account USER_ID (new or not) N synthetic records, half songs and half "
+        "instrumentals, for benchmarks; repeatable",
+    )
     args = parser.parse_args(argv)
     if args.page_size < 1:
         parser.error("--page-size must be at least 1")
@@ -42,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         quiet=False,
         encodings=encodings,
     )
+    for user_id, count in args.generate:
+        try:
+            server.state.library.generate(user_id, count - count // 2, count // 2)
+        except ValueError as exc:
+            parser.error(f"--generate {user_id}={count}: {exc}")
     server.bind()
     print(f"sandbox upstream base URL: {server.base_url}", flush=True)
     print(f"sandbox upstream token:    {server.token}", flush=True)

@@ -18,8 +18,12 @@ from typing import Any
 from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException
 
-from music_facade.sandbox.data import ACCOUNTS, SONG, TYPES, USEAPI_ACCOUNT, Account
+from music_facade.sandbox.accounts_api import register_account_routes
+from music_facade.sandbox.answers import error as _error
+from music_facade.sandbox.answers import json_answer as _json
+from music_facade.sandbox.data import SONG, TYPES, USEAPI_ACCOUNT
 from music_facade.sandbox.faults import JSON, Fault, FaultContext, parse_fault
+from music_facade.sandbox.library import Library, Listing
 
 SANDBOX_TOKEN = "sandbox-token"  # noqa: S105 - the fake's public, documented token
 FAULT_HEADER = "X-Sandbox-Fault"
@@ -63,10 +67,15 @@ class _ArmedFault:
 
 
 class SandboxState:
-    """The sandbox's mutable state, shared by every request thread: call log and faults."""
+    """The sandbox's mutable state, shared by every request thread: call log, faults and the
+    accounts' library (its generating tracks follow `clock`, epoch seconds)."""
 
-    def __init__(self, encodings: tuple[str, ...] = ENCODINGS) -> None:
+    def __init__(
+        self, encodings: tuple[str, ...] = ENCODINGS, clock: Callable[[], float] = time.time
+    ) -> None:
         self._lock = threading.Lock()
+        self.clock = clock
+        self.library = Library(clock)
         self._default_encodings = self.encodings = _check_encodings(encodings)
         self._calls: list[SandboxCall] = []
         self._faults: dict[str, _ArmedFault] = {}
@@ -144,12 +153,14 @@ class SandboxState:
         self.encodings = _check_encodings(encodings)
 
     def reset(self) -> None:
-        """Forget every call and fault, restore the encodings, release whatever is waiting."""
+        """Forget every call and fault, restore the encodings and the original accounts, release
+        whatever is waiting."""
         with self._lock:
             self._calls.clear()
             self._faults.clear()
             self.encodings = self._default_encodings
             self.link_seconds = LINK_SECONDS
+        self.library.reset()
         self.release()
 
 
@@ -195,7 +206,7 @@ def encode_cursor(user_id: str, music_type: str, offset: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def decode_cursor(cursor: str, account: Account, music_type: str) -> int | None:
+def decode_cursor(cursor: str, listing: Listing, music_type: str) -> int | None:
     """The offset a cursor points at, or None if it is not one this account/type would mint."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
@@ -203,23 +214,14 @@ def decode_cursor(cursor: str, account: Account, music_type: str) -> int | None:
         offset = int(offset_text)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    size = len(account.records(music_type))
     valid = (
-        user_id == account.user_id
+        user_id == listing.user_id
         and kind == music_type
-        and 0 < offset < size
-        and not account.single_page
+        and 0 < offset < listing.size
+        and not listing.single_page
         and cursor == encode_cursor(user_id, kind, offset)
     )
     return offset if valid else None
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, content_type=JSON)
-
-
-def _error(message: str, status: int) -> Response:
-    return _json({"error": message, "code": status}, status)
 
 
 def _headers_as_sent(req: Request) -> dict[str, str]:
@@ -252,36 +254,32 @@ def create_sandbox(
             return _error("Invalid type parameter. Must be 'song' or 'instrumental'", 400)
         if not user_id:
             return _error("user_id is required when multiple accounts are configured", 400)
-        account = ACCOUNTS.get(user_id)
-        if account is None:
+        listing = sandbox.library.listing(user_id, music_type)
+        if listing is None:
             return _error(f"TemPolor account {user_id} is not configured", 404)
         cursor = request.args.get("cursor", "")
         offset = 0
         if cursor:
-            found = decode_cursor(cursor, account, music_type)
+            found = decode_cursor(cursor, listing, music_type)
             if found is None:
                 return _error("Invalid cursor", 400)
             offset = found
-        if not account.has_records_key:
+        if not listing.has_records_key:
             return _json({"hasNext": False})
-        records = account.records(music_type)
-        end = len(records) if account.single_page else offset + page_size
-        has_next = end < len(records)
-        next_cursor = encode_cursor(user_id, music_type, end) if has_next else ""
-        return _json(
-            {"records": list(records[offset:end]), "hasNext": has_next, "cursor": next_cursor}
-        )
+        end = None if listing.single_page else offset + page_size
+        records = sandbox.library.page(user_id, music_type, offset, end)
+        has_next = end is not None and end < listing.size
+        next_cursor = encode_cursor(user_id, music_type, end) if end and has_next else ""
+        return _json({"records": records, "hasNext": has_next, "cursor": next_cursor})
 
     def find(job_id: str) -> tuple[str | None, dict[str, Any] | Response]:
         """The account named by a job_id and its record, or the upstream's 404 answer."""
         match = JOB_ID_RE.match(job_id)
         user_id = match["user"] if match else None
-        account = ACCOUNTS.get(user_id or "")
-        if match and account is not None and match["account"] == USEAPI_ACCOUNT:
-            for music_type in TYPES:
-                for record in account.records(music_type):
-                    if isinstance(record, dict) and record.get("itemId") == match["item"]:
-                        return user_id, record
+        if match and match["account"] == USEAPI_ACCOUNT:
+            record = sandbox.library.find(match["user"], match["item"])
+            if isinstance(record, dict):
+                return user_id, record
         return user_id, _error(f"No record found for {job_id}", 404)
 
     def authorized() -> Response | None:
@@ -309,7 +307,7 @@ def create_sandbox(
         if not isinstance(status, int) or status < 30:
             return _error(f"Generation is not completed yet ({status})", 400)
         seconds = sandbox.link_seconds
-        expires = int(time.time()) + seconds
+        expires = int(sandbox.clock()) + seconds
         item = found["itemId"]
         key = hashlib.sha256(f"{item}:{file_format}:{expires}".encode()).hexdigest()[:32]
         ext = FILE_FORMATS[file_format]
@@ -410,6 +408,8 @@ def create_sandbox(
     def clear_fault(user_id: str) -> Response:
         """Disarm user_id's fault."""
         return _json({"user_id": user_id, "cleared": sandbox.clear_fault(user_id)})
+
+    register_account_routes(app, sandbox.library)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

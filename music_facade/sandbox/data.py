@@ -102,6 +102,10 @@ _INSTRUMENTAL_TITLES = (
     "Harbor Lights Dub",
     "Stellar Drift",
 )
+TITLE_WORDS = tuple(
+    sorted({word for title in _SONG_TITLES + _INSTRUMENTAL_TITLES for word in title.split()})
+)
+"""Every word of the accounts' titles, for made-up titles that text search can find."""
 _STYLES = ("Orchestral", "Synthwave", "Indie Folk", "Lo-fi Hip Hop", "Dream Pop", "Jazz", "Ambient")
 _MOODS = ("Epic", "Melancholic", "Uplifting", "Calm", "Energetic", "Romantic")
 _INSTRUMENTS = ("Strings", "Piano", "Synth", "Acoustic Guitar", "Drums", "Saxophone")
