@@ -28,7 +28,9 @@ from .cache import PageCache
 from .config import Settings, load_settings
 from .core.music import Music
 from .guards import Guards
+from .mirroring import Mirror
 from .proxies import TrustedProxyFix
+from .queries import MirrorAnswers
 from .upstream import UpstreamClient
 
 __all__ = ["create_app"]
@@ -41,6 +43,7 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     steps: Callable[..., list[pipeline.Step]] = pipeline.steps,
+    sync: bool = True,
 ) -> Flask:
     """Build the WSGI app; without settings, the ones gunicorn's master validated (a worker
     inherits them: music_facade.master), else read from MUSIC_CONFIG and the environment.
@@ -48,6 +51,7 @@ def create_app(
     clock is the time source of the page cache and the upstream guards (cooldowns, breaker),
     for tests that age pages and guard states without waiting. steps makes the request
     pipeline's steps from the authenticator, CORS and metrics (music_facade.pipeline.steps).
+    With [mirror], sync=False builds the mirror without starting its syncer (tests step it).
     """
     held = master.held()
     if settings is None:
@@ -79,6 +83,7 @@ def create_app(
     )
     bulkhead = Bulkhead(settings.bulkhead, observe=measures.in_flight)
     the_music = Music(settings, upstream, cache, bulkhead)
+    mirror = Mirror(settings, guards, measures, clock) if settings.mirror is not None else None
     # Every entrance (the handler below, Flask's routes, gunicorn's refusals) runs these steps.
     every_request = pipeline.Pipeline(steps(authenticator, cross_origin, measures))
     pipeline.install(app, every_request)
@@ -87,7 +92,9 @@ def create_app(
     error_handler.register(app)
     cors.register(app, cross_origin)
     meta.register(app, settings)
-    music.register(app, the_music)
+    music.register(app, the_music, mirrored=mirror is not None)
+    if mirror is not None:
+        app.extensions["mirror"] = mirror
     app.extensions["limits"] = rate_limits
     if chosen.store is not None:
         app.extensions["store"] = chosen.store
@@ -100,6 +107,7 @@ def create_app(
         rate_limits,
         cross_origin,
         measures,
+        MirrorAnswers(settings, mirror.store) if mirror is not None else None,
     )
     app.wsgi_app = handler  # type: ignore[method-assign]
     if settings.proxy_hops:
@@ -112,6 +120,8 @@ def create_app(
     app.wsgi_app = error_handler.LastResort(  # type: ignore[method-assign]
         app.wsgi_app, every_request, lambda path: metrics.route_of(app.url_map, path)
     )
+    if mirror is not None and sync:
+        mirror.start()
     if settings is not held:  # the master said what runs already, once for all workers
         startup.log_summary(settings, workers=1)
     return app

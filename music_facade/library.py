@@ -15,7 +15,7 @@ import csv
 import io
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from werkzeug.http import parse_accept_header
@@ -31,6 +31,7 @@ from .core.walk import CallerGone, Walk
 from .errors import InvalidQuery, Problem
 from .limits import Limits, RateLimited
 from .metrics import STORED, Metrics, client_label
+from .mirror import Store, parse_tracks_query
 from .scope import Answer, Scope
 from .streaming import Connection, Stream, StreamSlots
 
@@ -51,6 +52,17 @@ class LimitReached(Problem, code="limit_reached"):
     """Only ever inside a summary: the stream stopped at the request's `limit`."""
 
 
+class MirrorSyncing(Problem, code="mirror_syncing"):
+    """Only ever inside a summary: the mirror has not read the account's whole library yet."""
+
+
+_SYNCING = (
+    "The mirror is still reading this account's library for the first time; "
+    "what it holds so far was streamed."
+)
+MIRROR_PAGE = 100  # tracks per read of the mirror
+
+
 def fetched(lookup: Lookup) -> bool:
     """Whether this request's own load called the upstream (not a hit, not collapsed)."""
     status = lookup.cache_status
@@ -61,9 +73,15 @@ class Library:
     """Answers GET /library for the handler."""
 
     def __init__(
-        self, music: Music, limits: Limits, settings: LibrarySettings, metrics: Metrics
+        self,
+        music: Music,
+        limits: Limits,
+        settings: LibrarySettings,
+        metrics: Metrics,
+        mirror: Store | None = None,
     ) -> None:
         self.music = music
+        self.mirror = mirror
         self.limits = limits
         self.settings = settings
         self.max_items = settings.max_items
@@ -85,9 +103,22 @@ class Library:
         connection = Connection.of(scope.environ)
         settings = self.settings
         slot = self.slots.take()
+        mirror = self.mirror
+        incomplete: Callable[[], Problem | None] = lambda: None  # noqa: E731
+        if mirror is not None:
+            # Read before the walk: a backfill that finishes meanwhile was not whole when it began.
+            backfilled = mirror.state(alias, type_).backfilled
+
+            def incomplete() -> Problem | None:
+                return None if backfilled else MirrorSyncing(_SYNCING)
+
         try:
             walk = Walk(
-                lambda cursor: self._page(scope, alias, type_, cursor),
+                lambda cursor: (
+                    self._page(scope, alias, type_, cursor)
+                    if mirror is None
+                    else _mirror_page(mirror, alias, type_, cursor)
+                ),
                 settings.max_pages,
                 settings.max_seconds,
                 connection,
@@ -97,7 +128,7 @@ class Library:
             slot.release()
             raise
         render: Render = CsvRender() if _wants_csv(scope.environ.get("HTTP_ACCEPT")) else Ndjson()
-        chunks = _stream(walk, first, limit, render, scope, connection)
+        chunks = _stream(walk, first, limit, render, scope, connection, incomplete)
         headers = [
             ("Content-Type", render.media_type),
             ("Cache-Control", "no-store"),
@@ -124,6 +155,15 @@ class Library:
         return page
 
 
+def _mirror_page(store: Store, alias: str, type_: str, cursor: str | None) -> dict[str, Any]:
+    """One page of the mirror, newest first, shaped as a cached upstream page is."""
+    pairs = [("user", alias), ("type", type_), ("limit", str(MIRROR_PAGE))]
+    query = parse_tracks_query(pairs + ([("cursor", cursor)] if cursor else []))
+    page = store.tracks(query, (alias,))
+    items = [{k: v for k, v in track.items() if k not in ("user", "type")} for track in page.items]
+    return {"items": items, "next_cursor": page.next_cursor, "has_more": page.has_more}
+
+
 def _stream(
     walk: Walk,
     first: list[dict[str, Any]],
@@ -131,6 +171,7 @@ def _stream(
     render: Render,
     scope: Scope,
     connection: Connection | None,
+    incomplete: Callable[[], Problem | None] = lambda: None,
 ) -> Iterator[bytes]:
     """Tracks in order, then one summary: {"summary": {count, complete[, problem]}}.
 
@@ -158,6 +199,7 @@ def _stream(
             if over:
                 raise LimitReached(f"Stopped at the limit of {limit} tracks.")
             items = walk.next()
+        problem = incomplete()
     except GeneratorExit:
         # The server closed the stream: a write failed (the caller left) or timed out.
         log.info("library stream closed after %d tracks, %d pages", count, walk.pages)
@@ -175,7 +217,7 @@ def _stream(
         scope.internal_error = True  # counted as the 500 it stands for when the stream ends
     summary: dict[str, Any] = {"count": count, "complete": problem is None}
     if problem is not None:
-        if not isinstance(problem, LimitReached):
+        if not isinstance(problem, LimitReached | MirrorSyncing):
             log.warning("library stream cut short: %s", problem.code)
         summary["problem"] = {**problem.body(), "request_id": scope.request_id}
     yield render.summary(summary)

@@ -162,6 +162,9 @@ def readyz() -> Response:
     shared store is gone would turn a degraded fleet into an outage.
     """
     checks = {"redis": redis_check()}
+    mirror = current_app.extensions.get("mirror")
+    if mirror is not None:
+        checks["mirror"] = mirror.health()
     lifecycle: Lifecycle = current_app.extensions["lifecycle"]
     if lifecycle.shutting_down:
         raise ShuttingDown(checks)

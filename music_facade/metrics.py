@@ -87,6 +87,8 @@ REQUEST_BUCKETS = (
 )
 UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 # The upstream's outcomes (UpstreamFailure codes), besides "ok".
+SOURCES = ("request", "mirror")
+"""Who an upstream call was made for: a caller's request, or the mirror's sync."""
 UPSTREAM_OUTCOMES = (
     "ok",
     "upstream_rejected",
@@ -170,8 +172,9 @@ class Metrics:
         )
         self.upstream_calls = Counter(
             PREFIX + "upstream_calls",
-            "Upstream calls by account alias and outcome (ok, or the problem code).",
-            ["account", "outcome"],
+            "Upstream calls by account alias, outcome (ok, or the problem code) and source "
+            "(request: made for a caller; mirror: the mirror's sync).",
+            ["account", "outcome", "source"],
             registry=r,
         )
         self.upstream_duration = Histogram(
@@ -234,6 +237,29 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        # The mirror's: set by the process syncing the account (the largest over live workers).
+        self.mirror_tracks = Gauge(
+            PREFIX + "mirror_tracks",
+            "Tracks the mirror holds, by account alias, type and status.",
+            ["account", "type", "status"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.mirror_synced = Gauge(
+            PREFIX + "mirror_last_complete_sync_timestamp_seconds",
+            "Unix time of the account's last complete sync (0: none yet); its lag is "
+            "time() minus this.",
+            ["account", "type"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.mirror_syncs = Counter(
+            PREFIX + "mirror_syncs",
+            "The mirror's syncs by account alias, type, kind (backfill, incremental, active, "
+            "reconcile) and outcome (ok, or the problem code).",
+            ["account", "type", "kind", "outcome"],
+            registry=r,
+        )
         self.redis_available: Gauge | None = None
         self.redis_errors: Counter | None = None
         self._request_children: dict[tuple[str, str, int, str], Any] = {}
@@ -248,7 +274,9 @@ class Metrics:
         self._guard_values: dict[str, tuple[float, float, float]] = {}
         for alias in self.aliases.values():
             for outcome in UPSTREAM_OUTCOMES:
-                self._calls[alias, outcome] = self.upstream_calls.labels(alias, outcome)
+                for source in SOURCES if settings.mirror is not None else SOURCES[:1]:
+                    key = (alias, outcome, source)
+                    self._calls[key] = self.upstream_calls.labels(*key)
             for reason in REFUSALS.values():
                 self.upstream_refusals.labels(alias, reason)
             self._upstream_durations[alias] = self.upstream_duration.labels(alias)
@@ -288,12 +316,15 @@ class Metrics:
 
     # --- the upstream (upstream, guards, bulkhead) -----------------------------------------------
 
-    def upstream_call(self, user_id: str, outcome: str, seconds: float) -> None:
+    def upstream_call(
+        self, user_id: str, outcome: str, seconds: float, source: str = "request"
+    ) -> None:
         """Count one upstream call (ok or a problem code) and its duration."""
         alias = self.aliases.get(user_id, "other")
-        child = self._calls.get((alias, outcome))
+        key = (alias, outcome, source)
+        child = self._calls.get(key)
         if child is None:  # an outcome or account not pre-bound (a new problem code)
-            child = self._calls[alias, outcome] = self.upstream_calls.labels(alias, outcome)
+            child = self._calls[key] = self.upstream_calls.labels(*key)
         child.inc()
         hist = self._upstream_durations.get(alias)
         if hist is None:
@@ -304,6 +335,19 @@ class Metrics:
         """Count one call a guard refused (cooldown, remembered auth failure, breaker)."""
         reason = REFUSALS.get(type(refusal).__name__, "other")
         self.upstream_refusals.labels(self.aliases.get(user_id, "other"), reason).inc()
+
+    def mirror_sync(
+        self, alias: str, type_: str, kind: str, outcome: str, last_complete: float | None
+    ) -> None:
+        """Count one sync of the mirror and note the account's last complete one."""
+        self.mirror_syncs.labels(alias, type_, kind, outcome).inc()
+        if last_complete is not None:
+            self.mirror_synced.labels(alias, type_).set(last_complete)
+
+    def mirror_counts(self, alias: str, type_: str, counts: dict[str, int]) -> None:
+        """The mirror's tracks of an account and type, by status."""
+        for status in ("generating", "failed", "completed", "unknown"):
+            self.mirror_tracks.labels(alias, type_, status).set(counts.get(status, 0))
 
     def guard_state(
         self, user_id: str, open_until: float, cooldown_until: float, auth_failed_until: float

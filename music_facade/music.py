@@ -41,6 +41,7 @@ from .library import Library
 from .limits import Limits, RateLimited
 from .metrics import STORED, Metrics, client_label
 from .pipeline import Exchange, Pipeline
+from .queries import MirrorAnswers
 from .scope import Answer, Scope
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class MusicHandler:
         limits: Limits,
         cors: Cors,
         metrics: Metrics,
+        mirror: MirrorAnswers | None = None,
     ) -> None:
         self.app = app
         self.music = music
@@ -103,7 +105,13 @@ class MusicHandler:
         )
         self.vary = [("Vary", ", ".join(self.vary_on))] if self.vary_on else []
         self.metrics = metrics
-        self.library = Library(music, limits, music.settings.library, metrics)
+        self.library = Library(
+            music, limits, music.settings.library, metrics, mirror.store if mirror else None
+        )
+        # Routes answered from the mirror, when it is on (else they are Flask's 404).
+        self.mirrored: dict[str, Callable[..., Answer]] = (
+            {"/tracks": mirror.tracks, "/changes": mirror.changes} if mirror else {}
+        )
 
     def _route(self, path: str | None) -> tuple[str, Callable[..., Answer], str] | None:
         """The route template, its answering method and the track id in the path, or None."""
@@ -111,6 +119,9 @@ class MusicHandler:
             return "/music", self._list, ""
         if path == "/library":
             return "/library", self.library.answer, ""
+        answer = self.mirrored.get(path or "")
+        if answer is not None:
+            return path or "", answer, ""
         match = _TRACK_PATH_RE.match(path or "")
         if match is None:
             return None
@@ -283,7 +294,7 @@ def _routing_only(**_: str) -> str:
     raise AssertionError("GET /music reached Flask; MusicHandler is not installed")
 
 
-def register(app: Flask, music: Music) -> None:
+def register(app: Flask, music: Music, mirrored: bool = False) -> None:
     """Give Flask the handler's rules (so they answer OPTIONS and 405 like any route)."""
     app.extensions["music"] = music
     app.add_url_rule("/music", "music", _routing_only, methods=["GET"])
@@ -293,3 +304,6 @@ def register(app: Flask, music: Music) -> None:
     app.add_url_rule("/music/<track_id:id>", "track", _routing_only, methods=["GET"])
     app.add_url_rule("/music/<track_id:id>/audio", "audio", _routing_only, methods=["GET"])
     app.add_url_rule("/library", "library", _routing_only, methods=["GET"])
+    if mirrored:
+        app.add_url_rule("/tracks", "tracks", _routing_only, methods=["GET"])
+        app.add_url_rule("/changes", "changes", _routing_only, methods=["GET"])

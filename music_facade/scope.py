@@ -30,3 +30,14 @@ class Scope:
         alias = self.music.alias(given, self.who.client)
         self.user = alias
         return alias
+
+    def accounts(self, given: tuple[str, ...] | None) -> tuple[str, ...]:
+        """The aliases a query names, each one the caller may read and configured (the same
+        403 and 404 as account()); none named: every configured alias the caller may read."""
+        client = self.who.client
+        if given is None:
+            users = self.music.settings.users
+            return tuple(a for a in users if client is None or client.may_read(a))
+        aliases = tuple(dict.fromkeys(self.music.alias(a, client) for a in given))
+        self.user = ",".join(aliases)
+        return aliases

@@ -86,9 +86,12 @@ class UpstreamClient:
         *,
         guards: Guards | None = None,
         metrics: Metrics | None = None,
+        source: str = "request",
     ) -> None:
-        """metrics is told of every call's outcome and every guard refusal."""
+        """metrics is told of every call's outcome (labelled with source: who it is made
+        for) and every guard refusal."""
         self.settings = settings
+        self.source = source
         self.guards = guards if guards is not None else Guards(settings)
         self.metrics = metrics
         self.watchdog = Watchdog()
@@ -157,11 +160,11 @@ class UpstreamClient:
             answer = self._exchange(path, params, request_id, user_id)
         except UpstreamFailure as exc:
             if metrics is not None:
-                metrics.upstream_call(user_id, exc.code, time.monotonic() - started)
+                metrics.upstream_call(user_id, exc.code, time.monotonic() - started, self.source)
             self.guards.failed(user_id, exc)
             raise
         if metrics is not None:
-            metrics.upstream_call(user_id, "ok", time.monotonic() - started)
+            metrics.upstream_call(user_id, "ok", time.monotonic() - started, self.source)
         self.guards.succeeded(user_id)
         return answer
 

@@ -94,6 +94,7 @@ PROBLEMS: Mapping[str, ProblemType] = _catalogue(
     _own("upstream_cursor_cycle", 502, "The upstream's pages lead back"),
     _own("time_limit_reached", 504, "The library took longer than the limit"),
     _own("library_busy", 503, "Too many library streams"),
+    _own("mirror_syncing", 503, "The mirror has not read the whole library yet"),
     # The mirror's change log.
     _own("changes_expired", 410, "The change log no longer reaches back that far"),
     # The upstream, and the guards in front of it.

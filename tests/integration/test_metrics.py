@@ -36,7 +36,16 @@ def test_requests_cache_and_upstream_are_counted(make_app: AppFactory) -> None:
     assert value(found, "music_facade_requests_total", **lost) == 1
     assert value(found, "music_facade_page_cache_total", outcome="miss") == 1
     assert value(found, "music_facade_page_cache_total", outcome="hit") == 2
-    assert value(found, "music_facade_upstream_calls_total", account="studio", outcome="ok") == 1
+    assert (
+        value(
+            found,
+            "music_facade_upstream_calls_total",
+            account="studio",
+            outcome="ok",
+            source="request",
+        )
+        == 1
+    )
     assert value(found, "music_facade_upstream_duration_seconds_count", account="studio") == 1
     assert value(found, "music_facade_cache_entries") == 1
     assert value(found, "music_facade_cache_bytes") > 100
@@ -54,8 +63,13 @@ def test_upstream_failures_and_guards_by_alias(
     problem(client.get("/music?user=studio&type=instrumental"), 503, "upstream_rate_limited")
     found = samples(client)
     calls = "music_facade_upstream_calls_total"
-    assert value(found, calls, account="edge", outcome="upstream_auth_failed") == 1
-    assert value(found, calls, account="studio", outcome="upstream_rate_limited") == 1
+    assert (
+        value(found, calls, account="edge", outcome="upstream_auth_failed", source="request") == 1
+    )
+    assert (
+        value(found, calls, account="studio", outcome="upstream_rate_limited", source="request")
+        == 1
+    )
     refusals = "music_facade_upstream_refusals_total"
     assert value(found, refusals, account="edge", reason="auth_failure_remembered") == 1
     assert value(found, refusals, account="studio", reason="cooldown") == 0
@@ -83,7 +97,11 @@ def test_breaker_open_until(make_app: AppFactory, sandbox: SandboxServer) -> Non
     assert value(found, gauge, account="studio") > 0
     assert (
         value(
-            found, "music_facade_upstream_calls_total", account="studio", outcome="upstream_error"
+            found,
+            "music_facade_upstream_calls_total",
+            account="studio",
+            outcome="upstream_error",
+            source="request",
         )
         == 2
     )

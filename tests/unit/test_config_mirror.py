@@ -183,7 +183,10 @@ def test_the_variables_without_the_section_are_an_error_not_ignored(tmp_path: Pa
     password = tmp_path / "pw"
     password.write_text("hunter2")
     message = error_of(
-        tmp_path, MINIMAL, MUSIC_MIRROR_DATABASE_URL=PG_URL, MUSIC_MIRROR_PASSWORD_FILE=str(password)
+        tmp_path,
+        MINIMAL,
+        MUSIC_MIRROR_DATABASE_URL=PG_URL,
+        MUSIC_MIRROR_PASSWORD_FILE=str(password),
     )
     assert message.splitlines() == [
         "MUSIC_MIRROR_DATABASE_URL: set, but the configuration has no [mirror] section (add one "

@@ -1,0 +1,97 @@
+"""The mirror of one process: its store, its syncer and the thread (a greenlet under gunicorn's
+gevent worker) that runs the syncer until the process ends."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from .config import MirrorSettings, Settings
+from .core.query import TYPES
+from .guards import Guards
+from .metrics import Metrics
+from .mirror import Store
+from .mirror.sync import Syncer, SyncReport
+from .upstream import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+# Connections the syncer's own upstream client keeps: it makes one call at a time.
+_SYNC_POOL = 2
+
+
+class Mirror:
+    """What [mirror] adds to a process. Its upstream calls go through the same guards as every
+    other call (a cooldown, the breaker and a remembered auth failure pause the sync too) on a
+    client of their own, counted with source="mirror"."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        guards: Guards,
+        measures: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        mirror = settings.mirror
+        assert mirror is not None
+        self.settings: MirrorSettings = mirror
+        self.measures = measures
+        password = mirror.password.reveal() if mirror.password is not None else None
+        self.store = Store.open(
+            mirror.database.reveal(),
+            password,
+            clock=clock,
+            changes_retention=mirror.changes_retention,
+        )
+        self.client = UpstreamClient(
+            settings.upstream, _SYNC_POOL, guards=guards, metrics=measures, source="mirror"
+        )
+        self.syncer = Syncer(
+            settings.users, mirror, self.store, self.client, clock=clock, observe=self._observe
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Run the syncer in the background until stop() or the process's exit."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self.syncer.run, args=(self._stop,), name="mirror-sync", daemon=True
+        )
+        self._thread.start()
+        # A worker that exits in order gives its leases up: another takes over at once.
+        atexit.register(self.stop)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop syncing (the leases are released) and wait for the loop to end."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _observe(self, report: SyncReport) -> None:
+        self.measures.mirror_sync(
+            report.alias, report.type, report.kind, report.outcome, report.last_complete
+        )
+        if report.written or report.deleted or report.kind == "backfill":
+            self.measures.mirror_counts(
+                report.alias, report.type, self.store.counts(report.alias, report.type)
+            )
+
+    def health(self) -> str:
+        """/readyz's check: ok; syncing (a backfill is in progress); stale (an account's last
+        complete sync is older than five intervals). Both still ready: it serves what it has."""
+        now = time.time()
+        stale = now - 5 * self.settings.interval
+        status = "ok"
+        for alias in self.syncer.users:
+            for type_ in TYPES:
+                state = self.store.state(alias, type_)
+                if not state.backfilled:
+                    status = "syncing" if status == "ok" else status
+                elif state.last_complete is None or state.last_complete < stale:
+                    return "stale"
+        return status
