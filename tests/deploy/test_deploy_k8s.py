@@ -3,9 +3,11 @@ schemas) and consistent with itself, and its Redis working with the service for 
 
 The checks that matter: the grace period outlasts preStop plus gunicorn's graceful_timeout;
 every selector, port and name one object gives another exists there (Services, probes,
-NetworkPolicies, the Ingress, the HPA and PDB, MUSIC_REDIS_URL, the Prometheus scrape job);
-the bundle never applies a placeholder Secret; and its Redis, started with the bundle's own
-command, ConfigMap and generated password, answers its readiness probe and the service.
+NetworkPolicies, the Ingress, the HPA and PDB, MUSIC_REDIS_URL, the Secret's keys the password
+variables name, the Prometheus scrape job); the bundle never applies a placeholder Secret and
+brings no PostgreSQL (the mirror's database is the operator's); and its Redis, started with
+the bundle's own command, ConfigMap and generated password, answers its readiness probe and
+the service, whose mirror database is then a real PostgreSQL.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import kubernetes_validate
+import psycopg
 import pytest
 import redis
 import requests
 import yaml
+from psycopg import sql
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -40,6 +44,7 @@ from tests.support.deploy_render import (
     gunicorn_setting,
     render_kustomization,
 )
+from tests.support.postgres_server import PostgresServer
 from tests.support.programs import free_port, missing_program
 from tests.support.redis_server import require_redis_server
 
@@ -50,6 +55,7 @@ VERSIONS = ["1.30", kubernetes_validate.latest_version()]
 SECRET_FILES = {
     "secrets/useapi_token": b"test-useapi-token\n",
     "secrets/redis_password": b"0123456789abcdef0123456789abcdef\n",
+    "secrets/mirror_password": b"fedcba9876543210fedcba9876543210\n",
 }
 BUNDLE = render_kustomization(files=SECRET_FILES)
 
@@ -172,7 +178,7 @@ def test_the_bundle_applies_no_placeholder_secret() -> None:
         assert "Secret" not in kinds, resource
     (generator,) = kustomization["secretGenerator"]
     paths = [entry.partition("=")[2] for entry in generator["files"]]
-    assert paths == ["secrets/useapi_token", "secrets/redis_password"]
+    assert paths == ["secrets/useapi_token", "secrets/redis_password", "secrets/mirror_password"]
     # The files are ignored by git, and none is in the repository.
     ignored = subprocess.run(
         ["git", "-C", str(K8S), "check-ignore", *paths], capture_output=True, text=True, check=False
@@ -197,7 +203,7 @@ def test_without_the_secret_files_the_apply_fails_before_anything(tmp_path: Path
 
 def test_both_deployments_mount_the_generated_secret_and_read_it_as_files() -> None:
     secret = _one("Secret", "music-facade-secrets")
-    assert set(secret["data"]) == {"useapi_token", "redis_password"}
+    assert set(secret["data"]) == {"useapi_token", "redis_password", "mirror_password"}
     assert base64.b64decode(secret["data"]["useapi_token"]) == SECRET_FILES["secrets/useapi_token"]
     for name in ("music-facade", "music-facade-redis"):
         volumes = [v["secret"] for v in _pod(name)["volumes"] if "secret" in v]
@@ -210,6 +216,7 @@ def test_both_deployments_mount_the_generated_secret_and_read_it_as_files() -> N
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert env["USEAPI_TOKEN_FILE"] == f"{mounts['secrets']}/useapi_token"
     assert env["MUSIC_REDIS_PASSWORD_FILE"] == f"{mounts['secrets']}/redis_password"
+    assert env["MUSIC_MIRROR_PASSWORD_FILE"] == f"{mounts['secrets']}/mirror_password"
     assert "USEAPI_TOKEN" not in env  # the token only as a file
     assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in container["env"])
 
@@ -565,11 +572,51 @@ def test_the_configmaps_toml_is_a_valid_configuration(tmp_path: Path) -> None:
     configmap = _one("ConfigMap", "music-facade-config")
     assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
     assert _env(container)["MUSIC_CONFIG"] == f"{mounts['config']}/music.toml"
-    token = tmp_path / "useapi_token"
-    token.write_text("placeholder-token\n")
+    # With the Deployment's whole environment, its secret files being the generated Secret's.
     document = tomllib.loads(configmap["data"]["music.toml"])
-    settings = parse_settings(document, {"USEAPI_TOKEN_FILE": str(token)})
+    settings = parse_settings(document, _local_env(tmp_path))
     assert settings.proxy_hops == 1  # behind the ingress controller
+    assert settings.redis is not None
+    assert settings.mirror is not None
+    assert settings.mirror.password is not None
+    password = SECRET_FILES["secrets/mirror_password"].decode().strip()
+    assert settings.mirror.password.reveal() == password
+
+
+def _local_env(tmp_path: Path) -> dict[str, str]:
+    """The service container's environment with the generated Secret's files written under
+    tmp_path, and every variable naming a file under the Secret's mount naming that copy."""
+    container = _container()
+    (mount,) = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == "secrets"]
+    local = tmp_path / "secrets"
+    local.mkdir()
+    for key, value in _one("Secret", "music-facade-secrets")["data"].items():
+        (local / key).write_bytes(base64.b64decode(value))
+    env = {}
+    for name, value in _env(container).items():
+        if value.startswith(f"{mount}/"):
+            value = str(local / Path(value).relative_to(mount))
+            assert Path(value).is_file(), f"{name} names no key of the Secret"
+        env[name] = value
+    return env
+
+
+def test_the_mirror_database_is_wired_not_bundled() -> None:
+    env = _env(_container())
+    url = urlsplit(env["MUSIC_MIRROR_DATABASE_URL"])
+    assert url.scheme == "postgresql"
+    assert url.password is None  # the password only as a file, never in the Deployment
+    assert "sslmode=" in url.query  # a managed database is reached over TLS
+    # The bundle brings no PostgreSQL: the operator's own (docs/deployment.md says so).
+    images = [
+        c["image"] for d in _all("Deployment") for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    assert not any("postgres" in image for image in images), images
+    assert {o["kind"] for o in BUNDLE}.isdisjoint({"StatefulSet", "PersistentVolumeClaim"})
+    deployment_doc = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    assert "The bundle runs no PostgreSQL" in deployment_doc
+    # The replicas may reach it: their NetworkPolicy leaves egress open.
+    assert "Egress" not in _policy_for(_deployment())["policyTypes"]
 
 
 def test_redis_settings_are_documented_and_in_its_configmap() -> None:
@@ -684,10 +731,11 @@ def test_the_bundles_redis_starts_with_its_password_and_settings(bundle_redis: B
 @pytest.mark.live
 @pytest.mark.redis
 def test_the_service_deployment_works_with_the_bundles_redis(
-    bundle_redis: BundleRedis, sandbox: SandboxServer, tmp_path: Path
+    bundle_redis: BundleRedis, sandbox: SandboxServer, postgres: PostgresServer, tmp_path: Path
 ) -> None:
     """The Deployment's env, the ConfigMap's TOML and the generated Secret, with only the
-    addresses changed: the service reaches Redis (/readyz says ok, not degraded)."""
+    addresses changed: the service reaches Redis (/readyz says ok, not degraded) with the
+    mirror's database on a real PostgreSQL."""
     container = _container()
     mounts = {m["name"]: Path(m["mountPath"]) for m in container["volumeMounts"]}
     local = {"config": tmp_path / "config", "secrets": tmp_path / "secrets"}
@@ -710,6 +758,12 @@ def test_the_service_deployment_works_with_the_bundles_redis(
         env[name] = value
     url = urlsplit(env["MUSIC_REDIS_URL"])
     env["MUSIC_REDIS_URL"] = url._replace(netloc=f"127.0.0.1:{bundle_redis.port}").geturl()
+    # The mirror's database: a real PostgreSQL on loopback, with the URL's role and database
+    # (and no TLS: the test server has none).
+    url = urlsplit(env["MUSIC_MIRROR_DATABASE_URL"])
+    local_url = url._replace(netloc=f"{url.username}@127.0.0.1:{postgres.port}", query="")
+    env["MUSIC_MIRROR_DATABASE_URL"] = local_url.geturl()
+    _create_role_and_database(postgres, url.username or "", url.path.lstrip("/"))
     # The scrape token: the bundle's digest stands for the operator's own.
     scrape_token = "bundle-scrape-token"
     digest = tomllib.loads(toml)["metrics"]["token_sha256"]
@@ -722,10 +776,28 @@ def test_the_service_deployment_works_with_the_bundles_redis(
         closed = requests.get(server.url + "/metrics", timeout=10)
         scraped = _scraped_by_the_bundles_job(server.url, scrape_token, tmp_path)
     assert readyz.status_code == 200, readyz.text
-    assert readyz.json()["checks"] == {"redis": "ok"}
+    assert readyz.json()["checks"]["redis"] == "ok"
     # Keys are configured: closed to a caller without the token, open to Prometheus with it.
     assert (closed.status_code, closed.json()["code"]) == (403, "metrics_forbidden")
     assert scraped["health"] == "up", scraped
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+def _create_role_and_database(server: PostgresServer, role: str, database: str) -> None:
+    """The role and database a managed PostgreSQL would have for the service (trust auth on
+    loopback: the password file is sent and not needed)."""
+    with psycopg.connect(server.url.replace("/music", "/postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+        command = (
+            "ALTER DATABASE {} OWNER TO {}" if exists.fetchone() else "CREATE DATABASE {} OWNER {}"
+        )
+        conn.execute(sql.SQL(command).format(sql.Identifier(database), sql.Identifier(role)))
 
 
 def _scraped_by_the_bundles_job(url: str, token: str, tmp_path: Path) -> dict[str, Any]:

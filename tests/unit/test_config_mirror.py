@@ -182,12 +182,8 @@ def test_bad_environment(tmp_path: Path) -> None:
 def test_the_variables_without_the_section_are_an_error_not_ignored(tmp_path: Path) -> None:
     password = tmp_path / "pw"
     password.write_text("hunter2")
-    message = error_of(
-        tmp_path,
-        MINIMAL,
-        MUSIC_MIRROR_DATABASE_URL=PG_URL,
-        MUSIC_MIRROR_PASSWORD_FILE=str(password),
-    )
+    env = {"MUSIC_MIRROR_DATABASE_URL": PG_URL, "MUSIC_MIRROR_PASSWORD_FILE": str(password)}
+    message = error_of(tmp_path, MINIMAL, **env)
     assert message.splitlines() == [
         "MUSIC_MIRROR_DATABASE_URL: set, but the configuration has no [mirror] section (add one "
         "to turn the mirror on, or unset the variable)",
