@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from . import logs
 from .config import MirrorSettings, Settings
 from .core.query import TYPES
 from .guards import Guards
@@ -39,6 +40,7 @@ class Mirror:
         assert mirror is not None
         self.settings: MirrorSettings = mirror
         self.measures = measures
+        logs.redact(mirror.secrets())  # the database URL's password, the password file's
         password = mirror.password.reveal() if mirror.password is not None else None
         self.store = Store.open(
             mirror.database.reveal(),

@@ -88,6 +88,11 @@ class PostgresServer:
                     raise
                 time.sleep(0.05)  # poll interval
 
+    def database(self, name: str) -> str:
+        """A new, empty database on this server; its URL."""
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
     def stop(self, mode: str = "immediate") -> None:
         """Stop it (immediate: as abrupt as a crash, the data stays for a start())."""
         if self.started:
