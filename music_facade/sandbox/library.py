@@ -86,7 +86,12 @@ class _Account:
     def replace(self, music_type: str, old: Entry, new: Entry | None) -> None:
         """Put `new` where `old` is in the list (None: remove `old`)."""
         entries = self.entries[music_type]
-        position = next(i for i, entry in enumerate(entries) if _same(entry, old))
+        start = 0
+        if isinstance(old, Synthetic):
+            # Synthetic records keep their order and only ever leave the list, so record i is
+            # at least i - (how many left) from the top: no scan of a large account from the top.
+            start = max(0, old.index - len(old.batch.removed))
+        position = next(i for i in range(start, len(entries)) if _same(entries[i], old))
         if new is None:
             del entries[position]
         else:
@@ -225,7 +230,9 @@ class Library:
         for music_type, count in ((SONG, songs), (INSTRUMENTAL, instrumentals)):
             batch = SyntheticBatch(user_id, music_type, count, newest)
             account.batches[music_type] = batch
-            account.entries[music_type] = [Synthetic(batch, i) for i in range(count)]
+            account.entries[music_type] = list(
+                map(Synthetic, itertools.repeat(batch), range(count))
+            )
         with self._lock:
             self._accounts[user_id] = account
 
