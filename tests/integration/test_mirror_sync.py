@@ -365,6 +365,21 @@ def test_a_refused_token_pauses_the_account_for_an_interval(
     assert store.state("studio", "instrumental").last_error is None
 
 
+def test_an_account_the_upstream_does_not_know_shows_in_the_state_at_once(
+    live: SandboxServer, store: Store, syncers: Syncers, clock: Clock
+) -> None:
+    syncer = syncers({"ghost": "9999"})
+    for _ in range(3):
+        syncer.step()
+    assert live.state.call_count("9999") == 1
+    error = store.state("ghost", "song").last_error or ""
+    assert error.startswith("upstream_error")
+    assert "9999" not in error  # the upstream's message names the account: never shown
+    clock.now += 60
+    syncer.step()  # tried again after an interval
+    assert live.state.call_count("9999") == 2
+
+
 def test_reconcile_deletes_a_vanished_track_only_after_a_complete_walk(
     live: SandboxServer, store: Store, syncers: Syncers, clock: Clock
 ) -> None:
