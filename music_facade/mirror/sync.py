@@ -139,6 +139,11 @@ class Syncer:
         self._held: dict[str, float] = {}  # alias → when its lease was last taken or renewed
         self._paused: dict[str, float] = {}  # alias → when a failure's pause ends
         self._next_active: dict[tuple[str, str], float] = {}
+        # Fairness under a tight budget: a walk in progress is owed the call after a refresh,
+        # and the types take turns going first, so neither the refresh nor one type's walk can
+        # take every call of the account for ever.
+        self._owed: set[tuple[str, str]] = set()
+        self._first: dict[str, int] = {}
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -189,7 +194,8 @@ class Syncer:
         paused = self._paused.get(alias, 0.0)
         if paused > now:
             return min(*waits, paused - now)
-        for type_ in TYPES:
+        first = self._first[alias] = (self._first.get(alias, -1) + 1) % len(TYPES)
+        for type_ in TYPES[first:] + TYPES[:first]:
             waits.append(self._type(alias, type_))
             if alias not in self._held:  # lost the lease part-way
                 return self.mirror.interval / 4
@@ -253,9 +259,10 @@ class Syncer:
             # refresh goes after it, usually with nothing left to read; one deep inside a long
             # library goes after the refresh, so the refresh never waits for the whole walk.
             from_top = walk is not None and walk.cursor is None
-            if walk is not None and not from_top:
+            if walk is not None and not from_top and key not in self._owed:
                 kind = "active"
-                self._active_due(alias, type_, seen)
+                if self._active_due(alias, type_, seen):
+                    self._owed.add(key)
             if walk is not None:
                 kind = walk.kind
                 waits.append(self._advance(alias, type_, walk, seen))
@@ -264,18 +271,21 @@ class Syncer:
             if walk is None or from_top:
                 kind = "active"
                 self._active_due(alias, type_, seen)
-            waits.append(self._next_active[key] - self.clock())
+            if key not in self._owed:
+                # (A refresh deferred for a walk goes when the walk's wait is over.)
+                waits.append(self._next_active[key] - self.clock())
         except (UpstreamFailure, CursorCycle, PageLimitReached) as exc:
             waits.append(self._failed(alias, type_, kind, exc))
         return min(waits)
 
-    def _active_due(self, alias: str, type_: str, seen: set[str]) -> None:
-        """Refresh the type's generating tracks if that is due."""
+    def _active_due(self, alias: str, type_: str, seen: set[str]) -> int:
+        """Refresh the type's generating tracks if that is due; the calls it made."""
         key = (alias, type_)
         now = self.clock()
-        if now >= self._next_active.get(key, 0.0):
-            self._next_active[key] = now + self.mirror.active_interval
-            self._active(alias, type_, seen)
+        if now < self._next_active.get(key, 0.0):
+            return 0
+        self._next_active[key] = now + self.mirror.active_interval
+        return self._active(alias, type_, seen)
 
     def _due(
         self, alias: str, type_: str, state: SyncState, now: float
@@ -319,6 +329,7 @@ class Syncer:
             walk.pages += 1
             walk.skipped += skipped
             seen.update(entry.id for entry in entries)
+            self._owed.discard((alias, type_))
             if self._apply(alias, type_, walk, entries, next_cursor):
                 return self._finish(alias, type_, walk)
             assert next_cursor is not None  # _apply finishes a walk without one
@@ -440,21 +451,21 @@ class Syncer:
 
     # --- generating tracks ------------------------------------------------------------------
 
-    def _active(self, alias: str, type_: str, seen: set[str]) -> None:
+    def _active(self, alias: str, type_: str, seen: set[str]) -> int:
         """Refresh the type's generating tracks not read just now (seen): the first page, then
         one by one those it lacks."""
         generating = {
             id_: job_id for id_, job_id in self.store.generating(alias, type_) if id_ not in seen
         }
         if not generating:
-            return
+            return 0
         user_id = self.users[alias]
         now = self.clock()
         walk = _Walk("active", None, now)
         wait = self.budget.take(user_id)
         if wait:
             self._next_active[(alias, type_)] = now + wait
-            return
+            return 0
         walk.calls += 1
         records, _ = _page(self.client.list_music(user_id, type_, None, _request_id()))
         entries, walk.skipped = entries_of(records)
@@ -479,6 +490,7 @@ class Syncer:
             if found and found[0].id == id_:
                 walk.written += len(self.store.write(alias, type_, found))
         self._report(alias, type_, "active", "ok", walk, self.clock())
+        return walk.calls
 
 
 def entries_of(records: Sequence[Any]) -> tuple[list[Entry], int]:
