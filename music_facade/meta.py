@@ -6,7 +6,7 @@ import copy
 import functools
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,51 @@ def deployment_document(base: dict[str, Any], settings: Settings) -> dict[str, A
     user = doc["components"]["parameters"]["User"]
     user["schema"].pop("enum", None)
     user.pop("example", None)
+    doc["components"]["parameters"]["MirrorUser"].pop("example", None)
+    if settings.mirror is None:
+        _without_mirror(doc)
     return doc
+
+
+# The paths answered from the mirror: without [mirror] they are 404s, so not in the contract.
+MIRROR_PATHS = ("/tracks", "/changes")
+
+
+def _without_mirror(doc: dict[str, Any]) -> None:
+    """Take the mirror's paths out, then every component only they used (a served document
+    keeps no unused components, as the packaged one does not), and the tag only they carry."""
+    for path in MIRROR_PATHS:
+        doc["paths"].pop(path, None)
+    components = doc["components"]
+    while True:
+        used = set(_refs(doc))
+        unused = [
+            (kind, name)
+            for kind in ("parameters", "headers", "schemas", "responses")
+            for name in components.get(kind, {})
+            if f"#/components/{kind}/{name}" not in used
+        ]
+        if not unused:
+            break
+        for kind, name in unused:
+            del components[kind][name]
+    tagged = {tag for item in doc["paths"].values() for op in item.values()
+              if isinstance(op, dict) for tag in op.get("tags", [])}  # fmt: skip
+    doc["tags"] = [tag for tag in doc.get("tags", []) if tag["name"] in tagged]
+
+
+def _refs(node: Any) -> Iterator[str]:
+    """Every local $ref (and the target of a $ref into a component's inside) in a node."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            # '#/components/schemas/Track/properties/id' uses the component Track.
+            yield "/".join(ref.split("/")[:4])
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
 
 
 def with_aliases(

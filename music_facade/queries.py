@@ -139,7 +139,7 @@ def _whole(
 def _conditional(body: bytes, scope: Scope) -> Answer:
     """200 with the body, or 304 when If-None-Match names it; never stored by a shared cache,
     always revalidated (the mirror changes under it)."""
-    etag = hashlib.blake2b(body, digest_size=12).hexdigest()
+    etag = hashlib.blake2b(body, digest_size=16).hexdigest()
     headers = [("ETag", f'"{etag}"'), ("Cache-Control", "private, no-cache")]
     given = scope.environ.get("HTTP_IF_NONE_MATCH")
     if given and parse_etags(given).contains_weak(etag):

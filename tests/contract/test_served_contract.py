@@ -28,6 +28,13 @@ def test_open_mode_has_no_security_and_names_the_request_host(make_app: AppFacto
         ["studio", "edge", "empty", "norecords", "ghost"]
     )
     assert resp.headers["Vary"] == "Host"
+    # Without [mirror] its paths are 404s: not served, nor any component only they used.
+    assert not {"/tracks", "/changes"} & set(doc["paths"])
+    text = json.dumps(doc)
+    for kind in ("parameters", "headers", "schemas", "responses"):
+        for name in doc["components"][kind]:
+            assert f'"#/components/{kind}/{name}' in text, (kind, name)
+    assert "mirror" not in {tag["name"] for tag in doc["tags"]}
 
 
 def test_keyed_mode_requires_the_key_in_yaml_and_json(make_app: AppFactory) -> None:
