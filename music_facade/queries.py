@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -26,6 +27,8 @@ from .scope import Answer, Scope
 
 CHANGES_LIMIT = 500
 MAX_CHANGES_LIMIT = 1000
+VERSION_SECONDS = 0.5
+SYNCED_SECONDS = 5.0
 _RENDERED = 256  # answers kept per process (each well under 100 KB)
 
 
@@ -37,6 +40,8 @@ class MirrorAnswers:
         self.store = store
         self._lock = threading.Lock()
         self._rendered: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._version_at = 0
+        self._version_until = 0.0
 
     def tracks(self, raw: bytes, scope: Scope, item: str) -> Answer:
         """GET /tracks: a page of the tracks matching the query."""
@@ -47,7 +52,10 @@ class MirrorAnswers:
             (name, value) for name, values in args.items() for value in values
         )
         aliases = scope.accounts(query.users)
-        key = ("tracks", query, aliases, self.store.version())
+        # synced_at moves without a write (a sync that found nothing new): a kept answer is
+        # also renewed every SYNCED_SECONDS.
+        renewal = int(time.monotonic() // SYNCED_SECONDS)
+        key = ("tracks", query, aliases, self._version(), renewal)
         body = self._cached(key)
         if body is None:
             page = self.store.tracks(query, aliases)
@@ -108,6 +116,15 @@ class MirrorAnswers:
         if oldest is None:
             return None
         return datetime.fromtimestamp(int(oldest), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _version(self) -> int:
+        """The mirror's version, read at most once per VERSION_SECONDS by this process: a
+        write shows in /tracks within that time, and a burst of queries costs one read."""
+        now = time.monotonic()
+        if now >= self._version_until:
+            self._version_at = self.store.version()
+            self._version_until = now + VERSION_SECONDS
+        return self._version_at
 
     def _cached(self, key: tuple[Any, ...]) -> bytes | None:
         with self._lock:

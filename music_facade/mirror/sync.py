@@ -139,6 +139,7 @@ class Syncer:
         self._held: dict[str, float] = {}  # alias → when its lease was last taken or renewed
         self._paused: dict[str, float] = {}  # alias → when a failure's pause ends
         self._next_active: dict[tuple[str, str], float] = {}
+        self._next_prune = 0.0
         # Fairness under a tight budget: a walk in progress is owed the call after a refresh,
         # and the types take turns going first, so neither the refresh nor one type's walk can
         # take every call of the account for ever.
@@ -174,6 +175,14 @@ class Syncer:
     def step(self) -> float:
         """Do what is due now for every alias; the seconds until the next thing is due."""
         wait = self.mirror.interval
+        now = self.clock()
+        if now >= self._next_prune:
+            # Retention applies once per interval; any process may (the pruning is the same).
+            self._next_prune = now + self.mirror.interval
+            try:
+                self.store.prune()
+            except Exception as exc:
+                log.warning("mirror change log not pruned: %s", type(exc).__name__)
         for alias in self.users:
             try:
                 wait = min(wait, self._alias(alias))
