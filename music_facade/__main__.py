@@ -1,4 +1,5 @@
-"""Command line: `python -m music_facade demo | check-config | mint-key | probe | sandbox`."""
+"""Command line: `python -m music_facade demo | check-config | mint-key | probe | mirror status |
+sandbox`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError, load_settings
+from .config import ConfigError, load_settings, mask_url
 from .core.alias import ALIAS_RE, ALIAS_RULE
 from .startup import DEFAULT_WORKERS, summarize
 
@@ -87,6 +88,36 @@ def probe(user: str | None, type_: str, as_json: bool) -> int:
     return exit_code(reports)
 
 
+def mirror_status(as_json: bool) -> int:
+    """Print where the mirror of each alias and type stands, from its database alone."""
+    from .mirror_status import StatusError, collect, open_store, render_json, render_text
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"music-facade: configuration error: {line}", file=sys.stderr)
+        return 2
+    if settings.mirror is None:
+        print(
+            "music-facade: the mirror is off: the configuration has no [mirror] section",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        store = open_store(settings.mirror)
+    except StatusError as exc:
+        print(f"music-facade: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rows = collect(store, sorted(settings.users), settings.mirror.interval)
+    finally:
+        store.close()
+    shown = mask_url(settings.mirror.database.reveal())
+    (render_json if as_json else render_text)(shown, settings.mirror.interval, rows, sys.stdout)
+    return 0
+
+
 def demo(port: int) -> int:
     """Serve the sandbox upstream in this process and the service under gunicorn on `port`."""
     from .launch import GunicornProcess
@@ -149,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--user", metavar="ALIAS", help="probe only this alias")
     p.add_argument("--type", choices=("song", "instrumental"), default="song")
     p.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    mirror = sub.add_parser("mirror", help="the mirror's database (see `mirror status`)")
+    mirror_sub = mirror.add_subparsers(dest="mirror_command", required=True)
+    ms = mirror_sub.add_parser(
+        "status",
+        help="per alias and type from the mirror's database (no upstream call): tracks, "
+        "generating, last complete sync, lag, last error (exit 0, or 2 when it cannot be read)",
+    )
+    ms.add_argument("--json", action="store_true", help="one JSON document for scripts")
     s = sub.add_parser("sandbox", help="run the sandbox upstream alone")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8081)
@@ -161,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         return mint_key(args.name)
     if args.command == "probe":
         return probe(args.user, args.type, args.json)
+    if args.command == "mirror":
+        return mirror_status(args.json)
     return sandbox(args.host, args.port)
 
 
