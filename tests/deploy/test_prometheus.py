@@ -67,7 +67,9 @@ def rule_exprs() -> dict[str, str]:
 
 def dashboard_exprs() -> dict[str, str]:
     doc = json.loads(DASHBOARD.read_text())
-    return {f"{p['title']} {t['refId']}": t["expr"] for p in doc["panels"] for t in p["targets"]}
+    return {
+        f"{p['title']} {t['refId']}": t["expr"] for p in doc["panels"] for t in p.get("targets", [])
+    }
 
 
 def test_promtool_check_rules() -> None:
@@ -103,9 +105,16 @@ def test_dashboard_answers_the_operators_questions() -> None:
         "requests_total", "request_duration_seconds_bucket", "page_cache_total",
         "upstream_calls_total", "upstream_duration_seconds_bucket", "rate_limited_total",
         "breaker_open_until", "cooldown_until", "redis_available", "redis_errors_total",
-        "cache_entries", "cache_bytes", "upstream_in_flight",
+        "cache_entries", "cache_bytes", "upstream_in_flight", "mirror_tracks",
+        "mirror_last_complete_sync_timestamp_seconds", "mirror_syncs_total",
     ):  # fmt: skip
         assert name in exprs, name
+    assert 'source="mirror"' in exprs  # the mirror's own upstream calls
+    rows = [p for p in doc["panels"] if p["type"] == "row"]
+    assert [r["title"] for r in rows] == ["Mirror"]
+    below = [p for p in doc["panels"] if p["gridPos"]["y"] > rows[0]["gridPos"]["y"]]
+    assert len(below) == 4
+    assert all("mirror" in " ".join(t["expr"] for t in p["targets"]) for p in below)
     assert doc["uid"] == "music-facade"
     assert len({p["id"] for p in doc["panels"]}) == len(doc["panels"])
 
