@@ -28,6 +28,15 @@ edge = "1002"
 empty = "1003"
 """
 
+# The demo's mirror: SQLite beside the configuration, and intervals short enough that a track
+# added to the sandbox shows up in /tracks and /changes within seconds.
+DEMO_MIRROR = """
+[mirror]
+database = {database}
+interval = 10
+active_interval = 2
+"""
+
 
 def check_config(path: str | None = None) -> int:
     """Print the effective configuration (token masked), or every line that is wrong; on
@@ -125,15 +134,27 @@ def demo(port: int) -> int:
 
     with SandboxServer() as sandbox, tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "music.toml"
-        config.write_text(DEMO_CONFIG.format(base_url=sandbox.base_url))
+        database = json.dumps(f"sqlite:///{Path(tmp) / 'mirror.db'}")  # a TOML string
+        config.write_text(
+            DEMO_CONFIG.format(base_url=sandbox.base_url) + DEMO_MIRROR.format(database=database)
+        )
         env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
         server = GunicornProcess(env, port=port, workers=1, quiet=False)
+        new_track = '{"type": "song", "title": "Hello Mirror", "seconds": 6}'
         with server:
             print(
                 f"music-facade is serving {server.url} against the sandbox at {sandbox.base_url}\n"
                 f"  curl -s '{server.url}/music?user=studio&type=song'\n"
                 f"  curl -s '{server.url}/music?user=edge'\n"
                 f"  curl -s '{server.url}/openapi.yaml'\n"
+                "The mirror (SQLite, synced every 10 s) answers these without calling the "
+                "upstream:\n"
+                f"  curl -s '{server.url}/tracks?q=neon&sort=-created_at'\n"
+                f"  curl -s '{server.url}/tracks?user=studio&status=generating'\n"
+                f"  curl -s '{server.url}/changes'\n"
+                "Add a track to the sandbox's studio account and watch it appear there:\n"
+                f"  curl -s -X POST '{sandbox.origin}/_sandbox/accounts/1001/tracks' "
+                f"-H 'Content-Type: application/json' -d '{new_track}'\n"
                 "Ctrl-C stops both.",
                 flush=True,
             )

@@ -5,13 +5,19 @@ line when the mirror is off or its database cannot be read."""
 from __future__ import annotations
 
 import json
+import select
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
 
 from music_facade.mirror import Entry, Store
 from tests.support.config_files import TOKEN, write
@@ -175,3 +181,60 @@ def test_status_masks_the_password_file_too(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "SECRET" not in done.stdout + done.stderr
+
+
+def poll(condition: Callable[[], bool], timeout: float) -> None:
+    """Poll an HTTP condition a few times a second until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.2)  # poll interval: each check is a request to the demo
+
+
+@pytest.mark.live
+def test_the_demo_mirrors_the_sandbox_and_follows_a_new_track(tmp_path: Path) -> None:
+    """What the demo's banner offers works: /tracks answers from the mirror, and a track added
+    to the sandbox through the printed command appears there and in /changes."""
+    log = tmp_path / "demo.log"
+    with log.open("w") as stderr:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "music_facade", "demo", "--port", "0"],
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        assert demo.stdout is not None
+        ready, _, _ = select.select([demo.stdout], [], [], 60)
+        first = demo.stdout.readline() if ready else ""
+        assert first.startswith("music-facade is serving http://"), first + log.read_text()
+        url = first.split()[3]
+        banner = [demo.stdout.readline() for _ in range(9)]
+        assert f"  curl -s '{url}/tracks?q=neon&sort=-created_at'\n" in banner
+        add = next(line for line in banner if "-X POST" in line)
+        control = add.split("'")[1]
+        body = add.split("-d '")[1].rsplit("'", 1)[0]
+
+        def tracks(query: str) -> list[dict[str, Any]]:
+            found = requests.get(f"{url}/tracks?{query}", timeout=10)
+            assert found.status_code == 200, found.text
+            items: list[dict[str, Any]] = found.json()["items"]
+            return items
+
+        poll(lambda: bool(tracks("q=neon")), timeout=30)  # the first backfill
+        added = requests.post(
+            control, data=body, headers={"Content-Type": "application/json"}, timeout=10
+        )
+        assert added.status_code == 201, added.text
+        new_id = added.json()["id"]
+        # Synced every 10 s: it shows up within an interval or two, however it stands by then.
+        poll(lambda: [t["id"] for t in tracks("q=hello+mirror")] == [new_id], timeout=40)
+        changes = requests.get(f"{url}/changes", timeout=10).json()["changes"]
+        assert new_id in {c["id"] for c in changes}
+    finally:
+        demo.terminate()
+        demo.communicate(timeout=30)
+    said = log.read_text()
+    assert demo.returncode == 0, said
+    assert "Traceback" not in said, said
