@@ -1,4 +1,5 @@
-"""Command line: `python -m music_facade demo | check-config | mint-key | probe | sandbox`."""
+"""Command line: `python -m music_facade demo | check-config | mint-key | probe | mirror status |
+sandbox`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError, load_settings
+from .config import ConfigError, load_settings, mask_url
 from .core.alias import ALIAS_RE, ALIAS_RULE
 from .startup import DEFAULT_WORKERS, summarize
 
@@ -25,6 +26,15 @@ retries = 1
 studio = "1001"
 edge = "1002"
 empty = "1003"
+"""
+
+# The demo's mirror: SQLite beside the configuration, and intervals short enough that a track
+# added to the sandbox shows up in /tracks and /changes within seconds.
+DEMO_MIRROR = """
+[mirror]
+database = {database}
+interval = 10
+active_interval = 2
 """
 
 
@@ -87,6 +97,36 @@ def probe(user: str | None, type_: str, as_json: bool) -> int:
     return exit_code(reports)
 
 
+def mirror_status(as_json: bool) -> int:
+    """Print where the mirror of each alias and type stands, from its database alone."""
+    from .mirror_status import StatusError, collect, open_store, render_json, render_text
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"music-facade: configuration error: {line}", file=sys.stderr)
+        return 2
+    if settings.mirror is None:
+        print(
+            "music-facade: the mirror is off: the configuration has no [mirror] section",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        store = open_store(settings.mirror)
+    except StatusError as exc:
+        print(f"music-facade: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rows = collect(store, sorted(settings.users), settings.mirror.interval)
+    finally:
+        store.close()
+    shown = mask_url(settings.mirror.database.reveal())
+    (render_json if as_json else render_text)(shown, settings.mirror.interval, rows, sys.stdout)
+    return 0
+
+
 def demo(port: int) -> int:
     """Serve the sandbox upstream in this process and the service under gunicorn on `port`."""
     from .launch import GunicornProcess
@@ -94,15 +134,27 @@ def demo(port: int) -> int:
 
     with SandboxServer() as sandbox, tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "music.toml"
-        config.write_text(DEMO_CONFIG.format(base_url=sandbox.base_url))
+        database = json.dumps(f"sqlite:///{Path(tmp) / 'mirror.db'}")  # a TOML string
+        config.write_text(
+            DEMO_CONFIG.format(base_url=sandbox.base_url) + DEMO_MIRROR.format(database=database)
+        )
         env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
         server = GunicornProcess(env, port=port, workers=1, quiet=False)
+        new_track = '{"type": "song", "title": "Hello Mirror", "seconds": 6}'
         with server:
             print(
                 f"music-facade is serving {server.url} against the sandbox at {sandbox.base_url}\n"
                 f"  curl -s '{server.url}/music?user=studio&type=song'\n"
                 f"  curl -s '{server.url}/music?user=edge'\n"
                 f"  curl -s '{server.url}/openapi.yaml'\n"
+                "The mirror (SQLite, synced every 10 s) answers these without calling the "
+                "upstream:\n"
+                f"  curl -s '{server.url}/tracks?q=neon&sort=-created_at'\n"
+                f"  curl -s '{server.url}/tracks?user=studio&status=generating'\n"
+                f"  curl -s '{server.url}/changes'\n"
+                "Add a track to the sandbox's studio account and watch it appear there:\n"
+                f"  curl -s -X POST '{sandbox.origin}/_sandbox/accounts/1001/tracks' "
+                f"-H 'Content-Type: application/json' -d '{new_track}'\n"
                 "Ctrl-C stops both.",
                 flush=True,
             )
@@ -149,6 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--user", metavar="ALIAS", help="probe only this alias")
     p.add_argument("--type", choices=("song", "instrumental"), default="song")
     p.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    mirror = sub.add_parser("mirror", help="the mirror's database (see `mirror status`)")
+    mirror_sub = mirror.add_subparsers(dest="mirror_command", required=True)
+    ms = mirror_sub.add_parser(
+        "status",
+        help="per alias and type from the mirror's database (no upstream call): tracks, "
+        "generating, last complete sync, lag, last error (exit 0, or 2 when it cannot be read)",
+    )
+    ms.add_argument("--json", action="store_true", help="one JSON document for scripts")
     s = sub.add_parser("sandbox", help="run the sandbox upstream alone")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8081)
@@ -161,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         return mint_key(args.name)
     if args.command == "probe":
         return probe(args.user, args.type, args.json)
+    if args.command == "mirror":
+        return mirror_status(args.json)
     return sandbox(args.host, args.port)
 
 

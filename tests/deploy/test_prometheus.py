@@ -26,6 +26,7 @@ from tests.support.helpers import get_on_each_worker, live_service
 from tests.support.metrics import wait_for_workers
 from tests.support.programs import free_port, missing_program
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -42,14 +43,33 @@ def require(binary: str) -> str:
     return found
 
 
-def alert_exprs() -> dict[str, str]:
+def rules() -> list[dict[str, Any]]:
     doc = yaml.safe_load(ALERTS.read_text())
-    return {r["alert"]: r["expr"] for g in doc["groups"] for r in g["rules"]}
+    return [r for g in doc["groups"] for r in g["rules"]]
+
+
+def alert_exprs() -> dict[str, str]:
+    return {r["alert"]: r["expr"] for r in rules() if "alert" in r}
+
+
+def rule_exprs() -> dict[str, str]:
+    """Every rule's expression (alerts and recordings), with each recorded series it reads
+    written out as the expression it records, so the metrics underneath show."""
+    recorded = {r["record"]: r["expr"] for r in rules() if "record" in r}
+    found = {}
+    for rule in rules():
+        expr = rule["expr"]
+        for name, recording in recorded.items():
+            expr = expr.replace(name, f"({recording})")
+        found[rule.get("alert") or rule["record"]] = expr
+    return found
 
 
 def dashboard_exprs() -> dict[str, str]:
     doc = json.loads(DASHBOARD.read_text())
-    return {f"{p['title']} {t['refId']}": t["expr"] for p in doc["panels"] for t in p["targets"]}
+    return {
+        f"{p['title']} {t['refId']}": t["expr"] for p in doc["panels"] for t in p.get("targets", [])
+    }
 
 
 def test_promtool_check_rules() -> None:
@@ -60,7 +80,7 @@ def test_promtool_check_rules() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 8 rules found" in out.stdout
+    assert "SUCCESS: 11 rules found" in out.stdout
 
 
 def test_promtool_test_rules() -> None:
@@ -85,9 +105,16 @@ def test_dashboard_answers_the_operators_questions() -> None:
         "requests_total", "request_duration_seconds_bucket", "page_cache_total",
         "upstream_calls_total", "upstream_duration_seconds_bucket", "rate_limited_total",
         "breaker_open_until", "cooldown_until", "redis_available", "redis_errors_total",
-        "cache_entries", "cache_bytes", "upstream_in_flight",
+        "cache_entries", "cache_bytes", "upstream_in_flight", "mirror_tracks",
+        "mirror_last_complete_sync_timestamp_seconds", "mirror_syncs_total",
     ):  # fmt: skip
         assert name in exprs, name
+    assert 'source="mirror"' in exprs  # the mirror's own upstream calls
+    rows = [p for p in doc["panels"] if p["type"] == "row"]
+    assert [r["title"] for r in rows] == ["Mirror"]
+    below = [p for p in doc["panels"] if p["gridPos"]["y"] > rows[0]["gridPos"]["y"]]
+    assert len(below) == 4
+    assert all("mirror" in " ".join(t["expr"] for t in p["targets"]) for p in below)
     assert doc["uid"] == "music-facade"
     assert len({p["id"] for p in doc["panels"]}) == len(doc["panels"])
 
@@ -96,11 +123,14 @@ def test_dashboard_answers_the_operators_questions() -> None:
 def fleet_member(
     sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GunicornProcess]:
-    """Two workers with Redis (so the Redis metrics exist too), after a little traffic."""
+    """Two workers with Redis and the mirror (so their metrics exist too)."""
     tmp = tmp_path_factory.mktemp("prometheus-drift")
+    extra = f'\n[mirror]\ndatabase = "sqlite:///{tmp / "mirror.db"}"\ninterval = 1\n'
     with (
         RedisServer() as redis,
-        live_service(sandbox_server, tmp, f'\n[redis]\nurl = "{redis.url}"\n', workers=2) as server,
+        live_service(
+            sandbox_server, tmp, f'\n[redis]\nurl = "{redis.url}"\n{extra}', workers=2
+        ) as server,
     ):
         yield server
 
@@ -115,8 +145,15 @@ def exported(url: str) -> set[str]:
 @pytest.mark.redis
 def test_alerts_and_dashboard_use_only_exported_metrics(fleet_member: GunicornProcess) -> None:
     requests.get(fleet_member.url + "/music?user=studio", timeout=5)
+    # The mirror's series appear once its first syncs are done.
+    mirror = {
+        "music_facade_mirror_tracks",
+        "music_facade_mirror_last_complete_sync_timestamp_seconds",
+        "music_facade_mirror_syncs_total",
+    }
+    wait_until(lambda: mirror <= exported(fleet_member.url), timeout=30)
     names = exported(fleet_member.url)
-    for where, exprs in (("alerts.yml", alert_exprs()), ("dashboard", dashboard_exprs())):
+    for where, exprs in (("alerts.yml", rule_exprs()), ("dashboard", dashboard_exprs())):
         for title, expr in exprs.items():
             used = set(METRIC_RE.findall(expr))
             assert used, f"{where} {title}: names no music_facade_ metric"
