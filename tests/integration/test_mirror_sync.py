@@ -72,7 +72,11 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# PostgreSQL is a real server started for the module: those cases are live (-m "not live"
+# keeps the SQLite ones, the same tests on the embedded database).
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.live, pytest.mark.postgres])]
+)
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database's URL."""
     if request.param == "sqlite":
