@@ -105,9 +105,10 @@ _COMMON_INDEXES = (
     "CREATE INDEX tracks_by_duration ON tracks (duration, id, alias, type)",
     "CREATE INDEX tracks_library ON tracks (alias, type, created_at, id)",
     "CREATE INDEX tracks_by_status ON tracks (status, alias, type)",
-    "CREATE INDEX tracks_by_style ON tracks (style_key)",
-    "CREATE INDEX tracks_by_mood ON tracks (mood_key)",
-    "CREATE INDEX tracks_by_key ON tracks (key_key)",
+    # Covering for the count of an exact filter (a page's total): no lookup of the wide rows.
+    "CREATE INDEX tracks_by_style ON tracks (style_key, alias, type, status)",
+    "CREATE INDEX tracks_by_mood ON tracks (mood_key, alias, type, status)",
+    "CREATE INDEX tracks_by_key ON tracks (key_key, alias, type, status)",
     "CREATE INDEX changes_by_track ON changes (alias, type, id, seq)",
     "CREATE INDEX changes_by_at ON changes (at)",
 )

@@ -42,6 +42,8 @@ DEFAULT_RETENTION = 604800.0  # seconds: a week of superseded changes
 LIBRARY_BATCH = 500
 _CHUNK = 500  # ids per IN (...) list
 _HORIZON = "horizon"
+_ANALYZED = "analyzed"  # how many tracks the planner's statistics were last gathered at
+ANALYZE_FROM = 1000  # tracks; then again each time the mirror has doubled
 
 
 class ChangesExpired(Problem, code="changes_expired"):
@@ -172,7 +174,29 @@ class Store:
                 conn, now, [(alias, type_, row["id"], "upsert", row["body"]) for row in rows]
             )
             self._count(conn, alias, type_, deltas)
+        if sum(deltas.values()) > 0:
+            self._refresh_statistics()
         return made
+
+    def _refresh_statistics(self) -> None:
+        """Gather the planner's statistics again once the mirror has doubled since last time."""
+        with self._db.read() as conn:
+            total = int(conn.execute(select(func.sum(track_counts.c.n))).scalar() or 0)
+            aliases = conn.execute(select(func.count(track_counts.c.alias.distinct()))).scalar()
+            analyzed = _meta(conn, _ANALYZED)
+        if total < ANALYZE_FROM or total < 2 * analyzed:
+            return
+        self._db.analyze(total, int(aliases or 1))
+        with self._db.write(lock=False) as conn:
+            self._set_meta(conn, _ANALYZED, total)
+
+    def _set_meta(self, conn: Connection, name: str, value: int) -> None:
+        statement = self._insert(mirror_meta).values(name=name, value=value)
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[mirror_meta.c.name], set_={"value": value}
+            )
+        )
 
     def delete(self, alias: str, type_: str, ids: Iterable[str]) -> list[Change]:
         """Remove tracks in one transaction, one "delete" change each (absent ids: nothing)."""
@@ -336,12 +360,7 @@ class Store:
                 horizon = max(horizon, int(top))
                 removed += conn.execute(delete(changes).where(condition)).rowcount
             if removed:
-                statement = self._insert(mirror_meta).values(name=_HORIZON, value=horizon)
-                conn.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=[mirror_meta.c.name], set_={"value": horizon}
-                    )
-                )
+                self._set_meta(conn, _HORIZON, horizon)
         return removed
 
     # --- reads ----------------------------------------------------------------------------
@@ -656,9 +675,13 @@ def _page(
     return rows
 
 
-def _horizon(conn: Connection) -> int:
-    found = conn.execute(select(mirror_meta.c.value).where(mirror_meta.c.name == _HORIZON)).scalar()
+def _meta(conn: Connection, name: str) -> int:
+    found = conn.execute(select(mirror_meta.c.value).where(mirror_meta.c.name == name)).scalar()
     return int(found or 0)
+
+
+def _horizon(conn: Connection) -> int:
+    return _meta(conn, _HORIZON)
 
 
 def _version(conn: Connection) -> int:
