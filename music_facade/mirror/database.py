@@ -132,16 +132,22 @@ class Database:
     def analyze(self, total: int, aliases: int) -> None:
         """Refresh the planner's statistics of the tracks table.
 
-        PostgreSQL samples the table. SQLite keeps no statistics until asked, and without
-        them sorts a whole table rather than walk the sort's index; its ANALYZE reads every
-        row (blocking the gevent loop for as long), and a sampled one misjudges the leading
-        alias column. The mirror's shape is known, so SQLite is told it instead: `total`
-        rows, `aliases` aliases, two types, four statuses, a few values per exact filter.
+        PostgreSQL samples the table, and VACUUM marks the pages all-visible (so a count is
+        read from an index alone) and moves the search index's pending entries into the
+        index proper (a freshly written GIN index is otherwise scanned linearly). SQLite keeps
+        no statistics until asked, and without them sorts a whole table rather than walk the
+        sort's index; its ANALYZE reads every row (blocking the gevent loop for as long), and
+        a sampled one misjudges the leading alias column. The mirror's shape is known, so
+        SQLite is told it instead: `total` rows, `aliases` aliases, two types, four statuses,
+        a few values per exact filter.
         """
+        if self.dialect == "postgresql":
+            with self.engine.connect() as plain:  # VACUUM runs outside a transaction
+                plain.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                    "VACUUM (ANALYZE) tracks"
+                )
+            return
         with self.write(lock=False) as conn:
-            if self.dialect == "postgresql":
-                conn.exec_driver_sql("ANALYZE tracks")
-                return
             conn.exec_driver_sql("PRAGMA analysis_limit = 1")
             conn.exec_driver_sql("ANALYZE mirror_meta")  # makes sqlite_stat1 if it is missing
             conn.exec_driver_sql("DELETE FROM sqlite_stat1 WHERE tbl = 'tracks'")

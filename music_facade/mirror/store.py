@@ -440,8 +440,13 @@ class Store:
             return TracksPage([], None, False, 0)
         conditions = _conditions(self.dialect, query, aliases)
         with self._db.read() as conn:
-            total = self._total(conn, query, aliases, conditions)
-            rows = _page(conn, conditions, query, query.cursor, query.limit + 1)
+            total: int | None = None
+            if query.words and self.dialect == "postgresql":
+                rows, total = _search_page(conn, conditions, query, query.cursor, query.limit + 1)
+            else:
+                rows = _page(conn, conditions, query, query.cursor, query.limit + 1)
+            if total is None:
+                total = self._total(conn, query, aliases, conditions)
         has_more = len(rows) > query.limit
         rows = rows[: query.limit]
         items = [_item(row) for row in rows]
@@ -650,11 +655,6 @@ def _page(
     descending = query.descending
     shown = (tracks.c.body, tracks.c.alias, tracks.c.type, tracks.c.id, column.label("value"))
 
-    def after(columns: tuple[Any, ...], values: tuple[Any, ...]) -> ColumnElement[bool]:
-        left = tuple_(*columns)
-        right = tuple_(*(literal(v, col.type) for v, col in zip(values, columns, strict=True)))
-        return left < right if descending else left > right
-
     def ordered(columns: tuple[Any, ...]) -> list[Any]:
         return [col.desc() if descending else col.asc() for col in columns]
 
@@ -663,13 +663,13 @@ def _page(
     if position is None or position.value is not None:
         where = [*conditions, column.is_not(None)]
         if position is not None:
-            where.append(after((column, *keys), (position.value, *tail)))
+            where.append(_after((column, *keys), (position.value, *tail), descending))
         statement = select(*shown).where(*where).order_by(*ordered((column, *keys))).limit(count)
         rows = list(conn.execute(statement))
     if len(rows) < count:
         where = [*conditions, column.is_(None)]
         if position is not None and position.value is None:
-            where.append(after(keys, tail))
+            where.append(_after(keys, tail, descending))
         statement = select(*shown).where(*where).order_by(*ordered(keys)).limit(count - len(rows))
         rows.extend(conn.execute(statement))
     return rows
@@ -678,6 +678,58 @@ def _page(
 def _meta(conn: Connection, name: str) -> int:
     found = conn.execute(select(mirror_meta.c.value).where(mirror_meta.c.name == name)).scalar()
     return int(found or 0)
+
+
+def _search_page(
+    conn: Connection,
+    conditions: list[Any],
+    query: TracksQuery,
+    position: cursors.Position | None,
+    count: int,
+) -> tuple[list[Any], int | None]:
+    """A page and the total of a search, in one pass over its matches (PostgreSQL).
+
+    A search narrows the library to a few matches, found through the word index; walking
+    the sort's index instead and testing each row's words, then counting the matches again,
+    costs twice as much. The matches are gathered once (MATERIALIZED keeps the planner from
+    folding them into the sort's index scan), then counted and ordered, nulls last.
+    """
+    column = tracks.c[query.sort_column]
+    matches = (
+        select(tracks.c.body, tracks.c.alias, tracks.c.type, tracks.c.id, column.label("value"))
+        .where(*conditions)
+        .cte("matches")
+        .prefix_with("MATERIALIZED")
+    )
+    m = matches.c
+    keys = (m.id, m.alias, m.type)
+    descending = query.descending
+    where: list[Any] = []
+    if position is not None:
+        tail = (position.id, position.alias, position.type)
+        if position.value is None:
+            where = [m.value.is_(None), _after(keys, tail, descending)]
+        else:
+            valued = (m.value, *keys)
+            where = [or_(m.value.is_(None), _after(valued, (position.value, *tail), descending))]
+    total = select(func.count()).select_from(matches).scalar_subquery()
+    order = [m.value.is_(None).asc()]
+    order += [col.desc() if descending else col.asc() for col in (m.value, *keys)]
+    statement = (
+        select(m.body, m.alias, m.type, m.id, m.value, total.label("total"))
+        .where(*where)
+        .order_by(*order)
+        .limit(count)
+    )
+    rows = list(conn.execute(statement))
+    return rows, (int(rows[0].total) if rows else None)
+
+
+def _after(columns: tuple[Any, ...], values: tuple[Any, ...], descending: bool) -> Any:
+    """The keyset condition: rows strictly after these values in the sort's direction."""
+    left = tuple_(*columns)
+    right = tuple_(*(literal(v, col.type) for v, col in zip(values, columns, strict=True)))
+    return left < right if descending else left > right
 
 
 def _horizon(conn: Connection) -> int:
