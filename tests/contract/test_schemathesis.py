@@ -119,6 +119,10 @@ default = "100000/minute"
 
 [cors]
 origins = ["{origin}"]
+
+# The whole contract, /tracks and /changes included: a mirror on SQLite.
+[mirror]
+database = "sqlite:///{database}"
 """
 
 
@@ -128,8 +132,9 @@ def api(
 ) -> Iterator[LiveApi]:
     sandbox_server.state.reset()  # no faults left armed by other tests
     key, digest = mint_key()
-    extra = EXTRA_CONFIG.format(key_sha256=digest, origin=ORIGIN)
-    with live_service(sandbox_server, tmp_path_factory.mktemp("schemathesis"), extra) as server:
+    tmp = tmp_path_factory.mktemp("schemathesis")
+    extra = EXTRA_CONFIG.format(key_sha256=digest, origin=ORIGIN, database=tmp / "mirror.db")
+    with live_service(sandbox_server, tmp, extra) as server:
         yield LiveApi(server.url, key)
     sandbox_server.state.reset()
 
