@@ -187,7 +187,9 @@ def test_the_image_command_serves_from_the_wheel(
             (REPO / "music_facade" / "openapi.yaml").read_text(encoding="utf-8")
         )
         assert doc["openapi"] == source["openapi"]
-        assert doc["paths"] == source["paths"]
+        # This configuration has no [mirror]: the served contract leaves its routes out.
+        mirrored = ("/tracks", "/changes")
+        assert doc["paths"] == {k: v for k, v in source["paths"].items() if k not in mirrored}
 
         docs = requests.get(server.url + "/docs", timeout=10)
         assert docs.status_code == 200
