@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from music_facade.sandbox import SandboxServer
 
 from .support import problem_codes
 from .support.helpers import AppFactory, CheckedClient, sandbox_settings
+from .support.postgres_server import PostgresServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -75,3 +77,23 @@ def make_app(sandbox: SandboxServer) -> Iterator[AppFactory]:
 def client(make_app: AppFactory) -> FlaskClient:
     """A contract-checking client of an app with the default test settings."""
     return make_app().test_client()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL for the module's tests (each takes its own database on it)."""
+    with PostgresServer() as server:
+        yield server
+
+
+# PostgreSQL is a real server: those cases are live (-m "not live" keeps the SQLite ones, the
+# same tests on the embedded database).
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.live, pytest.mark.postgres])]
+)
+def mirror_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new, empty mirror database of each engine."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/mirror.db"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.database("mirror_" + uuid.uuid4().hex[:12])

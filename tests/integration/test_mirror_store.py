@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -30,33 +29,10 @@ from music_facade.mirror.migrations import STEPS
 from music_facade.mirror.search import track_words, words
 from music_facade.sandbox.data import full_record
 from tests.support.clock import Clock
-from tests.support.postgres_server import PostgresServer
 
 ALIASES = ("studio", "demo")
 TYPES = ("song", "instrumental")
 _databases = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
-
-
-# PostgreSQL is a real server started for the module: those cases are live (-m "not live"
-# keeps the SQLite ones, the same tests on the embedded database).
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.live, pytest.mark.postgres])]
-)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A new, empty mirror database of each engine."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/mirror.db"
-    server: PostgresServer = request.getfixturevalue("postgres")
-    name = f"mirror_{next(_databases)}"
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return server.url.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture
@@ -65,8 +41,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(url: str, clock: Clock) -> Iterator[Store]:
-    opened = Store.open(url, clock=clock, changes_retention=100.0)
+def store(mirror_database: str, clock: Clock) -> Iterator[Store]:
+    opened = Store.open(mirror_database, clock=clock, changes_retention=100.0)
     yield opened
     opened.close()
 
@@ -422,8 +398,8 @@ def test_lease_exclusive_and_expiring(store: Store, clock: Clock) -> None:
     assert store.lease("sync:studio", "a", 30)
 
 
-def test_lease_has_one_holder_under_contention(url: str, clock: Clock) -> None:
-    stores = [Store.open(url, clock=clock) for _ in range(6)]
+def test_lease_has_one_holder_under_contention(mirror_database: str, clock: Clock) -> None:
+    stores = [Store.open(mirror_database, clock=clock) for _ in range(6)]
     try:
         for round_ in range(5):
             clock.now += 100  # every earlier lease has expired
@@ -448,7 +424,7 @@ def test_lease_has_one_holder_under_contention(url: str, clock: Clock) -> None:
             one.close()
 
 
-def test_migrations_concurrent_and_idempotent(url: str) -> None:
+def test_migrations_concurrent_and_idempotent(mirror_database: str) -> None:
     opened: list[Store] = []
     failures: list[BaseException] = []
     start = threading.Barrier(4)
@@ -456,7 +432,7 @@ def test_migrations_concurrent_and_idempotent(url: str) -> None:
     def open_one() -> None:
         start.wait()
         try:
-            opened.append(Store.open(url))
+            opened.append(Store.open(mirror_database))
         except BaseException as exc:
             failures.append(exc)
 
@@ -466,7 +442,7 @@ def test_migrations_concurrent_and_idempotent(url: str) -> None:
     for thread in threads:
         thread.join()
     assert failures == []
-    opened.append(Store.open(url))  # once more, after the fact
+    opened.append(Store.open(mirror_database))  # once more, after the fact
     try:
         store = opened[0]
         with store._db.read() as conn:
@@ -498,7 +474,7 @@ def test_sqlite_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
         store.close()
 
 
-def test_planner_statistics_once_the_mirror_grows(store: Store, url: str) -> None:
+def test_planner_statistics_once_the_mirror_grows(store: Store, mirror_database: str) -> None:
     made = [entry(record("studio", "song", index)) for index in range(1100)]
     store.write("studio", "song", made[:600])
     store.write("studio", "song", made[600:])  # past 1000 tracks: statistics gathered
@@ -507,7 +483,7 @@ def test_planner_statistics_once_the_mirror_grows(store: Store, url: str) -> Non
     assert [item["id"] for item in page.items] == [e.id for e in newest]
     assert page.total == 1100
     if store.dialect == "sqlite":
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        with sqlite3.connect(mirror_database.removeprefix("sqlite:///")) as conn:
             stats = dict(conn.execute("SELECT idx, stat FROM sqlite_stat1 WHERE tbl = 'tracks'"))
             plan = conn.execute(
                 "EXPLAIN QUERY PLAN SELECT body FROM tracks WHERE alias IN ('studio', 'demo') "

@@ -7,13 +7,10 @@ tracks, the store's leases and the syncer's intervals and budget all follow it.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from music_facade.core.tracks import dump_track
@@ -24,7 +21,6 @@ from music_facade.upstream import UpstreamClient
 
 from ..support.clock import Clock
 from ..support.helpers import sandbox_settings
-from ..support.postgres_server import PostgresServer
 from ..support.waiting import wait_until
 
 NOW = 1_750_000_000.0
@@ -66,38 +62,16 @@ def client(live: SandboxServer) -> Iterator[UpstreamClient]:
     upstream.close()
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
-
-
-# PostgreSQL is a real server started for the module: those cases are live (-m "not live"
-# keeps the SQLite ones, the same tests on the embedded database).
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.live, pytest.mark.postgres])]
-)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database's URL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/mirror.db"
-    server: PostgresServer = request.getfixturevalue("postgres")
-    name = "sync_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return server.url.rsplit("/", 1)[0] + "/" + name
-
-
 OpenStore = Callable[[], Store]
 
 
 @pytest.fixture
-def open_store(database: str, clock: Clock) -> Iterator[OpenStore]:
+def open_store(mirror_database: str, clock: Clock) -> Iterator[OpenStore]:
     """Opens Stores on the test's database (one per process the test plays); all closed after."""
     opened: list[Store] = []
 
     def opener() -> Store:
-        store = Store.open(database, clock=clock)
+        store = Store.open(mirror_database, clock=clock)
         opened.append(store)
         return store
 
@@ -468,10 +442,10 @@ def test_one_syncer_per_alias_and_a_takeover_after_the_lease_expires(
 
 
 def test_run_syncs_until_stopped_and_releases_its_lease(
-    live: SandboxServer, database: str, client: UpstreamClient
+    live: SandboxServer, mirror_database: str, client: UpstreamClient
 ) -> None:
     users = {"studio": "1001"}
-    store = Store.open(database)
+    store = Store.open(mirror_database)
     try:
         syncer = Syncer(users, Mirror(), store, client, holder="runner")
         stop = threading.Event()

@@ -8,11 +8,9 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
 from music_facade.launch import GunicornProcess
@@ -32,20 +30,6 @@ active_interval = 0.5
 reconcile_every = {reconcile}
 max_calls_per_minute = 1000
 """
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'mirror.db'}"
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.database("m" + uuid.uuid4().hex[:12])
 
 
 def service(
@@ -94,9 +78,9 @@ def synced(url: str) -> bool:
 
 
 def test_the_mirror_answers_the_whole_library_with_no_upstream_call(
-    sandbox: SandboxServer, tmp_path: Path, database: str
+    sandbox: SandboxServer, tmp_path: Path, mirror_database: str
 ) -> None:
-    with service(sandbox, tmp_path, database) as server:
+    with service(sandbox, tmp_path, mirror_database) as server:
         wait_until(lambda: synced(server.url), timeout=30)
         expected = sum(records(sandbox, "1001", t) for t in ("song", "instrumental"))
         first = get(server.url + "/tracks", user="studio", limit=100)
@@ -130,9 +114,9 @@ def test_the_mirror_answers_the_whole_library_with_no_upstream_call(
 
 
 def test_a_generating_track_shows_its_progress_then_completes_and_a_deletion_is_recorded(
-    sandbox: SandboxServer, tmp_path: Path, database: str
+    sandbox: SandboxServer, tmp_path: Path, mirror_database: str
 ) -> None:
-    with service(sandbox, tmp_path, database, reconcile=2) as server:
+    with service(sandbox, tmp_path, mirror_database, reconcile=2) as server:
         wait_until(lambda: synced(server.url), timeout=30)
         start = get(server.url + "/changes", limit=1000)["next"]
         made = requests.post(
