@@ -132,6 +132,9 @@ def demo(port: int) -> int:
     from .launch import GunicornProcess
     from .sandbox import SandboxServer
 
+    # Before anything starts: a SIGTERM that lands while the banner is being read would otherwise
+    # kill this process outright and orphan gunicorn (which holds our stdout open).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with SandboxServer() as sandbox, tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "music.toml"
         database = json.dumps(f"sqlite:///{Path(tmp) / 'mirror.db'}")  # a TOML string
@@ -158,7 +161,6 @@ def demo(port: int) -> int:
                 "Ctrl-C stops both.",
                 flush=True,
             )
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             try:
                 assert server.proc is not None
                 return server.proc.wait()

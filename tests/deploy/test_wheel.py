@@ -14,6 +14,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -220,6 +221,7 @@ def test_music_facade_demo_runs_from_the_wheel(artifact: Artifact, tmp_path: Pat
             stdout=subprocess.PIPE,
             stderr=stderr,  # gunicorn's log lines; stdout holds only the demo's own banner
             text=True,
+            start_new_session=True,  # its own group, so a hung demo is killed with its gunicorn
         )
     try:
         assert demo.stdout is not None
@@ -233,7 +235,12 @@ def test_music_facade_demo_runs_from_the_wheel(artifact: Artifact, tmp_path: Pat
         assert page.json()["items"]
     finally:
         demo.terminate()
-        demo.communicate(timeout=30)
+        try:
+            demo.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)  # its gunicorn too: nothing left running
+            demo.communicate()
+            raise
     said = log.read_text()
     assert demo.returncode == 0, said
     assert "Traceback" not in said, said
