@@ -188,6 +188,8 @@ class SessionScope:
     def partial(self) -> str | None:
         """Why this session does not run the whole suite; None when it does (so far)."""
         option = self.config.option
+        if hasattr(self.config, "workerinput"):  # pytest-xdist: each worker runs a share
+            return "the suite is split over pytest-xdist workers"
         if self.deselected:
             return f"{self.deselected} tests were deselected"
         if getattr(option, "ignore", None) or getattr(option, "ignore_glob", None):
