@@ -28,7 +28,6 @@ from .cache import PageCache
 from .config import Settings, load_settings
 from .core.music import Music
 from .guards import Guards
-from .mirroring import Mirror
 from .proxies import TrustedProxyFix
 from .queries import MirrorAnswers
 from .upstream import UpstreamClient
@@ -83,7 +82,12 @@ def create_app(
     )
     bulkhead = Bulkhead(settings.bulkhead, observe=measures.in_flight)
     the_music = Music(settings, upstream, cache, bulkhead)
-    mirror = Mirror(settings, guards, measures, clock) if settings.mirror is not None else None
+    mirror = None
+    if settings.mirror is not None:
+        # Imported only with the mirror on: SQLAlchemy and its drivers are about 18 MB a worker.
+        from .mirroring import Mirror
+
+        mirror = Mirror(settings, guards, measures, clock)
     # Every entrance (the handler below, Flask's routes, gunicorn's refusals) runs these steps.
     every_request = pipeline.Pipeline(steps(authenticator, cross_origin, measures))
     pipeline.install(app, every_request)

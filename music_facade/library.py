@@ -16,7 +16,7 @@ import io
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.http import parse_accept_header
 
@@ -31,9 +31,12 @@ from .core.walk import CallerGone, Walk
 from .errors import InvalidQuery, Problem
 from .limits import Limits, RateLimited
 from .metrics import STORED, Metrics, client_label
-from .mirror import Store, parse_tracks_query
+from .mirror import parse_tracks_query
 from .scope import Answer, Scope
 from .streaming import Connection, Stream, StreamSlots
+
+if TYPE_CHECKING:
+    from .mirror.store import Store
 
 log = logging.getLogger(__name__)
 

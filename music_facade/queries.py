@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from werkzeug.http import parse_etags
 
@@ -22,14 +22,45 @@ from . import jsoncodec
 from .config import Settings
 from .core.query import TYPES, decode_query
 from .errors import InvalidQuery
-from .mirror import Store, parse_tracks_query
+from .mirror import parse_tracks_query
 from .scope import Answer, Scope
+
+if TYPE_CHECKING:
+    from .mirror.store import Store
 
 CHANGES_LIMIT = 500
 MAX_CHANGES_LIMIT = 1000
 VERSION_SECONDS = 0.5
 SYNCED_SECONDS = 5.0
 _RENDERED = 256  # answers kept per process (each well under 100 KB)
+_TOTALS = 1024  # match counts kept per process, one per filter and mirror version
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Recent(Generic[K, V]):
+    """The most recently used `size` entries of a mapping, safe across threads."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> V:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
 
 
 class MirrorAnswers:
@@ -38,8 +69,9 @@ class MirrorAnswers:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self._lock = threading.Lock()
-        self._rendered: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._rendered: _Recent[tuple[Any, ...], bytes] = _Recent(_RENDERED)
+        # A walk's pages share one filter: its total is counted on the first page only.
+        self._totals: _Recent[tuple[Any, ...], int] = _Recent(_TOTALS)
         self._version_at = 0
         self._version_until = 0.0
 
@@ -55,10 +87,13 @@ class MirrorAnswers:
         # synced_at moves without a write (a sync that found nothing new): a kept answer is
         # also renewed every SYNCED_SECONDS.
         renewal = int(time.monotonic() // SYNCED_SECONDS)
-        key = ("tracks", query, aliases, self._version(), renewal)
-        body = self._cached(key)
+        version = self._version()
+        key = (query, aliases, version, renewal)
+        body = self._rendered.get(key)
         if body is None:
-            page = self.store.tracks(query, aliases)
+            counted = (query.digest, aliases, version)
+            page = self.store.tracks(query, aliases, total=self._totals.get(counted))
+            self._totals.put(counted, page.total)
             answer = {
                 "items": page.items,
                 "next_cursor": page.next_cursor,
@@ -66,7 +101,7 @@ class MirrorAnswers:
                 "total": page.total,
                 "synced_at": self.synced_at(aliases, query.type),
             }
-            body = self._keep(key, jsoncodec.dumps(answer))
+            body = self._rendered.put(key, jsoncodec.dumps(answer))
         return _conditional(body, scope)
 
     def changes(self, raw: bytes, scope: Scope, item: str) -> Answer:
@@ -125,20 +160,6 @@ class MirrorAnswers:
             self._version_at = self.store.version()
             self._version_until = now + VERSION_SECONDS
         return self._version_at
-
-    def _cached(self, key: tuple[Any, ...]) -> bytes | None:
-        with self._lock:
-            body = self._rendered.get(key)
-            if body is not None:
-                self._rendered.move_to_end(key)
-            return body
-
-    def _keep(self, key: tuple[Any, ...], body: bytes) -> bytes:
-        with self._lock:
-            self._rendered[key] = body
-            while len(self._rendered) > _RENDERED:
-                self._rendered.popitem(last=False)
-        return body
 
 
 def _whole(

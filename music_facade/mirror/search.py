@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import TextClause, text
+if TYPE_CHECKING:
+    from sqlalchemy import TextClause
 
 # Runs of letters and digits: "Lo-fi" is "lo" and "fi", "v3.5" is "v3" and "5".
 WORD_RE = re.compile(r"[^\W_]+")
@@ -38,6 +39,9 @@ def match_clause(dialect: str, query_words: Iterable[str]) -> TextClause | None:
 
     None when there is no word to match (every track matches).
     """
+    # Imported here: parsing a /tracks query (this module's words) must not load SQLAlchemy.
+    from sqlalchemy import text
+
     unique = list(dict.fromkeys(query_words))
     if not unique:
         return None

@@ -434,15 +434,21 @@ class Store:
         with self._db.read() as conn:
             return _version(conn)
 
-    def tracks(self, query: TracksQuery, aliases: Sequence[str]) -> TracksPage:
-        """One page of the aliases' tracks matching the query, and the total of matches."""
+    def tracks(
+        self, query: TracksQuery, aliases: Sequence[str], total: int | None = None
+    ) -> TracksPage:
+        """One page of the aliases' tracks matching the query, and the total of matches.
+
+        `total`: the matches already counted at this version of the mirror (a later page of
+        the same filter), so that only the first page of a walk counts them.
+        """
         if not aliases:
             return TracksPage([], None, False, 0)
         conditions = _conditions(self.dialect, query, aliases)
         with self._db.read() as conn:
-            total: int | None = None
             if query.words and self.dialect == "postgresql":
-                rows, total = _search_page(conn, conditions, query, query.cursor, query.limit + 1)
+                rows, counted = _search_page(conn, conditions, query, query.cursor, query.limit + 1)
+                total = counted if counted is not None else total
             else:
                 rows = _page(conn, conditions, query, query.cursor, query.limit + 1)
             if total is None:

@@ -172,6 +172,26 @@ def test_tracks_revalidate_with_the_etag(mirror_app: MirrorApp) -> None:
     assert other.status_code == 200
 
 
+def test_a_later_page_counts_the_mirror_it_reads(mirror_app: MirrorApp) -> None:
+    # A walk's pages share their total (counted once per filter and mirror version); a write
+    # shows in the total of the next page read after it, not the one counted before it.
+    app = mirror_app()
+    client = app.test_client()
+    sync(app)
+    first = get_json(client, "/tracks?user=studio&type=song&limit=2")
+    url = f"/tracks?user=studio&type=song&limit=2&cursor={first['next_cursor']}"
+    assert get_json(client, url)["total"] == first["total"]
+    track = {**first["items"][0], "id": "mirror-only", "title": "Written Here"}
+    for key in ("user", "type"):
+        del track[key]
+    store_of(app).write("studio", "song", [Entry("mirror-only", "job-x", track, None)])
+    deadline = time.monotonic() + 5  # the version is read again within VERSION_SECONDS
+    while (later := get_json(client, url))["total"] == first["total"]:
+        assert time.monotonic() < deadline, "the write never showed in the total"
+        time.sleep(0.05)
+    assert later["total"] == first["total"] + 1
+
+
 def test_tracks_refuse_bad_queries_listing_every_parameter(mirror_app: MirrorApp) -> None:
     app = mirror_app()
     client = app.test_client()

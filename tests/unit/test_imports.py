@@ -160,3 +160,21 @@ def test_only_the_command_line_reaches_the_sandbox(graph: ImportGraph) -> None:
     assert not chains, "production modules reach the sandbox:\n" + "\n".join(
         " -> ".join(chain) for chain in chains
     )
+
+
+def test_the_service_without_a_mirror_loads_no_database_library(tmp_path: Path) -> None:
+    # SQLAlchemy and the drivers add about 18 MB to each worker: only [mirror] pays for them.
+    config = tmp_path / "music.toml"
+    config.write_text('[upstream]\nbase_url = "http://127.0.0.1:9"\n[users]\nstudio = "1001"\n')
+    script = (
+        "import sys\n"
+        "from music_facade import create_app\n"
+        "create_app()\n"
+        "print(sorted({m.partition('.')[0] for m in sys.modules} & {'sqlalchemy', 'psycopg'}))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "MUSIC_CONFIG": str(config), "USEAPI_TOKEN": "t" * 20}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"without [mirror] the app loaded {done.stdout.strip()}"
