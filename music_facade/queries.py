@@ -13,6 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -69,7 +70,7 @@ class MirrorAnswers:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self._rendered: _Recent[tuple[Any, ...], bytes] = _Recent(_RENDERED)
+        self._rendered: _Recent[tuple[Any, ...], _Rendered] = _Recent(_RENDERED)
         # A walk's pages share one filter: its total is counted on the first page only.
         self._totals: _Recent[tuple[Any, ...], int] = _Recent(_TOTALS)
         self._version_at = 0
@@ -89,8 +90,8 @@ class MirrorAnswers:
         renewal = int(time.monotonic() // SYNCED_SECONDS)
         version = self._version()
         key = (query, aliases, version, renewal)
-        body = self._rendered.get(key)
-        if body is None:
+        rendered = self._rendered.get(key)
+        if rendered is None:
             counted = (query.digest, aliases, version)
             page = self.store.tracks(query, aliases, total=self._totals.get(counted))
             self._totals.put(counted, page.total)
@@ -101,8 +102,8 @@ class MirrorAnswers:
                 "total": page.total,
                 "synced_at": self.synced_at(aliases, query.type),
             }
-            body = self._rendered.put(key, jsoncodec.dumps(answer))
-        return _conditional(body, scope)
+            rendered = self._rendered.put(key, _Rendered.of(jsoncodec.dumps(answer)))
+        return _conditional(rendered, scope)
 
     def changes(self, raw: bytes, scope: Scope, item: str) -> Answer:
         """GET /changes: what happened since a token, in order."""
@@ -137,7 +138,7 @@ class MirrorAnswers:
             "next": str(page.next),
             "has_more": page.has_more,
         }
-        return _conditional(jsoncodec.dumps(answer), scope)
+        return _conditional(_Rendered.of(jsoncodec.dumps(answer)), scope)
 
     def synced_at(self, aliases: Sequence[str], type_: str | None) -> str | None:
         """The oldest last complete sync among the accounts asked about (None: one never was)."""
@@ -174,13 +175,25 @@ def _whole(
     return int(text)
 
 
-def _conditional(body: bytes, scope: Scope) -> Answer:
+@dataclass(frozen=True, slots=True)
+class _Rendered:
+    """An answer's body with its entity tag, hashed once however often it is sent."""
+
+    body: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, body: bytes) -> _Rendered:
+        return cls(body, hashlib.blake2b(body, digest_size=16).hexdigest())
+
+
+def _conditional(rendered: _Rendered, scope: Scope) -> Answer:
     """200 with the body, or 304 when If-None-Match names it; never stored by a shared cache,
     always revalidated (the mirror changes under it)."""
-    etag = hashlib.blake2b(body, digest_size=16).hexdigest()
-    headers = [("ETag", f'"{etag}"'), ("Cache-Control", "private, no-cache")]
+    headers = [("ETag", f'"{rendered.etag}"'), ("Cache-Control", "private, no-cache")]
     given = scope.environ.get("HTTP_IF_NONE_MATCH")
-    if given and parse_etags(given).contains_weak(etag):
+    if given and parse_etags(given).contains_weak(rendered.etag):
         return 304, [], headers, None
-    headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    return 200, [body], headers, None
+    length = str(len(rendered.body))
+    headers += [("Content-Type", "application/json"), ("Content-Length", length)]
+    return 200, [rendered.body], headers, None
