@@ -1,6 +1,6 @@
-"""Benchmark: each figure of issue 8's table as a ratio to a baseline measured in the same run.
+"""Benchmark: each figure of docs/performance.md as a ratio to a baseline measured in the same run.
 
-    ./run bench [--seconds 3] [--rounds 5] [--redis] [--only hits|miss]
+    ./run bench [--seconds 3] [--rounds 5] [--redis] [--only hits|miss|mirror]
 
 Starts a stub upstream (bench/upstream.py: any page, after the delay its user id names), the
 service under deploy/gunicorn.conf.py (production worker class and settings, 2 workers), the
@@ -8,7 +8,8 @@ same with a client key and rate limit, and bare Flask under the same configurati
 the service's hit answers: the same headers and body, captured from the service at start, and
 the body alone (bench/baseline.py). Then, in alternating rounds, each row with its baseline next
 to it; the table shows each row's median and its spread (min-max) over rounds. Then the three
-hostile-client probes. Load comes from wrk (see bench/wrk.py for why).
+hostile-client probes. The mirror's rows (bench/mirror.py: 100,000 tracks on SQLite and on
+PostgreSQL) run first, or alone with --only mirror. Load comes from wrk (see bench/wrk.py).
 """
 
 from __future__ import annotations
@@ -173,11 +174,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["hits", "miss"],
-        help="just the hit rows, or just the miss row (for iterating on one path)",
+        choices=["hits", "miss", "mirror"],
+        help="just the hit rows, the miss row, or the mirror's rows (for iterating on one path)",
     )
     args = parser.parse_args()
     secs = args.seconds
+    if args.only in (None, "mirror"):
+        # The mirror's rows need no stub upstream: they run first, on their own servers.
+        from .mirror import run as mirror_rows
+
+        mirror_rows(args.rounds, secs, args.workers)
+        if args.only == "mirror":
+            return
 
     with (
         stub_upstream() as upstream,

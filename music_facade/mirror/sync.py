@@ -105,6 +105,10 @@ class _Walk:
     skipped: int = 0
     listed: set[str] = field(default_factory=set)  # reconcile: every id the walk saw
     stored_before: set[str] = field(default_factory=set)  # reconcile: ids stored at its start
+    # reconcile, after its last page: the stored ids it did not list, still to be asked for
+    # one by one (None: not at its last page yet), and those the upstream confirmed gone.
+    unlisted: list[str] | None = None
+    gone: list[str] = field(default_factory=list)
 
 
 class Syncer:
@@ -316,6 +320,8 @@ class Syncer:
     def _advance(self, alias: str, type_: str, walk: _Walk, seen: set[str]) -> float:
         """Read pages while the budget allows; the seconds until the walk can go on (0: done)."""
         user_id = self.users[alias]
+        if walk.unlisted is not None:  # every page read: the walk is asking about the unlisted
+            return self._finish(alias, type_, walk)
         while True:
             if walk.pages >= self.mirror.max_pages:
                 raise PageLimitReached(f"Stopped after {self.mirror.max_pages} pages.")
@@ -394,23 +400,70 @@ class Syncer:
         return next_cursor is None
 
     def _finish(self, alias: str, type_: str, walk: _Walk) -> float:
-        """Record a walk that reached the last page; the seconds until the type's next walk."""
+        """Record a walk that reached the last page; the seconds until the type's next walk
+        (or until a reconcile can go on asking about the tracks it did not list)."""
+        if walk.kind == "reconcile":
+            if walk.unlisted is None:
+                # Only tracks stored before the walk began: one written since (a new track, by
+                # the active refresh) may sit above where the walk started.
+                stored = walk.stored_before & self.store.ids(alias, type_)
+                walk.unlisted = sorted(stored - walk.listed)
+            wait = self._confirm_gone(alias, type_, walk)
+            if wait:
+                return wait
+            if walk.gone:
+                walk.deleted += len(self.store.delete(alias, type_, walk.gone))
         now = self.clock()
         fields: dict[str, Any] = {"last_complete": now, "last_error": None}
         if walk.kind == "backfill":
             # The first full walk doubles as the first reconcile: every listed track is stored.
             fields.update(backfilled=True, backfill_cursor=None, last_reconcile=now)
         elif walk.kind == "reconcile":
-            # Only tracks stored before the walk began: one written since (a new track, by the
-            # active refresh) may sit above where the walk started.
-            gone = (walk.stored_before & self.store.ids(alias, type_)) - walk.listed
-            if gone:
-                walk.deleted += len(self.store.delete(alias, type_, gone))
             fields["last_reconcile"] = now
         self.store.save_state(alias, type_, **fields)
         del self._walks[(alias, type_)]
         self._report(alias, type_, walk.kind, "ok", walk, now)
         return self.mirror.interval
+
+    def _confirm_gone(self, alias: str, type_: str, walk: _Walk) -> float:
+        """Ask the upstream about each track the reconcile did not list; 0 once all are asked,
+        else the seconds until the budget allows the next call.
+
+        The upstream's cursors are positions in a list that changes under the walk: a deletion
+        above the cursor moves the next page down by one, so a live track can go unlisted.
+        Each is asked for by its job id: a 404 confirms it gone, an answer writes it again.
+        """
+        assert walk.unlisted is not None
+        user_id = self.users[alias]
+        while walk.unlisted:
+            id_ = walk.unlisted[-1]
+            job_id = self.store.job_id(alias, id_)
+            if job_id is None:  # deleted meanwhile by another writer
+                walk.unlisted.pop()
+                continue
+            wait = self.budget.take(user_id)
+            if wait:
+                return wait
+            if not self._lease(alias, self.clock()):
+                return self.mirror.interval / 4
+            time.sleep(0)  # the worker's other requests run between calls
+            walk.calls += 1
+            try:
+                record = self.client.get_record(user_id, job_id, _request_id())
+            except UpstreamFailure as exc:
+                if exc.upstream_status != 404:
+                    raise
+                walk.gone.append(walk.unlisted.pop())
+                continue
+            walk.unlisted.pop()
+            found, skipped = entries_of([record])
+            walk.skipped += skipped
+            live = [entry for entry in found if entry.id == id_]
+            if live:
+                walk.written += len(self.store.write(alias, type_, live))
+            else:
+                walk.gone.append(id_)  # its job answers, but no longer with this track
+        return 0.0
 
     def _failed(self, alias: str, type_: str, kind: str, exc: Problem) -> float:
         """Record a failure and pause the alias until the next interval; a walk in progress

@@ -384,6 +384,29 @@ def test_reconcile_deletes_a_vanished_track_only_after_a_complete_walk(
     assert [r.deleted for r in reconciled(syncers)] == [1]
 
 
+def test_reconcile_keeps_a_track_a_deletion_shifted_past_its_cursor(
+    live: SandboxServer, store: Store, syncers: Syncers, clock: Clock
+) -> None:
+    # The upstream's cursors are offsets: a deletion on a page already read moves the next
+    # page down by one, so the walk never lists the track that was first on it.
+    users = {"studio": "1001"}
+    syncer = syncers(users, reconcile_every=600.0, interval=3600.0, max_calls_per_minute=1)
+    drive(syncer, clock, backfilled(store, users))
+    records = live.state.library.page("1001", "song", 0, None)
+    deleted, shifted = records[0]["itemId"], records[10]["itemId"]  # pages of 10
+    reconcile_began(live, store, syncer, clock)
+    live.state.library.delete("1001", deleted)
+    drive(syncer, clock, lambda: bool(reconciled(syncers)))
+    # The shifted track went unlisted; asked for by its job id, it answers: it stays.
+    assert shifted in store.ids("studio", "song")
+    assert [r.deleted for r in reconciled(syncers)] == [0]
+    # The deleted one was listed before it went: the next reconcile asks about it, and it goes.
+    drive(syncer, clock, lambda: len(reconciled(syncers)) == 2)
+    assert deleted not in store.ids("studio", "song")
+    assert mirrored(store, "studio", "song") == listed(live, "1001", "song")
+    assert [r.deleted for r in reconciled(syncers)] == [0, 1]
+
+
 def reconcile_began(live: SandboxServer, store: Store, syncer: Syncer, clock: Clock) -> None:
     """Move to when the song reconcile is due and step until it read its first page (under a
     budget of one call a minute, it reads no more in that step)."""
