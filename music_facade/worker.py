@@ -238,7 +238,10 @@ class ProblemWorker(GeventWorker):  # type: ignore[misc]
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM: /readyz fails from now on (Lifecycle), then gunicorn's graceful stop, which
         finishes the requests in flight within graceful_timeout."""
-        lifecycle = getattr(self.wsgi, "extensions", {}).get("lifecycle")
+        # A SIGTERM can arrive while the worker still boots, before the app (self.wsgi) is
+        # loaded: the worker must then just stop, not fail to boot (which halts the master).
+        app = getattr(self, "wsgi", None)
+        lifecycle = getattr(app, "extensions", {}).get("lifecycle")
         if lifecycle is not None:
             lifecycle.begin_shutdown()
         super().handle_exit(sig, frame)
