@@ -142,13 +142,7 @@ class MirrorAnswers:
 
     def synced_at(self, aliases: Sequence[str], type_: str | None) -> str | None:
         """The oldest last complete sync among the accounts asked about (None: one never was)."""
-        oldest: float | None = None
-        for alias in aliases:
-            for kind in (type_,) if type_ else TYPES:
-                done = self.store.state(alias, kind).last_complete
-                if done is None:
-                    return None
-                oldest = done if oldest is None else min(oldest, done)
+        oldest = self.store.oldest_complete(aliases, (type_,) if type_ else TYPES)
         if oldest is None:
             return None
         return datetime.fromtimestamp(int(oldest), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

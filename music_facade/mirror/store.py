@@ -415,6 +415,23 @@ class Store:
             return SyncState()
         return SyncState(**{name: getattr(row, name) for name in _STATE_FIELDS})
 
+    def oldest_complete(self, aliases: Sequence[str], types: Sequence[str]) -> float | None:
+        """The oldest last complete sync among these (alias, type) pairs, in one read; None
+        when one of them was never completely synced."""
+        with self._db.read() as conn:
+            found = list(
+                conn.execute(
+                    select(sync_state.c.last_complete).where(
+                        sync_state.c.alias.in_(list(aliases)),
+                        sync_state.c.type.in_(list(types)),
+                        sync_state.c.last_complete.is_not(None),
+                    )
+                ).scalars()
+            )
+        if not aliases or len(found) < len(set(aliases)) * len(set(types)):
+            return None
+        return float(min(found))
+
     def counts(self, alias: str, type_: str) -> dict[str, int]:
         """The (alias, type)'s tracks by status, and "total"."""
         found = dict.fromkeys(STATUSES, 0)

@@ -381,6 +381,22 @@ def test_library_sync_state_and_generating(store: Store) -> None:
         store.save_state("studio", "song", password="x")
 
 
+def test_the_oldest_complete_sync_of_several_accounts(store: Store) -> None:
+    both = ("song", "instrumental")
+    assert store.oldest_complete(["a", "b"], both) is None
+    store.save_state("a", "song", last_complete=200.0)
+    store.save_state("a", "instrumental", last_complete=100.0)
+    store.save_state("b", "song", last_attempt=50.0)  # tried, never complete
+    assert store.oldest_complete(["a"], both) == 100.0
+    assert store.oldest_complete(["a"], ["song"]) == 200.0
+    assert store.oldest_complete(["a", "b"], both) is None
+    store.save_state("b", "song", last_complete=300.0)
+    store.save_state("b", "instrumental", last_complete=150.0)
+    assert store.oldest_complete(["a", "b"], both) == 100.0
+    assert store.oldest_complete(["b", "b"], ["song"]) == 300.0
+    assert store.oldest_complete([], both) is None
+
+
 def test_lease_exclusive_and_expiring(store: Store, clock: Clock) -> None:
     assert store.lease("sync:studio", "a", 30)
     assert not store.lease("sync:studio", "b", 30)
