@@ -44,18 +44,23 @@ class Slot:
 class StreamSlots:
     """How many streams one worker process runs at once, refused rather than queued."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, busy: Callable[[int], Problem] | None = None) -> None:
         self.size = size
         self._free = threading.BoundedSemaphore(size)
+        self._busy = busy or _library_busy
 
     def take(self) -> Slot:
-        """A free slot, or LibraryBusy (503 with Retry-After)."""
+        """A free slot, or the refusal (LibraryBusy unless told: 503 with Retry-After)."""
         if not self._free.acquire(blocking=False):
-            raise LibraryBusy(
-                f"This process already streams {self.size} libraries; retry shortly.",
-                headers={"Retry-After": str(BUSY_RETRY_AFTER)},
-            )
+            raise self._busy(self.size)
         return Slot(self._free.release)
+
+
+def _library_busy(size: int) -> Problem:
+    return LibraryBusy(
+        f"This process already streams {size} libraries; retry shortly.",
+        headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+    )
 
 
 class Connection:
