@@ -14,7 +14,6 @@ down ends it within `WAIT_SLICE` seconds, and each write is bounded like /librar
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -101,14 +100,9 @@ class Events:
             first = store.changes(since, aliases, PAGE)  # ChangesExpired: 410, nothing sent
             position = since
         slot = self.slots.take()
-        try:
-            connection = Connection.of(scope.environ)
-            waiter = self.wakeups.register()
-        except BaseException:
-            slot.release()
-            raise
+        connection = Connection.of(scope.environ)
         ending = _Ending()
-        chunks = self._stream(aliases, type_, position, first, waiter, connection, ending)
+        chunks = self._stream(aliases, type_, position, first, connection, ending)
         stream = _EventStream(chunks, slot, connection, self.send_timeout, ending)
         headers = [
             ("Content-Type", "text/event-stream"),
@@ -123,10 +117,12 @@ class Events:
         type_: str | None,
         position: int,
         page: ChangesPage | None,
-        waiter: threading.Event,
         connection: Connection | None,
         ending: _Ending,
     ) -> Iterator[bytes]:
+        # Registered once the server begins the stream (a HEAD never does): set from the start,
+        # so the log is read again after registering and nothing written before is missed.
+        waiter = self.wakeups.register()
         store = self.store
         heartbeat = self.settings.heartbeat
         sent = 0

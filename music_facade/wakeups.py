@@ -38,8 +38,13 @@ class Wakeups:
         self._running = False
 
     def register(self) -> threading.Event:
-        """A new waiter, set whenever the mirror's version moves; starts the poller if idle."""
+        """A new waiter, set whenever the mirror's version moves; starts the poller if idle.
+
+        It begins set: its stream reads the log once more after registering, so a write the
+        poller saw just before cannot be missed.
+        """
         waiter = threading.Event()
+        waiter.set()
         with self._lock:
             self._waiters.add(waiter)
             start = not self._running

@@ -176,12 +176,16 @@ def test_parameters_are_checked_before_the_stream_listing_every_bad_one(
 def test_an_alias_outside_the_callers_scope_is_403(mirror_app: MirrorApp) -> None:
     key, digest = mint_key()
     only_studio = ClientSettings(name="app", key_sha256=(digest,), users=frozenset({"studio"}))
-    client = mirror_app(clients=(only_studio,)).test_client()
+    app = mirror_app(clients=(only_studio,), max_streams=1)
+    client = app.test_client()
     assert get_json(client, "/events", 401)["code"] == "credential_missing"
     bearer = {"Authorization": f"Bearer {key}"}
     for url in ("/events?user=edge", "/events?user=studio,edge"):
         assert get_json(client, url, 403, headers=bearer)["code"] == "user_not_allowed"
-    assert client.head("/events?user=studio", headers=bearer).status_code == 200
+    # A HEAD begins no stream: it holds no slot (the only one) and wakes no poller.
+    for _ in range(2):
+        assert client.head("/events?user=studio", headers=bearer).status_code == 200
+    assert app.extensions["events"].wakeups.waiting() == 0
 
 
 def test_a_position_older_than_the_log_is_410_before_the_stream(mirror_app: MirrorApp) -> None:
