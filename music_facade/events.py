@@ -179,9 +179,8 @@ class _Ending:
 
 
 class _EventStream(Stream):
-    """A Stream whose connection is ended once the last chunk is out when the process shuts
-    down or the caller left: a kept-alive connection would hold the worker (and a client would
-    reconnect on it) after the stream was over."""
+    """A Stream whose connection ends with it when the process shuts down (after the last
+    chunk, so the client sees a whole answer and reconnects elsewhere) or the caller left."""
 
     def __init__(
         self,
@@ -196,10 +195,19 @@ class _EventStream(Stream):
         self._ending = ending
 
     def close(self) -> None:
-        """As Stream.close, then the connection dropped if the stream ended for good."""
+        """As Stream.close, then the connection ended if the stream ended for good.
+
+        The server may close the body before it writes the answer's end (the handler's
+        `traced` does, once the chunks run out), so a shutdown only stops the reading side.
+        """
         super().close()
-        if self._connection is not None and (self._ending.shutdown or self._ending.gone):
-            self._connection.drop()
+        connection = self._connection
+        if connection is None:
+            return
+        if self._ending.gone:
+            connection.drop()
+        elif self._ending.shutdown:
+            connection.stop_reading()
 
 
 def _position(text: str | None, name: str, errors: dict[str, list[str]]) -> int | None:

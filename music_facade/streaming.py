@@ -99,6 +99,13 @@ class Connection:
         except (OSError, ValueError):  # reset, or already closed
             return True
 
+    def stop_reading(self) -> None:
+        """Let the answer's last bytes out, then have the server close the connection: its
+        next read for another request on it finds the end. (A kept-alive connection would
+        keep a leaving worker busy, and a client would ask again on it.)"""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RD)
+
     def drop(self) -> None:
         """End the connection at once: the server's next write fails, so it closes quietly
         instead of completing the answer (a stream cut short must not look complete)."""
