@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
@@ -27,10 +28,15 @@ from .bulkhead import Bulkhead
 from .cache import PageCache
 from .config import Settings, load_settings
 from .core.music import Music
+from .events import Events
 from .guards import Guards
+from .lifecycle import Lifecycle
 from .proxies import TrustedProxyFix
 from .queries import MirrorAnswers
 from .upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from .mirroring import Mirror
 
 __all__ = ["create_app"]
 
@@ -102,6 +108,9 @@ def create_app(
     app.extensions["limits"] = rate_limits
     if chosen.store is not None:
         app.extensions["store"] = chosen.store
+    streams = _events(settings, mirror, app.extensions["lifecycle"])
+    if streams is not None:
+        app.extensions["events"] = streams
     # GET and HEAD /music, hits and misses, never build a Flask request (music_facade.music).
     handler = music.MusicHandler(
         app.wsgi_app,
@@ -112,6 +121,7 @@ def create_app(
         cross_origin,
         measures,
         MirrorAnswers(settings, mirror.store) if mirror is not None else None,
+        streams,
     )
     app.wsgi_app = handler  # type: ignore[method-assign]
     if settings.proxy_hops:
@@ -129,6 +139,13 @@ def create_app(
     if settings is not held:  # the master said what runs already, once for all workers
         startup.log_summary(settings, workers=1)
     return app
+
+
+def _events(settings: Settings, mirror: Mirror | None, lifecycle: Lifecycle) -> Events | None:
+    """GET /events, with the mirror on: its streams end when the process begins shutting down."""
+    if mirror is None:
+        return None
+    return Events(settings.events, settings.library, mirror.store, lifecycle)
 
 
 def _authenticator(settings: Settings, clock: Callable[[], float]) -> auth.Authenticator:

@@ -262,6 +262,14 @@ class LibrarySettings:
 
 
 @dataclass(frozen=True)
+class EventsSettings:
+    """[events]: GET /events, the mirror's live change stream (only with [mirror])."""
+
+    heartbeat: float = 15.0  # seconds between keep-alive comments on a quiet stream
+    max_streams: int = 1000  # /events streams one worker holds open at once
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """[metrics]: who may scrape /metrics (Settings.metrics_access: without either key, anyone
     in open mode, nobody once keys or OIDC are configured)."""
@@ -286,6 +294,7 @@ class Settings:
     redis: RedisSettings | None = None
     bulkhead: BulkheadSettings = field(default_factory=BulkheadSettings)
     library: LibrarySettings = field(default_factory=LibrarySettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
     oidc: OidcSettings | None = None
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     mirror: MirrorSettings | None = None
@@ -348,6 +357,7 @@ class Settings:
             },
             "redis": self.redis.describe() if self.redis else None,
             "library": _described(self.library),
+            "events": _described(self.events),
             "oidc": self.oidc.describe() if self.oidc else None,
             "metrics": {**_described(self.metrics), "access": self.metrics_access},
             "mirror": self.mirror.describe() if self.mirror else None,
@@ -549,6 +559,11 @@ class _LibrarySchema(_StrictSchema):
     pages_per_address = fields.String(validate=_check_rate_limit)
 
 
+class _EventsSchema(_StrictSchema):
+    heartbeat = _StrictNumber(validate=validate.Range(min=0.05, max=300))
+    max_streams = _StrictInt(validate=validate.Range(min=1, max=100_000))
+
+
 _DATABASE_URL_RULE = (
     "must be sqlite:///relative/path, sqlite:////absolute/path or "
     "postgresql://user@host:port/database"
@@ -650,6 +665,7 @@ class _FileSchema(_StrictSchema):
     server = fields.Nested(_ServerSchema)
     redis = fields.Nested(_RedisSchema)
     library = fields.Nested(_LibrarySchema)
+    events = fields.Nested(_EventsSchema)
     oidc = fields.Nested(_OidcSchema)
     metrics = fields.Nested(_MetricsSchema)
     mirror = fields.Nested(_MirrorSchema)
@@ -804,6 +820,7 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         redis=redis,
         bulkhead=BulkheadSettings(**bulkhead),
         library=LibrarySettings(**data.get("library", {})),
+        events=EventsSettings(**data.get("events", {})),
         oidc=_oidc_settings(data.get("oidc")),
         metrics=MetricsSettings(
             allow=tuple(data.get("metrics", {}).get("allow", [])),

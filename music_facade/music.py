@@ -37,6 +37,7 @@ from .core.query import (
 )
 from .cors import Cors
 from .errors import Problem
+from .events import Events
 from .library import Library
 from .limits import Limits, RateLimited
 from .metrics import STORED, Metrics, client_label
@@ -79,7 +80,8 @@ _JSON_TYPE = "application/json"
 
 
 class MusicHandler:
-    """WSGI: GET and HEAD of /music, /music/{id}, /music/{id}/audio and /library answered here
+    """WSGI: GET and HEAD of /music, /music/{id}, /music/{id}/audio, /library and (with the
+    mirror) /tracks, /changes and /events answered here
     through the request pipeline and the same rule functions; every other request goes on to
     Flask."""
 
@@ -93,6 +95,7 @@ class MusicHandler:
         cors: Cors,
         metrics: Metrics,
         mirror: MirrorAnswers | None = None,
+        events: Events | None = None,
     ) -> None:
         self.app = app
         self.music = music
@@ -112,6 +115,8 @@ class MusicHandler:
         self.mirrored: dict[str, Callable[..., Answer]] = (
             {"/tracks": mirror.tracks, "/changes": mirror.changes} if mirror else {}
         )
+        if events is not None:
+            self.mirrored["/events"] = events.answer
 
     def _route(self, path: str | None) -> tuple[str, Callable[..., Answer], str] | None:
         """The route template, its answering method and the track id in the path, or None."""
@@ -307,3 +312,4 @@ def register(app: Flask, music: Music, mirrored: bool = False) -> None:
     if mirrored:
         app.add_url_rule("/tracks", "tracks", _routing_only, methods=["GET"])
         app.add_url_rule("/changes", "changes", _routing_only, methods=["GET"])
+        app.add_url_rule("/events", "events", _routing_only, methods=["GET"])

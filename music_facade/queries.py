@@ -128,6 +128,7 @@ class MirrorAnswers:
                 {
                     "seq": str(c.seq),
                     "op": c.op,
+                    "event": c.event,
                     "user": c.user,
                     "type": c.type,
                     "id": c.id,

@@ -44,18 +44,23 @@ class Slot:
 class StreamSlots:
     """How many streams one worker process runs at once, refused rather than queued."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, busy: Callable[[int], Problem] | None = None) -> None:
         self.size = size
         self._free = threading.BoundedSemaphore(size)
+        self._busy = busy or _library_busy
 
     def take(self) -> Slot:
-        """A free slot, or LibraryBusy (503 with Retry-After)."""
+        """A free slot, or the refusal (LibraryBusy unless told: 503 with Retry-After)."""
         if not self._free.acquire(blocking=False):
-            raise LibraryBusy(
-                f"This process already streams {self.size} libraries; retry shortly.",
-                headers={"Retry-After": str(BUSY_RETRY_AFTER)},
-            )
+            raise self._busy(self.size)
         return Slot(self._free.release)
+
+
+def _library_busy(size: int) -> Problem:
+    return LibraryBusy(
+        f"This process already streams {size} libraries; retry shortly.",
+        headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+    )
 
 
 class Connection:
@@ -93,6 +98,13 @@ class Connection:
             return bool(readable) and self.sock.recv(1, socket.MSG_PEEK) == b""
         except (OSError, ValueError):  # reset, or already closed
             return True
+
+    def stop_reading(self) -> None:
+        """Let the answer's last bytes out, then have the server close the connection: its
+        next read for another request on it finds the end. (A kept-alive connection would
+        keep a leaving worker busy, and a client would ask again on it.)"""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RD)
 
     def drop(self) -> None:
         """End the connection at once: the server's next write fails, so it closes quietly

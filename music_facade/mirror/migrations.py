@@ -113,9 +113,13 @@ _COMMON_INDEXES = (
     "CREATE INDEX changes_by_at ON changes (at)",
 )
 
+# Step 2: each change names its event (track.created, track.progress, ...) for /events. Rows
+# logged before it have none and read as track.updated or track.deleted.
+_V2_EVENT = ("ALTER TABLE changes ADD COLUMN event TEXT",)
+
 STEPS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "sqlite": (_SQLITE_V1 + _COMMON_INDEXES,),
-    "postgresql": (_POSTGRESQL_V1 + _COMMON_INDEXES,),
+    "sqlite": (_SQLITE_V1 + _COMMON_INDEXES, _V2_EVENT),
+    "postgresql": (_POSTGRESQL_V1 + _COMMON_INDEXES, _V2_EVENT),
 }
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS mirror_schema (version INTEGER NOT NULL)"
@@ -176,6 +180,7 @@ changes = Table(
     Column("id", Text, nullable=False),
     Column("op", Text, nullable=False),
     Column("body", Text),
+    Column("event", Text),  # step 2; None on rows logged before it
 )
 
 track_counts = Table(

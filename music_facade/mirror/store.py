@@ -60,6 +60,29 @@ class Entry:
     updated_ms: int | None  # the record's updateTime (epoch ms), for sort=updated_at
 
 
+CREATED = "track.created"
+PROGRESS = "track.progress"
+COMPLETED = "track.completed"
+FAILED = "track.failed"
+UPDATED = "track.updated"
+DELETED = "track.deleted"
+EVENTS = (CREATED, PROGRESS, COMPLETED, FAILED, UPDATED, DELETED)
+
+
+def event_of(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """The name of an upsert from the stored Track before it (None: there was none) to after."""
+    if old is None:
+        return CREATED
+    was, now = old.get("status"), new.get("status")
+    if now == "completed" and was != "completed":
+        return COMPLETED
+    if now == "failed" and was != "failed":
+        return FAILED
+    if was == now == "generating" and old.get("progress") != new.get("progress"):
+        return PROGRESS
+    return UPDATED
+
+
 @dataclass(frozen=True)
 class Change:
     """One entry of the change log."""
@@ -71,6 +94,9 @@ class Change:
     id: str
     track: dict[str, Any] | None  # None for a delete
     at: float  # epoch seconds
+    # What happened (EVENTS); a change logged before the log named them reads as
+    # track.updated or track.deleted.
+    event: str = UPDATED
 
 
 @dataclass(frozen=True)
@@ -154,16 +180,19 @@ class Store:
         with self._db.write() as conn:
             existing = self._existing(conn, alias, type_, list(latest))
             rows: list[dict[str, Any]] = []
+            events: list[str] = []
             quiet: list[dict[str, Any]] = []
             deltas: dict[str, int] = {}
             for entry in latest.values():
                 row = _row(alias, type_, entry)
                 old = existing.get(entry.id)
-                if old is not None and jsoncodec.loads(old.body) == entry.track:
+                before = None if old is None else jsoncodec.loads(old.body)
+                if old is not None and before == entry.track:
                     if (old.job_id, old.updated_at) != (row["job_id"], row["updated_at"]):
                         quiet.append(row)  # not part of the public Track: no change
                     continue
                 rows.append(row)
+                events.append(event_of(before, entry.track))
                 if old is not None:
                     deltas[old.status] = deltas.get(old.status, 0) - 1
                 deltas[row["status"]] = deltas.get(row["status"], 0) + 1
@@ -171,7 +200,12 @@ class Store:
                 if batch:
                     conn.execute(self._upsert_tracks(), batch)
             made = self._log(
-                conn, now, [(alias, type_, row["id"], "upsert", row["body"]) for row in rows]
+                conn,
+                now,
+                [
+                    (alias, type_, row["id"], "upsert", row["body"], event)
+                    for row, event in zip(rows, events, strict=True)
+                ],
             )
             self._count(conn, alias, type_, deltas)
         if sum(deltas.values()) > 0:
@@ -215,7 +249,9 @@ class Store:
                         tracks.c.alias == alias, tracks.c.type == type_, tracks.c.id.in_(chunk)
                     )
                 )
-            made = self._log(conn, now, [(alias, type_, id_, "delete", None) for id_ in gone])
+            made = self._log(
+                conn, now, [(alias, type_, id_, "delete", None, DELETED) for id_ in gone]
+            )
             self._count(conn, alias, type_, deltas)
         return made
 
@@ -246,19 +282,19 @@ class Store:
         self,
         conn: Connection,
         now: float,
-        made: list[tuple[str, str, str, str, str | None]],
+        made: list[tuple[str, str, str, str, str | None, str]],
     ) -> list[Change]:
         if not made:
             return []
         rows = [
-            {"at": now, "alias": a, "type": t, "id": i, "op": op, "body": body}
-            for a, t, i, op, body in made
+            {"at": now, "alias": a, "type": t, "id": i, "op": op, "body": body, "event": event}
+            for a, t, i, op, body, event in made
         ]
         statement = changes.insert().returning(changes.c.seq, sort_by_parameter_order=True)
         seqs = [row.seq for row in conn.execute(statement, rows)]
         return [
-            Change(seq, op, a, t, i, None if body is None else jsoncodec.loads(body), now)
-            for seq, (a, t, i, op, body) in zip(seqs, made, strict=True)
+            Change(seq, op, a, t, i, None if body is None else jsoncodec.loads(body), now, event)
+            for seq, (a, t, i, op, body, event) in zip(seqs, made, strict=True)
         ]
 
     def _count(self, conn: Connection, alias: str, type_: str, deltas: dict[str, int]) -> None:
@@ -543,6 +579,7 @@ class Store:
                 row.id,
                 None if row.body is None else jsoncodec.loads(row.body),
                 float(row.at),
+                row.event or (DELETED if row.op == "delete" else UPDATED),
             )
             for row in rows[:limit]
         ]

@@ -129,6 +129,7 @@ def test_info_and_servers() -> None:
         (path, method)
         for path in (
             *("/music", "/music/{id}", "/music/{id}/audio", "/library", "/tracks", "/changes"),
+            "/events",
             *("/healthz", "/readyz", "/metrics", "/openapi.yaml", "/openapi.json", "/docs"),
         )
         for method in ("get", "head", "options")
@@ -550,7 +551,10 @@ def test_client_key_scheme_is_http_bearer() -> None:
 def test_only_music_reads_need_a_key_and_open_mode_is_documented() -> None:
     for path, method, operation in operations():
         label = f"{method.upper()} {path}"
-        reads = ("/music", "/music/{id}", "/music/{id}/audio", "/library", "/tracks", "/changes")
+        reads = (
+            *("/music", "/music/{id}", "/music/{id}/audio", "/library", "/tracks", "/changes"),
+            "/events",
+        )
         if path in reads and method in (
             "get",
             "head",

@@ -307,17 +307,18 @@ def test_the_served_contract_lists_the_mirror_only_when_it_is_on(
     mirror_app: MirrorApp, sandbox: SandboxServer
 ) -> None:
     served = get_json(mirror_app().test_client(), "/openapi.json")
-    assert {"/tracks", "/changes"} <= set(served["paths"])
+    assert {"/tracks", "/changes", "/events"} <= set(served["paths"])
     assert "example" not in served["components"]["parameters"]["MirrorUser"]
     without = create_app(sandbox_settings(sandbox, users=USERS))
     without.test_client_class = CheckedClient
     try:
         client = without.test_client()
         doc = get_json(client, "/openapi.json")
-        assert not {"/tracks", "/changes"} & set(doc["paths"])
+        assert not {"/tracks", "/changes", "/events"} & set(doc["paths"])
         assert "TracksPage" not in doc["components"]["schemas"]
         assert "mirror" not in {tag["name"] for tag in doc["tags"]}
         assert get_json(client, "/tracks", 404)["code"] == "not_found"
         assert get_json(client, "/changes", 404)["code"] == "not_found"
+        assert get_json(client, "/events", 404)["code"] == "not_found"
     finally:
         without.extensions["music"].client.close()

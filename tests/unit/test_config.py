@@ -14,6 +14,7 @@ from music_facade.config import (
     CacheSettings,
     ClientSettings,
     ConfigError,
+    EventsSettings,
     LibrarySettings,
     LimitSettings,
     MetricsSettings,
@@ -268,6 +269,7 @@ def full_settings() -> Settings:
             send_timeout=5.0,
             pages_per_address="30/minute",
         ),
+        events=EventsSettings(heartbeat=5.0, max_streams=50),
         oidc=OidcSettings(
             issuer="https://idp.test",
             audience="music",
@@ -347,6 +349,7 @@ def test_describe_shows_a_full_configuration_in_order_with_secrets_masked() -> N
                 "send_timeout": 5.0,
                 "pages_per_address": "30/minute",
             },
+            "events": {"heartbeat": 5.0, "max_streams": 50},
             "oidc": {
                 "issuer": "https://idp.test",
                 "audience": "music",

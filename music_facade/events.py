@@ -1,0 +1,231 @@
+"""GET /events: the mirror's change log as a live Server-Sent Events stream.
+
+A route of the /music handler (music_facade.music), so credentials, scopes, rate limits, CORS,
+request ids, metrics and problems are those of /changes. Everything that can refuse the
+request (the query, the scope, a position older than the retained log, a full worker) is
+answered before the first byte as an ordinary problem. Then the stream: `retry:` at once, the
+changes after the position in pages of at most `PAGE` (a replay), then live. Each stream reads
+the log itself from the last seq it passed, so it sends every change once and in order,
+whatever wakes it; `Wakeups` only says when to read again. A quiet stream sends a comment
+every `[events] heartbeat` seconds, a caller that hung up or a process that begins shutting
+down ends it within `WAIT_SLICE` seconds, and each write is bounded like /library's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import jsoncodec
+from .config import EventsSettings, LibrarySettings
+from .core.query import TYPES, decode_query
+from .errors import InvalidQuery, Problem
+from .lifecycle import Lifecycle
+from .scope import Answer, Scope
+from .streaming import BUSY_RETRY_AFTER, Connection, Slot, Stream, StreamSlots
+from .wakeups import Wakeups
+
+if TYPE_CHECKING:
+    from .mirror.store import Change, ChangesPage, Store
+
+log = logging.getLogger(__name__)
+
+PAGE = 500  # changes per read of the log
+RETRY_MS = 3000  # how long a client waits before it reconnects (the `retry:` field)
+WAIT_SLICE = 0.5  # seconds: how often a waiting stream looks at its caller and the process
+MAX_SEQ = 2**63 - 1
+_PARAMETERS = ("user", "type", "since")
+_KEEP_ALIVE = b": keep-alive\n\n"
+
+
+class EventsBusy(Problem, code="events_busy"):
+    """The worker already holds as many /events streams as it allows."""
+
+
+def _busy(size: int) -> Problem:
+    return EventsBusy(
+        f"This process already holds {size} event streams; retry shortly.",
+        headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+    )
+
+
+class Events:
+    """Answers GET /events for the handler: one per app, with the process's slots and poller."""
+
+    def __init__(
+        self,
+        settings: EventsSettings,
+        library: LibrarySettings,
+        store: Store,
+        lifecycle: Lifecycle,
+        wakeups: Wakeups | None = None,
+    ) -> None:
+        self.settings = settings
+        self.send_timeout = library.send_timeout
+        self.store = store
+        self.lifecycle = lifecycle
+        self.slots = StreamSlots(settings.max_streams, _busy)
+        self.wakeups = wakeups if wakeups is not None else Wakeups(store.version)
+
+    def answer(self, raw: bytes, scope: Scope, item: str) -> Answer:
+        """Validate, find the position (410 before the first byte), take a slot, stream."""
+        args, errors = decode_query(raw)
+        values: dict[str, str] = {}
+        for name, given in args.items():
+            if name not in _PARAMETERS:
+                errors[name] = [f"is not a parameter of /events (use {', '.join(_PARAMETERS)})"]
+            elif len(given) > 1:
+                errors[name] = ["must be given once"]
+            else:
+                values[name] = given[0]
+        type_ = values.get("type")
+        if type_ is not None and type_ not in TYPES:
+            errors["type"] = [f"must be one of {', '.join(TYPES)}"]
+        since = _position(values.get("since"), "since", errors)
+        header = scope.environ.get("HTTP_LAST_EVENT_ID")
+        if header is not None:
+            # The reconnecting client's own bookmark wins over the URL it was first given.
+            since = _position(header.strip(), "Last-Event-ID", errors)
+        if errors:
+            raise InvalidQuery(f"Invalid query parameter(s): {', '.join(errors)}.", errors=errors)
+        users = values.get("user")
+        aliases = scope.accounts(tuple(users.split(",")) if users is not None else None)
+        store = self.store
+        if since is None:
+            first = None
+            position = store.version()  # live only: from now on
+        else:
+            first = store.changes(since, aliases, PAGE)  # ChangesExpired: 410, nothing sent
+            position = since
+        slot = self.slots.take()
+        connection = Connection.of(scope.environ)
+        ending = _Ending()
+        chunks = self._stream(aliases, type_, position, first, connection, ending)
+        stream = _EventStream(chunks, slot, connection, self.send_timeout, ending)
+        headers = [
+            ("Content-Type", "text/event-stream"),
+            ("Cache-Control", "no-cache"),
+            ("X-Accel-Buffering", "no"),  # nginx: pass each event on at once
+        ]
+        return 200, stream, headers, None
+
+    def _stream(
+        self,
+        aliases: Sequence[str],
+        type_: str | None,
+        position: int,
+        page: ChangesPage | None,
+        connection: Connection | None,
+        ending: _Ending,
+    ) -> Iterator[bytes]:
+        # Registered once the server begins the stream (a HEAD never does): set from the start,
+        # so the log is read again after registering and nothing written before is missed.
+        waiter = self.wakeups.register()
+        store = self.store
+        heartbeat = self.settings.heartbeat
+        sent = 0
+        try:
+            yield f"retry: {RETRY_MS}\n\n".encode()
+            beat_at = time.monotonic() + heartbeat
+            while True:
+                if page is None:
+                    waiter.clear()  # a write after this read sets it again
+                    page = store.changes(position, aliases, PAGE)
+                out = [_render(c) for c in page.changes if type_ is None or c.type == type_]
+                position = page.next
+                more, page = page.has_more, None
+                if out:
+                    sent += len(out)
+                    yield b"".join(out)
+                    beat_at = time.monotonic() + heartbeat
+                if more:
+                    continue
+                while not waiter.is_set():
+                    if self.lifecycle.shutting_down:
+                        ending.shutdown = True
+                        log.info("events stream ended for shutdown after %d events", sent)
+                        return
+                    if connection is not None and connection.gone():
+                        log.info("events caller hung up after %d events", sent)
+                        ending.gone = True
+                        return
+                    now = time.monotonic()
+                    if now >= beat_at:
+                        yield _KEEP_ALIVE
+                        beat_at = now + heartbeat
+                        continue
+                    waiter.wait(min(WAIT_SLICE, beat_at - now))
+        except GeneratorExit:
+            # The server closed the stream: a write failed (the caller left) or timed out.
+            log.info("events stream closed after %d events", sent)
+            raise
+        except Problem as exc:
+            # The log was pruned past this stream (it fell far behind): the client reconnects
+            # with Last-Event-ID and is told 410 then, as a problem it can read.
+            log.warning("events stream ended: %s", exc.code)
+        except Exception as exc:
+            log.error("unexpected error in an events stream", exc_info=exc)
+        finally:
+            self.wakeups.unregister(waiter)
+
+
+class _Ending:
+    """How a stream ended, for its close: a caller gone, or the process shutting down."""
+
+    shutdown = False
+    gone = False
+
+
+class _EventStream(Stream):
+    """A Stream whose connection ends with it when the process shuts down (after the last
+    chunk, so the client sees a whole answer and reconnects elsewhere) or the caller left."""
+
+    def __init__(
+        self,
+        chunks: Iterator[bytes],
+        slot: Slot,
+        connection: Connection | None,
+        send_timeout: float,
+        ending: _Ending,
+    ) -> None:
+        super().__init__(chunks, slot, connection, send_timeout)
+        self._connection = connection
+        self._ending = ending
+
+    def close(self) -> None:
+        """As Stream.close, then the connection ended if the stream ended for good.
+
+        The server may close the body before it writes the answer's end (the handler's
+        `traced` does, once the chunks run out), so a shutdown only stops the reading side.
+        """
+        super().close()
+        connection = self._connection
+        if connection is None:
+            return
+        if self._ending.gone:
+            connection.drop()
+        elif self._ending.shutdown:
+            connection.stop_reading()
+
+
+def _position(text: str | None, name: str, errors: dict[str, list[str]]) -> int | None:
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or int(text) > MAX_SEQ:
+        errors[name] = [f"must be a whole number from 0 to {MAX_SEQ}"]
+        return None
+    return int(text)
+
+
+def _render(change: Change) -> bytes:
+    """One event: its seq as the id, its name, and one line of JSON."""
+    data: dict[str, Any]
+    if change.op == "delete":
+        data = {"user": change.user, "type": change.type, "id": change.id}
+    else:
+        data = {"user": change.user, "type": change.type, "track": change.track}
+    # Compact JSON has no raw newline (one in a string is escaped): one data line.
+    body = jsoncodec.dumps(data)
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (change.seq, change.event.encode(), body)
