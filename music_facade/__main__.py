@@ -155,7 +155,10 @@ def demo(port: int) -> int:
                 f"  curl -s '{server.url}/tracks?q=neon&sort=-created_at'\n"
                 f"  curl -s '{server.url}/tracks?user=studio&status=generating'\n"
                 f"  curl -s '{server.url}/changes'\n"
-                "Add a track to the sandbox's studio account and watch it appear there:\n"
+                "Watch changes arrive live (in another terminal):\n"
+                f"  curl -N '{server.url}/events'\n"
+                "Add a track to the sandbox's studio account and watch it appear there and "
+                "generate:\n"
                 f"  curl -s -X POST '{sandbox.origin}/_sandbox/accounts/1001/tracks' "
                 f"-H 'Content-Type: application/json' -d '{new_track}'\n"
                 "Ctrl-C stops both.",
