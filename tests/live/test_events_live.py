@@ -120,8 +120,10 @@ def test_sigterm_ends_an_open_stream_promptly(
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
         began = time.monotonic()
-        rest = [found for found in stream if not found.comment]  # ends without an error
-        assert rest == []
+        # The backfill may still be writing: the stream may pass on changes until it ends,
+        # and ends without an error.
+        for _ in stream:
+            assert time.monotonic() - began < 3, "the stream outlived the shutdown"
         assert time.monotonic() - began < 3
         resp.close()
         server.proc.wait(timeout=15)  # and gunicorn exits: no stream holds a worker
