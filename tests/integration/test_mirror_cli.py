@@ -211,7 +211,7 @@ def test_the_demo_mirrors_the_sandbox_and_follows_a_new_track(tmp_path: Path) ->
         assert first.startswith("music-facade is serving http://"), first + log.read_text()
         url = first.split()[3]
         banner: list[str] = []
-        while len(banner) < 40 and not banner[-1:] == ["Ctrl-C stops both.\n"]:
+        while len(banner) < 40 and banner[-1:] != ["Ctrl-C stops both.\n"]:
             banner.append(demo.stdout.readline())
         assert f"  curl -s '{url}/tracks?q=neon&sort=-created_at'\n" in banner
         add = next(line for line in banner if "-X POST" in line)
