@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, exists, select, update
+from sqlalchemy import Connection, delete, exists, select, update
 
 from .. import jsoncodec
 from .migrations import deliveries
@@ -233,6 +233,16 @@ class Outbox:
                 .values(**values)
             )
         return done.rowcount == 1
+
+    def prune(self, before: float) -> int:
+        """Remove the delivered and failed deliveries made before `before`; how many."""
+        with self._db.write(lock=False) as conn:
+            done = conn.execute(
+                delete(deliveries).where(
+                    deliveries.c.status != PENDING, deliveries.c.created_at < before
+                )
+            )
+        return int(done.rowcount)
 
     def find(self, webhook: str | None = None) -> list[Delivery]:
         """Every delivery (of one webhook), in the order of their changes."""

@@ -379,7 +379,8 @@ class Store:
             conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
 
     def prune(self) -> int:
-        """Apply the change log's retention; returns how many changes were removed.
+        """Apply the change log's retention (and the outbox's: delivered and failed deliveries
+        made before it); returns how many changes were removed.
 
         A change older than the retention goes only when a later change of the same track
         exists, or when it is a delete with nothing left before it: replaying the log from its
@@ -413,6 +414,8 @@ class Store:
                 removed += conn.execute(delete(changes).where(condition)).rowcount
             if removed:
                 self._set_meta(conn, _HORIZON, horizon)
+        # Finished deliveries are kept as long as the changes they told of.
+        self.outbox.prune(cutoff)
         return removed
 
     # --- reads ----------------------------------------------------------------------------

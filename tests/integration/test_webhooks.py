@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -223,7 +224,7 @@ def test_one_tracks_deliveries_arrive_in_order(
     store.write("studio", "song", [track("t1")])
     store.write("studio", "song", [track("t2")])
     store.write("studio", "song", [track("t1", "completed", 100)])
-    receiver.answers.append(500)  # t1's creation fails once
+    receiver.failing["t1"] = 1  # t1's creation fails once
     assert deliverer.run_once() == 2  # t1 created (500) and t2 created, not t1 completed
     assert deliverer.run_once() == 0  # t1 completed waits behind t1 created
     clock.now += 5.0
@@ -244,13 +245,15 @@ def test_two_processes_on_one_database_never_deliver_one_change_twice(
         for n in range(60):
             stores[n % 2].write("studio", "song", [track(f"t{n}")])
         stop = threading.Event()
-        loops = [threading.Thread(target=lambda d=d: _until_done(d, stop)) for d in deliverers]
+        loops = [threading.Thread(target=_until_done, args=(d, stop)) for d in deliverers]
         for loop in loops:
             loop.start()
-        receiver.wait_for(60, timeout=30)
-        stop.set()
-        for loop in loops:
-            loop.join()
+        try:
+            receiver.wait_for(60, timeout=30)
+        finally:
+            stop.set()
+            for loop in loops:
+                loop.join()
         ids = receiver.ids()
         assert len(ids) == len(set(ids)) == 60
         assert len(receiver.verified()) == 60
@@ -266,6 +269,30 @@ def _until_done(deliverer: Deliverer, stop: threading.Event) -> None:
     while not stop.is_set():
         if not deliverer.run_once():
             stop.wait(0.01)
+
+
+def test_finished_deliveries_are_kept_as_long_as_the_change_log(
+    mirror_database: str, clock: Clock, receiver: Receiver, one_hook: WebhookSettings
+) -> None:
+    store = Store.open(
+        mirror_database, clock=clock, changes_retention=100.0, webhooks=[route(one_hook)]
+    )
+    deliverer = Deliverer([one_hook], store.outbox, clock=clock)
+    try:
+        store.write("studio", "song", [track("t1")])
+        store.write("studio", "song", [track("t2")])
+        receiver.failing["t1"] = 2  # t1's stays pending
+        assert deliverer.run_once() == 2
+        clock.now += 50.0
+        store.write("studio", "song", [track("t3")])
+        assert deliverer.run_once() == 2  # t1 again (500 again), t3
+        clock.now += 60.0  # t1 and t2 made 110 s ago, t3 60 s ago
+        store.prune()
+        kept = [json.loads(d.body)["data"]["track"]["id"] for d in store.outbox.find()]
+        assert kept == ["t1", "t3"]  # t2 delivered long ago; t1 pending whatever its age
+    finally:
+        deliverer.close()
+        store.close()
 
 
 def test_a_claim_that_runs_out_is_taken_again(

@@ -38,6 +38,13 @@ class Received:
     answered: int
 
 
+class _Server(ThreadingHTTPServer):
+    # Deliverers attempt up to a batch at once each: http.server's backlog of 5 would refuse
+    # some connections on a loaded machine, and a refused attempt waits for its retry.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class Receiver:
     """Records each delivery, verified; answers the next scripted status (default 204)."""
 
@@ -45,6 +52,7 @@ class Receiver:
         self.secret = secret
         self.received: list[Received] = []
         self.answers: deque[int] = deque()
+        self.failing: dict[str, int] = {}  # track id → how many more of its deliveries get 500
         self.delay = 0.0  # seconds to wait before answering (a slow receiver)
         self.redirect_to: str | None = None  # answer 307 to this path instead
         self._lock = threading.Lock()
@@ -60,8 +68,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", port), Handler)
         self._thread: threading.Thread | None = None
 
     @property
@@ -80,6 +87,10 @@ class Receiver:
             payload = None
         with self._lock:
             status = self.answers.popleft() if self.answers else 204
+            track = _track_id(payload)
+            if self.failing.get(track, 0) > 0:
+                self.failing[track] -= 1
+                status = 500
             if payload is None:
                 status = 401
             redirect = self.redirect_to if handler.path == "/hooks" else None
@@ -122,6 +133,14 @@ class Receiver:
             self._thread.join()
             self._thread = None
         self.server.server_close()
+
+
+def _track_id(payload: Any) -> str:
+    """The id of the track a verified payload is about ("" when none)."""
+    if not isinstance(payload, dict):
+        return ""
+    data = payload.get("data", {})
+    return str(data.get("track", {}).get("id") or data.get("id") or "")
 
 
 @contextmanager
