@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import difflib
 import ipaddress
@@ -21,6 +22,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 from marshmallow.types import UnknownOption
 
 from .core.alias import ALIAS_OR_ALL_PATTERN, ALIAS_PATTERN, ALIAS_RULE
+from .core.change_events import EVENTS
 
 # A bearer token goes into an HTTP header: visible ASCII only, no spaces.
 _TOKEN_RE = re.compile(r"\A[!-~]+\Z")
@@ -270,6 +272,28 @@ class EventsSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """One [[webhooks]] receiver: the mirror's changes of its aliases and events, signed."""
+
+    name: str
+    url: str  # https (http only to a loopback host)
+    secret: Secret  # whsec_ + base64 of the signing key
+    secret_source: str  # where it was read: "secret_file <path>" or "secret_env <NAME>"
+    users: frozenset[str]  # {"*"}: every alias
+    events: tuple[str, ...] = EVENTS
+
+    def describe(self) -> dict[str, Any]:
+        """The settings with the secret masked."""
+        return {
+            "name": self.name,
+            "url": self.url,
+            "secret": f"******** (from {self.secret_source})",
+            "users": _shown(self.users),
+            "events": list(self.events),
+        }
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """[metrics]: who may scrape /metrics (Settings.metrics_access: without either key, anyone
     in open mode, nobody once keys or OIDC are configured)."""
@@ -298,6 +322,7 @@ class Settings:
     oidc: OidcSettings | None = None
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     mirror: MirrorSettings | None = None
+    webhooks: tuple[WebhookSettings, ...] = ()
 
     @property
     def implicit_user(self) -> str | None:
@@ -361,6 +386,7 @@ class Settings:
             "oidc": self.oidc.describe() if self.oidc else None,
             "metrics": {**_described(self.metrics), "access": self.metrics_access},
             "mirror": self.mirror.describe() if self.mirror else None,
+            "webhooks": [hook.describe() for hook in self.webhooks],
         }
 
 
@@ -610,6 +636,53 @@ class _MirrorSchema(_StrictSchema):
     max_pages = _StrictInt(validate=validate.Range(min=1, max=10_000_000))
 
 
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _check_webhook_url(value: str) -> None:
+    parts = urlsplit(value)
+    # Plain http only to loopback: the body names the account's tracks, and anyone on the
+    # path could read it (the signature proves who sent it, it hides nothing).
+    if parts.scheme != "https" and not (
+        parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+    ):
+        raise ValidationError(
+            "must be an https:// URL (http:// only to localhost, 127.0.0.1 or ::1)"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValidationError("must be a URL with a valid port") from None
+    if not parts.hostname or parts.username is not None or parts.fragment:
+        # Never echo the value: a user:password@ in it would be a secret.
+        raise ValidationError("must be a URL with a host, no user:password@ and no #fragment")
+
+
+class _WebhookSchema(_StrictSchema):
+    name = fields.String(required=True, validate=validate.Regexp(ALIAS_PATTERN, error=ALIAS_RULE))
+    url = fields.String(required=True, validate=_check_webhook_url)
+    secret_file = fields.String(validate=validate.Length(min=1))
+    secret_env = fields.String(validate=validate.Regexp(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z"))
+    users = fields.List(
+        fields.String(
+            validate=validate.Regexp(
+                ALIAS_OR_ALL_PATTERN, error=f"'{{input}}': {ALIAS_RULE}, or '*'"
+            )
+        ),
+        required=True,
+        validate=validate.Length(min=1),
+    )
+    events = fields.List(
+        fields.String(validate=validate.OneOf(EVENTS, error="{input} is not one of {choices}")),
+        validate=validate.Length(min=1),
+    )
+
+    @validates_schema
+    def _one_secret(self, data: dict[str, Any], **kw: Any) -> None:
+        if ("secret_file" in data) == ("secret_env" in data):
+            raise ValidationError("give exactly one of secret_file and secret_env", "secret_file")
+
+
 def _check_idp_url(value: str) -> None:
     parts = urlsplit(value)
     # Plain http only on loopback (a test IdP): anyone on the path could swap the keys.
@@ -669,6 +742,7 @@ class _FileSchema(_StrictSchema):
     oidc = fields.Nested(_OidcSchema)
     metrics = fields.Nested(_MetricsSchema)
     mirror = fields.Nested(_MirrorSchema)
+    webhooks = fields.List(fields.Nested(_WebhookSchema))
 
     # The cross-field checks run even when other keys are wrong, on whatever is valid, and
     # report every problem they find: check-config shows every error in one run. An alias is
@@ -721,6 +795,36 @@ class _FileSchema(_StrictSchema):
                 if digest in hashes:
                     found.append("key_sha256: a key is listed twice")
                 hashes.add(digest)
+        errors = {where: lines for where, lines in errors.items() if lines}
+        if errors:
+            raise ValidationError(errors)
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _check_webhooks(self, data: dict[str, Any], original: Any, **kw: Any) -> None:
+        hooks = data.get("webhooks", [])
+        given = original.get("webhooks", []) if isinstance(original, Mapping) else None
+        if not isinstance(given, list) or not given:
+            return
+        errors: dict[str, list[str]] = {}
+        if "mirror" not in original:
+            # Deliveries are made from the mirror's change log: without it nothing is sent.
+            errors["webhooks"] = ["needs a [mirror] section: webhooks send the mirror's changes"]
+        if len(given) != len(hooks):
+            # An entry that is not a table left the list: positions would be wrong.
+            if errors:
+                raise ValidationError(errors)
+            return
+        users = _file_aliases(original) or set()
+        names: set[str] = set()
+        for i, hook in enumerate(hooks):
+            found = errors.setdefault(f"webhooks.{i}", [])
+            name = hook.get("name")
+            if name is not None and name in names:
+                found.append(f"'{name}' is used by another webhook")
+            names.add(name)
+            for alias in hook.get("users", []) if users else []:
+                if alias != "*" and alias not in users:
+                    found.append(f"users: '{alias}' is not an alias in [users]")
         errors = {where: lines for where, lines in errors.items() if lines}
         if errors:
             raise ValidationError(errors)
@@ -794,6 +898,10 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
         mirror = _mirror_settings(data.get("mirror", {}), document.get("mirror"), environ)
     except ConfigError as exc:
         errors += exc.errors
+    try:
+        webhooks = _webhook_settings(data.get("webhooks", []), environ)
+    except ConfigError as exc:
+        errors += exc.errors
     if errors:
         raise ConfigError(*errors)
     if "base_url" in upstream:
@@ -827,6 +935,7 @@ def parse_settings(document: Mapping[str, Any], environ: Mapping[str, str]) -> S
             token_sha256=tuple(data.get("metrics", {}).get("token_sha256", [])),
         ),
         mirror=mirror,
+        webhooks=webhooks,
     )
 
 
@@ -922,6 +1031,64 @@ def _mirror_settings(
     if errors:
         raise ConfigError(*errors)
     return MirrorSettings(database=Secret(url), password=password, **options)
+
+
+def _webhook_settings(
+    hooks: list[dict[str, Any]], environ: Mapping[str, str]
+) -> tuple[WebhookSettings, ...]:
+    """[[webhooks]] with each secret read from its file or variable and checked."""
+    found: list[WebhookSettings] = []
+    errors: list[str] = []
+    for i, hook in enumerate(hooks):
+        if "secret_file" in hook:
+            key, source = f"webhooks.{i}.secret_file", f"secret_file {hook['secret_file']}"
+            try:
+                secret = _read_secret_file(key, hook["secret_file"])
+            except ConfigError as exc:
+                errors += exc.errors
+                continue
+        elif "secret_env" in hook:
+            key, source = f"webhooks.{i}.secret_env", f"secret_env {hook['secret_env']}"
+            value = environ.get(hook["secret_env"], "").strip()
+            if not value:
+                errors.append(f"{key}: the variable {hook['secret_env']} is not set or empty")
+                continue
+            secret = Secret(value)
+        else:
+            continue  # neither: the schema's error says so
+        problem = _signing_secret_problem(secret.reveal())
+        if problem:
+            errors.append(f"{key}: {problem}")
+            continue
+        if not {"name", "url", "users"} <= hook.keys():
+            continue  # one of them was invalid: its own error says so
+        found.append(
+            WebhookSettings(
+                name=hook["name"],
+                url=hook["url"],
+                secret=secret,
+                secret_source=source,
+                users=frozenset(hook["users"]),
+                events=tuple(dict.fromkeys(hook.get("events", EVENTS))),
+            )
+        )
+    if errors:
+        raise ConfigError(*errors)
+    return tuple(found)
+
+
+def _signing_secret_problem(value: str) -> str | None:
+    """Why a webhook secret is unusable (never quoting it), or None."""
+    if not value.startswith("whsec_"):
+        return "the secret must be whsec_ followed by base64 (as Standard Webhooks writes it)"
+    try:
+        encoded = value.removeprefix("whsec_")
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except ValueError:
+        return "the secret after whsec_ is not valid base64"
+    if len(key) < 24:
+        return "the secret's key is shorter than 24 bytes (make one with 32 random bytes)"
+    return None
 
 
 def _read_secret_file(variable: str, path: str) -> Secret:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import jsoncodec
 from .config import EventsSettings, LibrarySettings
@@ -221,11 +221,6 @@ def _position(text: str | None, name: str, errors: dict[str, list[str]]) -> int 
 
 def _render(change: Change) -> bytes:
     """One event: its seq as the id, its name, and one line of JSON."""
-    data: dict[str, Any]
-    if change.op == "delete":
-        data = {"user": change.user, "type": change.type, "id": change.id}
-    else:
-        data = {"user": change.user, "type": change.type, "track": change.track}
     # Compact JSON has no raw newline (one in a string is escaped): one data line.
-    body = jsoncodec.dumps(data)
+    body = jsoncodec.dumps(change.data())
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (change.seq, change.event.encode(), body)

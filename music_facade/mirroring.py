@@ -15,8 +15,10 @@ from .core.query import TYPES
 from .guards import Guards
 from .metrics import Metrics
 from .mirror import Store
+from .mirror.outbox import Route
 from .mirror.sync import Syncer, SyncReport
 from .upstream import UpstreamClient
+from .webhooks import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +43,14 @@ class Mirror:
         self.settings: MirrorSettings = mirror
         self.measures = measures
         logs.redact(mirror.secrets())  # the database URL's password, the password file's
+        logs.redact([hook.secret.reveal() for hook in settings.webhooks])
         password = mirror.password.reveal() if mirror.password is not None else None
         self.store = Store.open(
             mirror.database.reveal(),
             password,
             clock=clock,
             changes_retention=mirror.changes_retention,
+            webhooks=[Route(h.name, h.users, frozenset(h.events)) for h in settings.webhooks],
         )
         self.client = UpstreamClient(
             settings.upstream, _SYNC_POOL, guards=guards, metrics=measures, source="mirror"
@@ -54,8 +58,12 @@ class Mirror:
         self.syncer = Syncer(
             settings.users, mirror, self.store, self.client, clock=clock, observe=self._observe
         )
+        self.deliverer: Deliverer | None = None
+        if settings.webhooks:
+            self.deliverer = Deliverer(settings.webhooks, self.store.outbox, clock=clock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._delivering: threading.Thread | None = None
 
     def start(self) -> None:
         """Run the syncer in the background until stop() or the process's exit."""
@@ -65,14 +73,22 @@ class Mirror:
             target=self.syncer.run, args=(self._stop,), name="mirror-sync", daemon=True
         )
         self._thread.start()
+        if self.deliverer is not None:
+            self._delivering = threading.Thread(
+                target=self.deliverer.run, args=(self._stop,), name="webhooks", daemon=True
+            )
+            self._delivering.start()
         # A worker that exits in order gives its leases up: another takes over at once.
         atexit.register(self.stop)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop syncing (the leases are released) and wait for the loop to end."""
+        """Stop syncing (the leases are released) and delivering, and wait for both loops."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._delivering is not None:
+            # An attempt in flight ends by its deadline; unrecorded, its claim runs out.
+            self._delivering.join(timeout)
 
     def _observe(self, report: SyncReport) -> None:
         self.measures.mirror_sync(

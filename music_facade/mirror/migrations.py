@@ -117,9 +117,26 @@ _COMMON_INDEXES = (
 # logged before it have none and read as track.updated or track.deleted.
 _V2_EVENT = ("ALTER TABLE changes ADD COLUMN event TEXT",)
 
+# Step 3: the webhooks' outbox, one row per (webhook, change), written in the change's own
+# transaction. `track` with alias and type keeps one track's deliveries in order; the body is
+# the payload as first made, so every attempt sends the same bytes.
+_DELIVERIES = """CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY, webhook TEXT NOT NULL, seq {int} NOT NULL,
+        alias TEXT NOT NULL, type TEXT NOT NULL, track TEXT NOT NULL,
+        event TEXT NOT NULL, body TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at {real} NOT NULL,
+        claimed_until {real} NOT NULL DEFAULT 0, status TEXT NOT NULL,
+        last_status INTEGER, created_at {real} NOT NULL)"""
+_DELIVERY_INDEXES = (
+    "CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at)",
+    "CREATE INDEX deliveries_by_track ON deliveries (webhook, alias, type, track, seq)",
+)
+_SQLITE_V3 = (_DELIVERIES.format(int="INTEGER", real="REAL"), *_DELIVERY_INDEXES)
+_POSTGRESQL_V3 = (_DELIVERIES.format(int="BIGINT", real="DOUBLE PRECISION"), *_DELIVERY_INDEXES)
+
 STEPS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "sqlite": (_SQLITE_V1 + _COMMON_INDEXES, _V2_EVENT),
-    "postgresql": (_POSTGRESQL_V1 + _COMMON_INDEXES, _V2_EVENT),
+    "sqlite": (_SQLITE_V1 + _COMMON_INDEXES, _V2_EVENT, _SQLITE_V3),
+    "postgresql": (_POSTGRESQL_V1 + _COMMON_INDEXES, _V2_EVENT, _POSTGRESQL_V3),
 }
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS mirror_schema (version INTEGER NOT NULL)"
@@ -218,4 +235,23 @@ mirror_meta = Table(
     metadata,
     Column("name", Text, primary_key=True),
     Column("value", BigInteger, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Text, primary_key=True),  # the webhook-id, msg_...
+    Column("webhook", Text, nullable=False),  # the [[webhooks]] name
+    Column("seq", BigInteger, nullable=False),  # the change's
+    Column("alias", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("track", Text, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("claimed_until", Float, nullable=False),
+    Column("status", Text, nullable=False),  # pending | delivered | failed
+    Column("last_status", Integer),  # the last answer's HTTP status; None: no answer
+    Column("created_at", Float, nullable=False),
 )

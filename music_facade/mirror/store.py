@@ -30,12 +30,21 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import jsoncodec
+from ..core.change_events import (
+    COMPLETED,
+    CREATED,
+    DELETED,
+    FAILED,
+    PROGRESS,
+    UPDATED,
+)
 from ..core.query import TYPES
 from ..errors import Problem
 from . import cursor as cursors
 from .database import Database, open_database
 from .filters import STATUSES, TracksQuery
 from .migrations import changes, leases, migrate, mirror_meta, sync_state, track_counts, tracks
+from .outbox import Outbox, Route, enqueue
 from .search import match_clause, track_words
 
 DEFAULT_RETENTION = 604800.0  # seconds: a week of superseded changes
@@ -58,15 +67,6 @@ class Entry:
     job_id: str  # stored, never returned, never logged at INFO
     track: dict[str, Any]  # the public Track (music_facade.core.tracks.dump_track)
     updated_ms: int | None  # the record's updateTime (epoch ms), for sort=updated_at
-
-
-CREATED = "track.created"
-PROGRESS = "track.progress"
-COMPLETED = "track.completed"
-FAILED = "track.failed"
-UPDATED = "track.updated"
-DELETED = "track.deleted"
-EVENTS = (CREATED, PROGRESS, COMPLETED, FAILED, UPDATED, DELETED)
 
 
 def event_of(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
@@ -97,6 +97,12 @@ class Change:
     # What happened (EVENTS); a change logged before the log named them reads as
     # track.updated or track.deleted.
     event: str = UPDATED
+
+    def data(self) -> dict[str, Any]:
+        """What /events and webhooks send of it: the Track, or the id of a deleted one."""
+        if self.op == "delete":
+            return {"user": self.user, "type": self.type, "id": self.id}
+        return {"user": self.user, "type": self.type, "track": self.track}
 
 
 @dataclass(frozen=True)
@@ -137,11 +143,18 @@ class Store:
     """The mirror's database: tracks, their change log, sync state and leases."""
 
     def __init__(
-        self, db: Database, *, clock: Callable[[], float], changes_retention: float
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], float],
+        changes_retention: float,
+        webhooks: Sequence[Route] = (),
     ) -> None:
         self._db = db
         self._clock = clock
         self._retention = changes_retention
+        self._routes = tuple(webhooks)  # each change's deliveries are made with it
+        self.outbox = Outbox(db, clock)
         self.dialect = db.dialect
         self._insert = sqlite.insert if db.dialect == "sqlite" else postgresql.insert
 
@@ -153,6 +166,7 @@ class Store:
         *,
         clock: Callable[[], float] = time.time,
         changes_retention: float = DEFAULT_RETENTION,
+        webhooks: Sequence[Route] = (),
     ) -> Store:
         """Connect and bring the schema up to date (safe when several processes start at once)."""
         db = open_database(url, password)
@@ -161,7 +175,7 @@ class Store:
         except BaseException:
             db.close()
             raise
-        return cls(db, clock=clock, changes_retention=changes_retention)
+        return cls(db, clock=clock, changes_retention=changes_retention, webhooks=webhooks)
 
     def describe(self) -> str:
         """The database URL as it may be shown (password hidden)."""
@@ -207,6 +221,7 @@ class Store:
                     for row, event in zip(rows, events, strict=True)
                 ],
             )
+            enqueue(conn, made, self._routes, now)
             self._count(conn, alias, type_, deltas)
         if sum(deltas.values()) > 0:
             self._refresh_statistics()
@@ -252,6 +267,7 @@ class Store:
             made = self._log(
                 conn, now, [(alias, type_, id_, "delete", None, DELETED) for id_ in gone]
             )
+            enqueue(conn, made, self._routes, now)
             self._count(conn, alias, type_, deltas)
         return made
 
@@ -363,7 +379,8 @@ class Store:
             conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
 
     def prune(self) -> int:
-        """Apply the change log's retention; returns how many changes were removed.
+        """Apply the change log's retention (and the outbox's: delivered and failed deliveries
+        made before it); returns how many changes were removed.
 
         A change older than the retention goes only when a later change of the same track
         exists, or when it is a delete with nothing left before it: replaying the log from its
@@ -397,6 +414,8 @@ class Store:
                 removed += conn.execute(delete(changes).where(condition)).rowcount
             if removed:
                 self._set_meta(conn, _HORIZON, horizon)
+        # Finished deliveries are kept as long as the changes they told of.
+        self.outbox.prune(cutoff)
         return removed
 
     # --- reads ----------------------------------------------------------------------------

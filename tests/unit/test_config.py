@@ -375,6 +375,7 @@ def test_describe_shows_a_full_configuration_in_order_with_secrets_masked() -> N
                 "changes_retention": 86400.0,
                 "max_pages": 500,
             },
+            "webhooks": [],
         }
     )
 

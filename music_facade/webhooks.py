@@ -1,0 +1,221 @@
+"""Webhooks: the loop that sends the outbox's deliveries to their receivers, signed.
+
+Each process with [[webhooks]] runs one `Deliverer` in a daemon thread (a greenlet under
+gunicorn's gevent worker). It claims due deliveries from the mirror's database (so several
+processes never attempt one at once), POSTs each with the Standard Webhooks headers, and
+records the outcome: a 2xx answer delivers it; anything else (another status, a redirect, no
+answer within the deadline) schedules the next attempt, 5 s at first and doubling to at most
+10 minutes apart, until 24 hours after the delivery was made, then it is failed. Every attempt
+carries the same webhook-id. The answer's body is read up to 64 KB, and neither it nor the
+receiver's URL is ever logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import urllib3
+import urllib3.exceptions
+
+from .config import WebhookSettings
+from .mirror.outbox import DELIVERED, FAILED, PENDING, Delivery, Outbox
+from .watchdog import POOL_CLASSES, Watchdog
+
+log = logging.getLogger(__name__)
+
+DEADLINE = 10.0  # seconds for a whole attempt: connect, send, the answer's status and body
+CONNECT_TIMEOUT = 5.0
+MAX_ANSWER = 64 * 1024  # bytes of an answer's body read at most (then the connection is dropped)
+FIRST_RETRY = 5.0  # seconds: the first retry comes within this
+MAX_DELAY = 600.0  # seconds between attempts at most
+WINDOW = 86_400.0  # seconds from a delivery's making during which it is attempted
+BATCH = 16  # deliveries claimed at once, attempted side by side
+POLL = 1.0  # seconds between looks at the outbox while nothing is due
+USER_AGENT = "music-facade-webhooks"
+_READ = 16 * 1024
+
+
+def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The webhook-signature value: v1, base64(HMAC-SHA256(key, "id.timestamp.body"))."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_…` secret: the base64 after the prefix (padding optional)."""
+    encoded = secret.removeprefix("whsec_")
+    return base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+
+
+def retry_delay(failed: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds before the next attempt after `failed` failed ones: 5 s doubling each time, at
+    most 10 minutes, each drawn from the upper half of that (receivers that came back are not
+    all retried in the same second)."""
+    ceiling = min(MAX_DELAY, FIRST_RETRY * 2.0 ** min(failed - 1, 30))
+    return ceiling * (0.5 + 0.5 * rand())
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where one webhook's deliveries go, and its signing key (never shown)."""
+
+    url: str
+    key: bytes = field(repr=False)
+
+
+class Deliverer:
+    """Claims due deliveries, sends them, records what happened."""
+
+    def __init__(
+        self,
+        hooks: Sequence[WebhookSettings],
+        outbox: Outbox,
+        *,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        poll: float = POLL,
+        deadline: float = DEADLINE,
+    ) -> None:
+        self._targets = {h.name: _Target(h.url, signing_key(h.secret.reveal())) for h in hooks}
+        self._names = tuple(self._targets)
+        self._outbox = outbox
+        self._clock = clock
+        self._rand = rand
+        self._poll = poll
+        self._deadline = deadline
+        self._watchdog = Watchdog()
+        # urllib3 itself: no cookies, no proxy variables, no .netrc, and no redirect followed.
+        self._pool = urllib3.PoolManager(num_pools=8, maxsize=BATCH, retries=False)
+        self._pool.pool_classes_by_scheme = POOL_CLASSES  # each exchange under the deadline
+
+    def close(self) -> None:
+        """Drop the pooled connections and the watchdog."""
+        self._pool.clear()
+        self._watchdog.stop()
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until stop is set; a database that cannot be reached is tried again."""
+        while not stop.is_set():
+            try:
+                attempted = self.run_once()
+            except Exception as exc:
+                log.warning("webhook deliveries paused: %s", type(exc).__name__)
+                attempted = 0
+            if not attempted:
+                stop.wait(self._poll)
+
+    def run_once(self) -> int:
+        """Claim the due deliveries (a batch), attempt them side by side; how many."""
+        claimed = self._outbox.claim(BATCH, self._names)
+        if len(claimed) == 1:
+            self._deliver(claimed[0])
+            return 1
+        workers = [
+            threading.Thread(target=self._deliver, args=(d,), name="webhook-attempt", daemon=True)
+            for d in claimed
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return len(claimed)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        try:
+            answered = self.attempt(delivery)
+            self._record(delivery, answered)
+        except Exception as exc:
+            # Unrecorded: the claim runs out and the delivery is attempted again.
+            log.warning(
+                "webhook %s: attempt not recorded: %s", delivery.webhook, type(exc).__name__
+            )
+
+    def attempt(self, delivery: Delivery) -> int | None:
+        """POST the delivery once; the answer's status, or None when none came in time."""
+        target = self._targets[delivery.webhook]
+        body = delivery.body.encode()
+        # The receiver checks this against its own clock: the real time, whatever schedules.
+        now = int(time.time())
+        headers = {
+            "webhook-id": delivery.id,
+            "webhook-timestamp": str(now),
+            "webhook-signature": signature(target.key, delivery.id, now, body),
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        with self._watchdog.exchange(self._deadline) as exchange:
+            left = exchange.remaining()
+            try:
+                answer = self._pool.request(
+                    "POST",
+                    target.url,
+                    body=body,
+                    headers=headers,
+                    timeout=urllib3.Timeout(connect=min(CONNECT_TIMEOUT, left), read=left),
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                )
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                log.info("webhook %s: %s: no answer (%s)", delivery.webhook, delivery.id, _why(exc))
+                return None
+            status = answer.status
+            whole = False
+            try:
+                read = 0
+                while read < MAX_ANSWER:
+                    chunk = answer.read(min(_READ, MAX_ANSWER - read), decode_content=False)
+                    if not chunk:
+                        whole = True
+                        break
+                    read += len(chunk)
+            except (urllib3.exceptions.HTTPError, OSError):
+                pass  # the status decides; the body is only read so the connection can be reused
+            finally:
+                if not whole:
+                    answer.close()  # unread bytes left: the connection cannot be reused
+                answer.release_conn()
+        return status
+
+    def _record(self, delivery: Delivery, answered: int | None) -> None:
+        tried = delivery.attempts + 1
+        if answered is not None and 200 <= answered < 300:
+            self._outbox.record(delivery, status=DELIVERED, answered=answered)
+            log.info("webhook %s: %s delivered (attempt %d)", delivery.webhook, delivery.id, tried)
+            return
+        next_at = self._clock() + retry_delay(tried, self._rand)
+        if next_at > delivery.created_at + WINDOW:
+            self._outbox.record(delivery, status=FAILED, answered=answered)
+            log.warning(
+                "webhook %s: %s failed after %d attempts (last: %s)",
+                delivery.webhook,
+                delivery.id,
+                tried,
+                answered if answered is not None else "no answer",
+            )
+            return
+        self._outbox.record(delivery, status=PENDING, answered=answered, next_attempt_at=next_at)
+        log.info(
+            "webhook %s: %s attempt %d answered %s; retried in %.0f s",
+            delivery.webhook,
+            delivery.id,
+            tried,
+            answered if answered is not None else "nothing",
+            next_at - self._clock(),
+        )
+
+
+def _why(exc: BaseException) -> str:
+    """A short, secret-free name for a failed exchange (never its message: it holds the URL)."""
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        return type(exc.reason).__name__
+    return type(exc).__name__
