@@ -12,18 +12,17 @@ receiver's URL is ever logged.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import urllib3
 import urllib3.exceptions
+from standardwebhooks import Webhook
 
 from .config import WebhookSettings
 from .mirror.outbox import DELIVERED, FAILED, PENDING, Delivery, Outbox
@@ -43,17 +42,10 @@ USER_AGENT = "music-facade-webhooks"
 _READ = 16 * 1024
 
 
-def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The webhook-signature value: v1, base64(HMAC-SHA256(key, "id.timestamp.body"))."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def signing_key(secret: str) -> bytes:
-    """The HMAC key of a `whsec_…` secret: the base64 after the prefix (padding optional)."""
-    encoded = secret.removeprefix("whsec_")
-    return base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+def signature(signer: Webhook, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The webhook-signature value: v1, base64(HMAC-SHA256(key, "id.timestamp.body")), made by
+    the specification's reference library (docs/decisions/webhook-signing.md)."""
+    return signer.sign(msg_id, datetime.fromtimestamp(timestamp, UTC), body)
 
 
 def retry_delay(failed: int, rand: Callable[[], float] = random.random) -> float:
@@ -69,7 +61,7 @@ class _Target:
     """Where one webhook's deliveries go, and its signing key (never shown)."""
 
     url: str
-    key: bytes = field(repr=False)
+    signer: Webhook = field(repr=False)
 
 
 class Deliverer:
@@ -85,7 +77,7 @@ class Deliverer:
         poll: float = POLL,
         deadline: float = DEADLINE,
     ) -> None:
-        self._targets = {h.name: _Target(h.url, signing_key(h.secret.reveal())) for h in hooks}
+        self._targets = {h.name: _Target(h.url, Webhook(h.secret.reveal())) for h in hooks}
         self._names = tuple(self._targets)
         self._outbox = outbox
         self._clock = clock
@@ -148,7 +140,7 @@ class Deliverer:
         headers = {
             "webhook-id": delivery.id,
             "webhook-timestamp": str(now),
-            "webhook-signature": signature(target.key, delivery.id, now, body),
+            "webhook-signature": signature(target.signer, delivery.id, now, body),
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         }

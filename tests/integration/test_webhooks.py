@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from standardwebhooks import Webhook
 
 from music_facade.config import Secret, WebhookSettings
 from music_facade.core.change_events import EVENTS
@@ -130,7 +131,8 @@ def test_a_delivery_is_signed_and_verifies_with_the_standard_library(
 
 def test_the_signature_is_the_documented_hmac() -> None:
     key = b"k" * 32
-    value = signature(key, "msg_1", 1_700_000_000, b'{"a":1}')
+    secret = "whsec_" + base64.b64encode(key).decode()
+    value = signature(Webhook(secret), "msg_1", 1_700_000_000, b'{"a":1}')
     expected = hmac.new(key, b'msg_1.1700000000.{"a":1}', hashlib.sha256).digest()
     assert value == "v1," + base64.b64encode(expected).decode()
 
