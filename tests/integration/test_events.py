@@ -29,6 +29,7 @@ from music_facade.core.tracks import dump_track
 from music_facade.mirror import Entry, Store
 from music_facade.sandbox import SandboxServer
 from music_facade.sandbox.data import full_record
+from tests.support import problem_codes
 from tests.support.clock import Clock
 from tests.support.helpers import CheckedClient, sandbox_settings
 from tests.support.sse import Event, events, items
@@ -283,6 +284,7 @@ def test_a_full_worker_refuses_with_503_and_a_hang_up_frees_the_slot(
         assert busy.status_code == 503
         assert busy.headers["Retry-After"] == "10"
         assert busy.json()["code"] == "events_busy"
+        problem_codes.record(busy.json(), "GET /events past the worker's cap")  # not via Flask
         first.close()
         # The next heartbeat's write fails: the slot and the waiter are given back.
         wait_until(lambda: wakeups.waiting() == 0, timeout=5)
