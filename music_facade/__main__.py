@@ -1,5 +1,5 @@
 """Command line: `python -m music_facade demo | check-config | mint-key | probe | mirror status |
-sandbox`."""
+webhooks status | webhooks retry | sandbox`."""
 
 from __future__ import annotations
 
@@ -127,6 +127,53 @@ def mirror_status(as_json: bool) -> int:
     return 0
 
 
+def webhooks(command: str, name: str | None, as_json: bool) -> int:
+    """`webhooks status`: each webhook's deliveries; `webhooks retry NAME`: its failed ones
+    pending again. Both from the mirror's database alone."""
+    from .mirror_status import StatusError, open_store
+    from .webhook_status import collect, render_json, render_text
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"music-facade: configuration error: {line}", file=sys.stderr)
+        return 2
+    if settings.mirror is None:
+        print(
+            "music-facade: the mirror is off: the configuration has no [mirror] section",
+            file=sys.stderr,
+        )
+        return 2
+    names = [hook.name for hook in settings.webhooks]
+    if not names:
+        print("music-facade: the configuration has no [[webhooks]]", file=sys.stderr)
+        return 2
+    if name is not None and name not in names:
+        print(
+            f"music-facade: '{name}' is not a configured webhook (configured: {', '.join(names)})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        store = open_store(settings.mirror)
+    except StatusError as exc:
+        print(f"music-facade: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if command == "retry":
+            assert name is not None
+            count = store.outbox.retry(name)
+            print(f"webhook {name}: {count} failed deliveries pending again, due now")
+            return 0
+        rows = collect(store, names)
+    finally:
+        store.close()
+    shown = mask_url(settings.mirror.database.reveal())
+    (render_json if as_json else render_text)(shown, rows, sys.stdout)
+    return 0
+
+
 def demo(port: int) -> int:
     """Serve the sandbox upstream in this process and the service under gunicorn on `port`."""
     from .launch import GunicornProcess
@@ -214,6 +261,19 @@ def main(argv: list[str] | None = None) -> int:
         "generating, last complete sync, lag, last error (exit 0, or 2 when it cannot be read)",
     )
     ms.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    hooks = sub.add_parser("webhooks", help="the webhooks' outbox in the mirror's database")
+    hooks_sub = hooks.add_subparsers(dest="webhooks_command", required=True)
+    hs = hooks_sub.add_parser(
+        "status",
+        help="per webhook: pending, failed, delivered in the last 24 h, the oldest pending "
+        "delivery's age, the last failed attempt's answer (exit 0, or 2 when it cannot be read)",
+    )
+    hs.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    hr = hooks_sub.add_parser(
+        "retry",
+        help="make a webhook's failed deliveries pending again, due now, for another 24 hours",
+    )
+    hr.add_argument("name", metavar="NAME", help="the webhook's name in [[webhooks]]")
     s = sub.add_parser("sandbox", help="run the sandbox upstream alone")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8081)
@@ -228,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         return probe(args.user, args.type, args.json)
     if args.command == "mirror":
         return mirror_status(args.json)
+    if args.command == "webhooks":
+        if args.webhooks_command == "retry":
+            return webhooks("retry", args.name, False)
+        return webhooks("status", None, args.json)
     return sandbox(args.host, args.port)
 
 

@@ -18,7 +18,8 @@ import hmac
 import ipaddress
 import os
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import (
@@ -37,6 +38,9 @@ from werkzeug.routing import Map
 from .config import MetricsSettings, Settings
 from .errors import Problem, UpstreamFailure
 from .multiproc import ENV
+
+if TYPE_CHECKING:  # the mirror (SQLAlchemy) is imported only where it is configured
+    from .mirror.outbox import Backlog
 
 bp = Blueprint("metrics", __name__)
 
@@ -105,6 +109,8 @@ REFUSALS = {
     "BreakerOpen": "breaker_open",
 }
 CACHE_OUTCOMES = ("hit", "miss", "stale", "collapsed", "bypass", "stale_if_error")
+# What a recorded webhook attempt came to (music_facade.webhooks).
+WEBHOOK_OUTCOMES = ("delivered", "retried", "failed")
 # Cache outcomes after which this process stored a page: its cache gauges change.
 STORED = frozenset({"miss", "stale"})
 
@@ -260,6 +266,36 @@ class Metrics:
             ["account", "type", "kind", "outcome"],
             registry=r,
         )
+        # Webhooks, labelled by their configured names (never a URL). The backlog is read from
+        # the shared database by every process's deliverer: all see the same, hence the max.
+        self.webhook_deliveries = Counter(
+            PREFIX + "webhook_deliveries",
+            "Webhook delivery attempts recorded, by webhook name and outcome (delivered, "
+            "retried: another attempt is scheduled, failed: its 24 hours ran out).",
+            ["webhook", "outcome"],
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            PREFIX + "webhook_pending",
+            "Webhook deliveries waiting to be delivered, by webhook name (read every few "
+            "seconds from the outbox).",
+            ["webhook"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.webhook_oldest_age = Gauge(
+            PREFIX + "webhook_oldest_pending_age_seconds",
+            "Age of the webhook's oldest pending delivery (0: none pending), as of the last "
+            "read of the outbox.",
+            ["webhook"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self._webhook_children = {
+            (hook.name, outcome): self.webhook_deliveries.labels(hook.name, outcome)
+            for hook in settings.webhooks
+            for outcome in WEBHOOK_OUTCOMES
+        }
         self.redis_available: Gauge | None = None
         self.redis_errors: Counter | None = None
         self._request_children: dict[tuple[str, str, int, str], Any] = {}
@@ -348,6 +384,23 @@ class Metrics:
         """The mirror's tracks of an account and type, by status."""
         for status in ("generating", "failed", "completed", "unknown"):
             self.mirror_tracks.labels(alias, type_, status).set(counts.get(status, 0))
+
+    def webhook_attempt(self, webhook: str, outcome: str) -> None:
+        """Count one recorded webhook attempt."""
+        child = self._webhook_children.get((webhook, outcome))
+        if child is None:
+            child = self._webhook_children[webhook, outcome] = self.webhook_deliveries.labels(
+                webhook, outcome
+            )
+        child.inc()
+
+    def webhook_backlog(self, backlog: Mapping[str, Backlog], now: float) -> None:
+        """Each webhook's pending deliveries and the age of the oldest (0 when none)."""
+        for webhook, found in backlog.items():
+            self.webhook_pending.labels(webhook).set(found.pending)
+            oldest = found.oldest_created_at
+            age = 0.0 if oldest is None else max(0.0, now - oldest)
+            self.webhook_oldest_age.labels(webhook).set(age)
 
     def guard_state(
         self, user_id: str, open_until: float, cooldown_until: float, auth_failed_until: float

@@ -60,7 +60,13 @@ class Mirror:
         )
         self.deliverer: Deliverer | None = None
         if settings.webhooks:
-            self.deliverer = Deliverer(settings.webhooks, self.store.outbox, clock=clock)
+            self.deliverer = Deliverer(
+                settings.webhooks,
+                self.store.outbox,
+                clock=clock,
+                observe=measures.webhook_attempt,
+                backlog=measures.webhook_backlog,
+            )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._delivering: threading.Thread | None = None

@@ -8,6 +8,10 @@ answer within the deadline) schedules the next attempt, 5 s at first and doublin
 10 minutes apart, until 24 hours after the delivery was made, then it is failed. Every attempt
 carries the same webhook-id. The answer's body is read up to 64 KB, and neither it nor the
 receiver's URL is ever logged.
+
+Each recorded attempt is told to `observe` (webhook name and outcome: delivered, retried,
+failed), and every few seconds the loop reads each webhook's backlog from the outbox and tells
+`backlog`: the metrics come from these (music_facade/mirroring.py).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import urllib3.exceptions
 from standardwebhooks import Webhook
 
 from .config import WebhookSettings
-from .mirror.outbox import DELIVERED, FAILED, PENDING, Delivery, Outbox
+from .mirror.outbox import DELIVERED, FAILED, PENDING, Backlog, Delivery, Outbox
 from .watchdog import POOL_CLASSES, Watchdog
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,8 @@ WINDOW = 86_400.0  # seconds from a delivery's making during which it is attempt
 BATCH = 16  # deliveries claimed at once, attempted side by side
 POLL = 1.0  # seconds between looks at the outbox while nothing is due
 USER_AGENT = "music-facade-webhooks"
+BACKLOG_EVERY = 5.0  # seconds between reads of the backlog for the metrics (one query each)
+RETRIED = "retried"  # an attempt's outcome when another is scheduled
 _READ = 16 * 1024
 
 
@@ -76,6 +82,8 @@ class Deliverer:
         rand: Callable[[], float] = random.random,
         poll: float = POLL,
         deadline: float = DEADLINE,
+        observe: Callable[[str, str], None] | None = None,
+        backlog: Callable[[dict[str, Backlog], float], None] | None = None,
     ) -> None:
         self._targets = {h.name: _Target(h.url, Webhook(h.secret.reveal())) for h in hooks}
         self._names = tuple(self._targets)
@@ -84,6 +92,9 @@ class Deliverer:
         self._rand = rand
         self._poll = poll
         self._deadline = deadline
+        self._observe = observe
+        self._backlog = backlog
+        self._backlog_read = -BACKLOG_EVERY  # monotonic time of the last read: none yet
         self._watchdog = Watchdog()
         # urllib3 itself: no cookies, no proxy variables, no .netrc, and no redirect followed.
         self._pool = urllib3.PoolManager(num_pools=8, maxsize=BATCH, retries=False)
@@ -98,12 +109,20 @@ class Deliverer:
         """Deliver until stop is set; a database that cannot be reached is tried again."""
         while not stop.is_set():
             try:
+                if time.monotonic() - self._backlog_read >= BACKLOG_EVERY:
+                    self.report_backlog()
                 attempted = self.run_once()
             except Exception as exc:
                 log.warning("webhook deliveries paused: %s", type(exc).__name__)
                 attempted = 0
             if not attempted:
                 stop.wait(self._poll)
+
+    def report_backlog(self) -> None:
+        """Read every configured webhook's backlog and tell `backlog` (with the time now)."""
+        self._backlog_read = time.monotonic()
+        if self._backlog is not None:
+            self._backlog(self._outbox.backlog(self._names), self._clock())
 
     def run_once(self) -> int:
         """Claim the due deliveries (a batch), attempt them side by side; how many."""
@@ -181,12 +200,12 @@ class Deliverer:
     def _record(self, delivery: Delivery, answered: int | None) -> None:
         tried = delivery.attempts + 1
         if answered is not None and 200 <= answered < 300:
-            self._outbox.record(delivery, status=DELIVERED, answered=answered)
+            self._recorded(delivery, DELIVERED, answered=answered)
             log.info("webhook %s: %s delivered (attempt %d)", delivery.webhook, delivery.id, tried)
             return
         next_at = self._clock() + retry_delay(tried, self._rand)
         if next_at > delivery.created_at + WINDOW:
-            self._outbox.record(delivery, status=FAILED, answered=answered)
+            self._recorded(delivery, FAILED, answered=answered)
             log.warning(
                 "webhook %s: %s failed after %d attempts (last: %s)",
                 delivery.webhook,
@@ -195,7 +214,7 @@ class Deliverer:
                 answered if answered is not None else "no answer",
             )
             return
-        self._outbox.record(delivery, status=PENDING, answered=answered, next_attempt_at=next_at)
+        self._recorded(delivery, PENDING, answered=answered, next_attempt_at=next_at)
         log.info(
             "webhook %s: %s attempt %d answered %s; retried in %.0f s",
             delivery.webhook,
@@ -204,6 +223,21 @@ class Deliverer:
             answered if answered is not None else "nothing",
             next_at - self._clock(),
         )
+
+    def _recorded(
+        self,
+        delivery: Delivery,
+        status: str,
+        *,
+        answered: int | None,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        """Record the attempt and count it; one whose claim another process took is not."""
+        done = self._outbox.record(
+            delivery, status=status, answered=answered, next_attempt_at=next_attempt_at
+        )
+        if done and self._observe is not None:
+            self._observe(delivery.webhook, RETRIED if status == PENDING else status)
 
 
 def _why(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, delete, exists, select, update
+from sqlalchemy import Connection, and_, case, delete, exists, func, select, update
 
 from .. import jsoncodec
 from .migrations import deliveries
@@ -61,6 +61,28 @@ class Route:
     def wants(self, change: Change) -> bool:
         """Whether this change is one of the webhook's."""
         return change.event in self.events and ("*" in self.users or change.user in self.users)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """One webhook's pending deliveries: how many, and when the oldest was made (None: none)."""
+
+    pending: int
+    oldest_created_at: float | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One webhook's deliveries as an operator reads them."""
+
+    pending: int
+    failed: int
+    delivered: int  # made since the time asked about
+    oldest_created_at: float | None  # of the pending ones
+    # The last answer of the newest delivery an attempt failed for (still pending, or failed);
+    # None with failed_attempts: no answer came. No attempt failed: both None/False.
+    last_error_status: int | None
+    failed_attempts: bool
 
 
 @dataclass(frozen=True)
@@ -262,3 +284,79 @@ class Outbox:
                 .limit(1)
             ).scalar()
         return None if found is None else float(found)
+
+    def backlog(self, webhooks: Sequence[str]) -> dict[str, Backlog]:
+        """Each of these webhooks' pending deliveries (one indexed query for all of them)."""
+        d = deliveries
+        statement = (
+            select(d.c.webhook, func.count(), func.min(d.c.created_at))
+            .where(d.c.status == PENDING, d.c.webhook.in_(list(webhooks)))
+            .group_by(d.c.webhook)
+        )
+        found = dict.fromkeys(webhooks, Backlog(0, None))
+        with self._db.read() as conn:
+            for name, count, oldest in conn.execute(statement):
+                found[name] = Backlog(int(count), None if oldest is None else float(oldest))
+        return found
+
+    def summary(self, webhooks: Sequence[str], delivered_since: float) -> dict[str, Summary]:
+        """Each of these webhooks' pending, failed and (made since `delivered_since`) delivered
+        deliveries, the oldest pending one's making and the last failed attempt's answer."""
+        d = deliveries
+        counts = (
+            select(
+                d.c.webhook,
+                func.sum(case((d.c.status == PENDING, 1), else_=0)),
+                func.sum(case((d.c.status == FAILED, 1), else_=0)),
+                func.sum(
+                    case(
+                        (and_(d.c.status == DELIVERED, d.c.created_at >= delivered_since), 1),
+                        else_=0,
+                    )
+                ),
+                func.min(case((d.c.status == PENDING, d.c.created_at), else_=None)),
+            )
+            .where(d.c.webhook.in_(list(webhooks)))
+            .group_by(d.c.webhook)
+        )
+        # Not delivered after an attempt: a retry is waiting, or it failed for good.
+        tried = and_(d.c.status != DELIVERED, d.c.attempts > 0)
+        newest = (
+            select(d.c.webhook, func.max(d.c.seq).label("seq"))
+            .where(tried, d.c.webhook.in_(list(webhooks)))
+            .group_by(d.c.webhook)
+            .subquery()
+        )
+        errors = (
+            select(d.c.webhook, d.c.last_status)
+            .join(newest, and_(newest.c.webhook == d.c.webhook, newest.c.seq == d.c.seq))
+            .where(tried)
+        )
+        found = dict.fromkeys(webhooks, Summary(0, 0, 0, None, None, False))
+        last: dict[str, int | None] = {}
+        with self._db.read() as conn:
+            rows = list(conn.execute(counts))
+            for name, status in conn.execute(errors):
+                last[name] = None if status is None else int(status)
+        for name, pending, failed, delivered, oldest in rows:
+            found[name] = Summary(
+                int(pending or 0),
+                int(failed or 0),
+                int(delivered or 0),
+                None if oldest is None else float(oldest),
+                last.get(name),
+                name in last,
+            )
+        return found
+
+    def retry(self, webhook: str) -> int:
+        """Make the webhook's failed deliveries pending again, due now, with a new 24-hour
+        window (created_at is now; their attempts are kept); how many."""
+        now = self._clock()
+        with self._db.write(lock=False) as conn:
+            done = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.webhook == webhook, deliveries.c.status == FAILED)
+                .values(status=PENDING, next_attempt_at=now, claimed_until=0.0, created_at=now)
+            )
+        return int(done.rowcount)

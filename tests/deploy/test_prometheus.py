@@ -27,6 +27,7 @@ from tests.support.metrics import wait_for_workers
 from tests.support.programs import free_port, missing_program
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
+from tests.support.webhook_receiver import new_secret, receiving
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -80,7 +81,7 @@ def test_promtool_check_rules() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 11 rules found" in out.stdout
+    assert "SUCCESS: 12 rules found" in out.stdout
 
 
 def test_promtool_test_rules() -> None:
@@ -123,13 +124,21 @@ def test_dashboard_answers_the_operators_questions() -> None:
 def fleet_member(
     sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GunicornProcess]:
-    """Two workers with Redis and the mirror (so their metrics exist too)."""
+    """Two workers with Redis, the mirror and a webhook (so their metrics exist too)."""
     tmp = tmp_path_factory.mktemp("prometheus-drift")
+    secret = new_secret()
+    (tmp / "hook-secret").write_text(secret)
     extra = f'\n[mirror]\ndatabase = "sqlite:///{tmp / "mirror.db"}"\ninterval = 1\n'
     with (
+        receiving(secret) as receiver,
         RedisServer() as redis,
         live_service(
-            sandbox_server, tmp, f'\n[redis]\nurl = "{redis.url}"\n{extra}', workers=2
+            sandbox_server,
+            tmp,
+            f'\n[redis]\nurl = "{redis.url}"\n{extra}'
+            f'\n[[webhooks]]\nname = "crm"\nurl = "{receiver.url}"\nusers = ["*"]\n'
+            f'secret_file = "{tmp / "hook-secret"}"\n',
+            workers=2,
         ) as server,
     ):
         yield server
@@ -145,11 +154,13 @@ def exported(url: str) -> set[str]:
 @pytest.mark.redis
 def test_alerts_and_dashboard_use_only_exported_metrics(fleet_member: GunicornProcess) -> None:
     requests.get(fleet_member.url + "/music?user=studio", timeout=5)
-    # The mirror's series appear once its first syncs are done.
+    # The mirror's series appear once its first syncs are done, the webhook's gauges once a
+    # deliverer has read the outbox.
     mirror = {
         "music_facade_mirror_tracks",
         "music_facade_mirror_last_complete_sync_timestamp_seconds",
         "music_facade_mirror_syncs_total",
+        "music_facade_webhook_oldest_pending_age_seconds",
     }
     wait_until(lambda: mirror <= exported(fleet_member.url), timeout=30)
     names = exported(fleet_member.url)
