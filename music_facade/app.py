@@ -33,6 +33,7 @@ from .guards import Guards
 from .lifecycle import Lifecycle
 from .proxies import TrustedProxyFix
 from .queries import MirrorAnswers
+from .tickets import Tickets
 from .upstream import UpstreamClient
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ def create_app(
         measures,
         MirrorAnswers(settings, mirror.store) if mirror is not None else None,
         streams,
+        Tickets(chosen.tickets, clock),
     )
     app.wsgi_app = handler  # type: ignore[method-assign]
     if settings.proxy_hops:

@@ -1,4 +1,5 @@
-"""Backends: where a process keeps its pages, flights, upstream guards and rate-limit counters.
+"""Backends: where a process keeps its pages, flights, upstream guards, rate-limit counters and
+event-stream tickets.
 
 Chosen once, before any component is built: this process's memory, or (with [redis]) Redis that
 every replica shares, each Redis backend keeping a memory one as its fallback for while Redis is
@@ -18,6 +19,7 @@ from .guards.memory import MemoryGuardStore
 from .guards.state import GuardStore
 from .limits import LimitStorage, SweptMemoryStorage
 from .metrics import Metrics
+from .tickets import MemoryTicketStore, TicketStore
 
 if TYPE_CHECKING:
     from .shared import SharedStore
@@ -30,6 +32,7 @@ class Backends:
     pages: CacheBackend
     guard_store: GuardStore
     limit_storage: LimitStorage
+    tickets: TicketStore
     fleet: FleetRunner | None = None
     store: SharedStore | None = None
 
@@ -38,13 +41,16 @@ class Backends:
         """Redis backends when [redis] is configured, else this process's memory."""
         pages = MemoryBackend.for_cache(settings.cache, clock)
         if settings.redis is None:
-            return cls(pages, MemoryGuardStore(clock), SweptMemoryStorage())
+            return cls(
+                pages, MemoryGuardStore(clock), SweptMemoryStorage(), MemoryTicketStore(clock)
+            )
         # Imported only when used: a process without [redis] never loads the Redis client.
         from .guards.shared import SharedGuardStore
         from .shared import SharedStore
         from .shared.flights import FleetFlights
         from .shared.limits import SharedLimitStorage
         from .shared.pages import SharedBackend
+        from .shared.tickets import SharedTicketStore
 
         logs.redact(settings.redis.secrets())
         measures.track_redis()
@@ -55,6 +61,7 @@ class Backends:
             pages=SharedBackend(store, pages, settings.cache, clock),
             guard_store=SharedGuardStore(store, clock),
             limit_storage=SharedLimitStorage(store, SweptMemoryStorage()),
+            tickets=SharedTicketStore(store, MemoryTicketStore(clock)),
             fleet=FleetFlights(store, settings.upstream.exchange_deadline + 1),
             store=store,
         )

@@ -19,12 +19,14 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from . import jsoncodec
+from .auth import UserNotAllowed
 from .config import EventsSettings, LibrarySettings
 from .core.query import TYPES, decode_query
 from .errors import InvalidQuery, Problem
 from .lifecycle import Lifecycle
 from .scope import Answer, Scope
 from .streaming import BUSY_RETRY_AFTER, Connection, Slot, Stream, StreamSlots
+from .tickets import GRANT, Grant
 from .wakeups import Wakeups
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ PAGE = 500  # changes per read of the log
 RETRY_MS = 3000  # how long a client waits before it reconnects (the `retry:` field)
 WAIT_SLICE = 0.5  # seconds: how often a waiting stream looks at its caller and the process
 MAX_SEQ = 2**63 - 1
-_PARAMETERS = ("user", "type", "since")
+_PARAMETERS = ("user", "type", "since", "ticket")  # a ticket is redeemed by music_facade.tickets
 _KEEP_ALIVE = b": keep-alive\n\n"
 
 
@@ -83,6 +85,12 @@ class Events:
         type_ = values.get("type")
         if type_ is not None and type_ not in TYPES:
             errors["type"] = [f"must be one of {', '.join(TYPES)}"]
+        grant: Grant | None = scope.environ.get(GRANT)
+        if grant is not None and grant.type is not None:
+            # A ticket issued for one type streams only that type.
+            if type_ is not None and type_ != grant.type:
+                errors["type"] = [f"must be {grant.type}, the ticket's"]
+            type_ = grant.type
         since = _position(values.get("since"), "since", errors)
         header = scope.environ.get("HTTP_LAST_EVENT_ID")
         if header is not None:
@@ -92,6 +100,13 @@ class Events:
             raise InvalidQuery(f"Invalid query parameter(s): {', '.join(errors)}.", errors=errors)
         users = values.get("user")
         aliases = scope.accounts(tuple(users.split(",")) if users is not None else None)
+        if grant is not None:
+            # The ticket's aliases bound the stream (in open mode no principal narrows it).
+            outside = [a for a in aliases if a not in grant.aliases]
+            if users is None:
+                aliases = tuple(a for a in aliases if a in grant.aliases)
+            elif outside:
+                raise UserNotAllowed(f"The ticket does not cover '{outside[0]}'.")
         store = self.store
         if since is None:
             first = None

@@ -77,7 +77,7 @@ def deployment_document(base: dict[str, Any], settings: Settings) -> dict[str, A
 
 
 # The paths answered from the mirror: without [mirror] they are 404s, so not in the contract.
-MIRROR_PATHS = ("/tracks", "/changes", "/events")
+MIRROR_PATHS = ("/tracks", "/changes", "/events", "/events/tickets")
 
 
 def _without_mirror(doc: dict[str, Any]) -> None:

@@ -44,6 +44,7 @@ from .metrics import STORED, Metrics, client_label
 from .pipeline import Exchange, Pipeline
 from .queries import MirrorAnswers
 from .scope import Answer, Scope
+from .tickets import Tickets
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,8 @@ _JSON_TYPE = "application/json"
 
 class MusicHandler:
     """WSGI: GET and HEAD of /music, /music/{id}, /music/{id}/audio, /library and (with the
-    mirror) /tracks, /changes and /events answered here
-    through the request pipeline and the same rule functions; every other request goes on to
+    mirror) /tracks, /changes and /events, and POST /events/tickets, answered here through the
+    request pipeline and the same rule functions; every other request goes on to
     Flask."""
 
     def __init__(
@@ -96,6 +97,7 @@ class MusicHandler:
         metrics: Metrics,
         mirror: MirrorAnswers | None = None,
         events: Events | None = None,
+        tickets: Tickets | None = None,
     ) -> None:
         self.app = app
         self.music = music
@@ -117,6 +119,11 @@ class MusicHandler:
         )
         if events is not None:
             self.mirrored["/events"] = events.answer
+        # POST routes: a ticket for /events, which a browser's EventSource opens without a header.
+        self.posted: dict[str, Callable[..., Answer]] = {}
+        self.tickets = tickets if events is not None else None
+        if self.tickets is not None:
+            self.posted["/events/tickets"] = self.tickets.issue
 
     def _route(self, path: str | None) -> tuple[str, Callable[..., Answer], str] | None:
         """The route template, its answering method and the track id in the path, or None."""
@@ -134,10 +141,19 @@ class MusicHandler:
             return "/music/{id}/audio", self._audio, match[1]
         return "/music/{id}", self._track, match[1]
 
+    def _posted(self, path: str | None) -> tuple[str, Callable[..., Answer], str] | None:
+        answer = self.posted.get(path or "")
+        return None if answer is None else (path or "", answer, "")
+
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
-        route = self._route(environ.get("PATH_INFO"))
-        if route is None or method not in ("GET", "HEAD"):
+        if method == "GET" or method == "HEAD":
+            route = self._route(environ.get("PATH_INFO"))
+        elif method == "POST" and self.posted:
+            route = self._posted(environ.get("PATH_INFO"))
+        else:
+            route = None
+        if route is None:
             return self.app(environ, start_response)
         template, answer, item = route
         ex = Exchange(environ, method, template, template)
@@ -147,6 +163,8 @@ class MusicHandler:
         body: Iterable[bytes]
         try:
             pipeline.begin(ex)  # request id, trace, caller
+            if template == "/events" and self.tickets is not None:
+                self.tickets.identify(ex)  # a ticket in place of an Authorization header
             who = ex.caller
             state = self.limits.check(who, environ.get("REMOTE_ADDR"))
             if state is not None:
@@ -313,3 +331,4 @@ def register(app: Flask, music: Music, mirrored: bool = False) -> None:
         app.add_url_rule("/tracks", "tracks", _routing_only, methods=["GET"])
         app.add_url_rule("/changes", "changes", _routing_only, methods=["GET"])
         app.add_url_rule("/events", "events", _routing_only, methods=["GET"])
+        app.add_url_rule("/events/tickets", "event_tickets", _routing_only, methods=["POST"])

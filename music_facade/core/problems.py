@@ -81,6 +81,7 @@ PROBLEMS: Mapping[str, ProblemType] = _catalogue(
     _own("credential_malformed", 401, "The Authorization header is malformed"),
     _own("credential_invalid", 401, "The credential is not valid"),
     _own("credential_expired", 401, "The credential has expired"),
+    _own("invalid_ticket", 401, "The event-stream ticket is not valid"),
     _own("user_not_allowed", 403, "This client may not read that account"),
     _own("metrics_forbidden", 403, "Not allowed to read the metrics"),
     _own("rate_limited", 429, "Too many requests"),

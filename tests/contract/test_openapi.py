@@ -124,7 +124,8 @@ def test_info_and_servers() -> None:
     assert doc["info"]["version"] == "0.1.0"
     assert "useapi.net" in doc["info"]["description"]
     assert [s["url"] for s in doc["servers"]] == ["http://127.0.0.1:8080"]
-    # Every path answers GET, HEAD and OPTIONS (Flask adds the last two); nothing else.
+    # Every path answers GET, HEAD and OPTIONS (Flask adds the last two), except the one that
+    # issues event-stream tickets: POST and OPTIONS. Nothing else.
     assert {(p, m) for p, m, _ in operations()} == {
         (path, method)
         for path in (
@@ -133,7 +134,7 @@ def test_info_and_servers() -> None:
             *("/healthz", "/readyz", "/metrics", "/openapi.yaml", "/openapi.json", "/docs"),
         )
         for method in ("get", "head", "options")
-    }
+    } | {("/events/tickets", "post"), ("/events/tickets", "options")}
 
 
 def test_every_ref_resolves() -> None:
@@ -555,9 +556,8 @@ def test_only_music_reads_need_a_key_and_open_mode_is_documented() -> None:
             *("/music", "/music/{id}", "/music/{id}/audio", "/library", "/tracks", "/changes"),
             "/events",
         )
-        if path in reads and method in (
-            "get",
-            "head",
+        if (path in reads and method in ("get", "head")) or (
+            (path, method) == ("/events/tickets", "post")
         ):
             # The document's own `security`: required; the served one drops it in open mode
             # (tests/contract/test_served_contract.py).
@@ -570,6 +570,8 @@ def test_only_music_reads_need_a_key_and_open_mode_is_documented() -> None:
 def test_head_mirrors_get_on_every_path() -> None:
     paths = spec()["paths"]
     for path, item in paths.items():
+        if "get" not in item:
+            continue  # /events/tickets: POST only
         # The same statuses, but HEAD's responses describe no body.
         assert set(item["head"]["responses"]) == set(item["get"]["responses"]), path
         assert item["head"]["parameters"] == item["get"]["parameters"], path
