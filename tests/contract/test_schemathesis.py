@@ -90,6 +90,17 @@ CONFIG = schemathesis.Config.from_dict(
                 "generation": {"mode": "positive"},
             },
             {
+                # A `ticket` is a single-use secret the service made: one the generator made
+                # up (or one sent with a key) is `401 invalid_ticket`, as documented.
+                "include-path-regex": "^/events$",
+                "checks": {
+                    "positive_data_acceptance": {
+                        "expected-statuses": ["2xx", "304", "400", "401", "403"]
+                    },
+                    "negative_data_rejection": {"expected-statuses": ["400", "401", "403"]},
+                },
+            },
+            {
                 # GET /events answers a valid request with a stream that never ends by itself:
                 # its refusals, HEAD and OPTIONS are generated here, the stream itself is read
                 # by tests/integration/test_events.py and tests/live/test_events_live.py.

@@ -28,6 +28,7 @@ import requests
 import yaml
 
 from music_facade.launch import GunicornProcess
+from music_facade.meta import MIRROR_PATHS
 from music_facade.sandbox import SandboxServer
 from tests.support import dockerfile
 from tests.support.deploy_render import REPO
@@ -189,7 +190,7 @@ def test_the_image_command_serves_from_the_wheel(
         )
         assert doc["openapi"] == source["openapi"]
         # This configuration has no [mirror]: the served contract leaves its routes out.
-        mirrored = ("/tracks", "/changes", "/events")
+        mirrored = MIRROR_PATHS
         assert doc["paths"] == {k: v for k, v in source["paths"].items() if k not in mirrored}
 
         docs = requests.get(server.url + "/docs", timeout=10)
