@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -75,12 +76,24 @@ class GunicornProcess:
         if self.log_path:
             with open(self.log_path, "ab") as out:
                 self.proc = subprocess.Popen(
-                    cmd, env=env, cwd=self.cwd, pass_fds=(fd,), stdout=out, stderr=out
+                    cmd,
+                    env=env,
+                    cwd=self.cwd,
+                    pass_fds=(fd,),
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,  # its own group: see stop()
                 )
         else:
             sink = subprocess.DEVNULL if self.quiet else None
             self.proc = subprocess.Popen(
-                cmd, env=env, cwd=self.cwd, pass_fds=(fd,), stdout=sink, stderr=sink
+                cmd,
+                env=env,
+                cwd=self.cwd,
+                pass_fds=(fd,),
+                stdout=sink,
+                stderr=sink,
+                start_new_session=True,  # its own group: see stop()
             )
         self._wait_ready(ready_timeout)
         return self
@@ -113,7 +126,9 @@ class GunicornProcess:
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                # The master and its workers, as one group: a worker orphaned by killing the
+                # master alone would keep serving, and keep open whatever output it inherited.
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.sock.close()
         if self.metrics_dir is not None:

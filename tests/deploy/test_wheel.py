@@ -241,7 +241,7 @@ def test_music_facade_demo_runs_from_the_wheel(artifact: Artifact, tmp_path: Pat
         except subprocess.TimeoutExpired:
             os.killpg(demo.pid, signal.SIGKILL)  # its gunicorn too: nothing left running
             demo.communicate()
-            raise
+            raise AssertionError("the demo did not stop within 30 s:\n" + log.read_text()) from None
     said = log.read_text()
     assert demo.returncode == 0, said
     assert "Traceback" not in said, said
