@@ -33,6 +33,7 @@ from .guards import Guards
 from .lifecycle import Lifecycle
 from .proxies import TrustedProxyFix
 from .queries import MirrorAnswers
+from .stream_leases import StreamLeaseStore
 from .tickets import Tickets
 from .upstream import UpstreamClient
 
@@ -109,7 +110,7 @@ def create_app(
     app.extensions["limits"] = rate_limits
     if chosen.store is not None:
         app.extensions["store"] = chosen.store
-    streams = _events(settings, mirror, app.extensions["lifecycle"])
+    streams = _events(settings, mirror, app.extensions["lifecycle"], chosen.stream_leases)
     if streams is not None:
         app.extensions["events"] = streams
     # GET and HEAD /music, hits and misses, never build a Flask request (music_facade.music).
@@ -143,11 +144,14 @@ def create_app(
     return app
 
 
-def _events(settings: Settings, mirror: Mirror | None, lifecycle: Lifecycle) -> Events | None:
-    """GET /events, with the mirror on: its streams end when the process begins shutting down."""
+def _events(
+    settings: Settings, mirror: Mirror | None, lifecycle: Lifecycle, leases: StreamLeaseStore
+) -> Events | None:
+    """GET /events, with the mirror on: its streams end when the process begins shutting down,
+    each caller's counted in leases."""
     if mirror is None:
         return None
-    return Events(settings.events, settings.library, mirror.store, lifecycle)
+    return Events(settings.events, settings.library, mirror.store, lifecycle, leases)
 
 
 def _authenticator(settings: Settings, clock: Callable[[], float]) -> auth.Authenticator:

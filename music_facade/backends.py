@@ -1,5 +1,5 @@
-"""Backends: where a process keeps its pages, flights, upstream guards, rate-limit counters and
-event-stream tickets.
+"""Backends: where a process keeps its pages, flights, upstream guards, rate-limit counters,
+event-stream tickets and event-stream leases.
 
 Chosen once, before any component is built: this process's memory, or (with [redis]) Redis that
 every replica shares, each Redis backend keeping a memory one as its fallback for while Redis is
@@ -19,6 +19,7 @@ from .guards.memory import MemoryGuardStore
 from .guards.state import GuardStore
 from .limits import LimitStorage, SweptMemoryStorage
 from .metrics import Metrics
+from .stream_leases import MemoryStreamLeases, StreamLeaseStore
 from .tickets import MemoryTicketStore, TicketStore
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class Backends:
     guard_store: GuardStore
     limit_storage: LimitStorage
     tickets: TicketStore
+    stream_leases: StreamLeaseStore
     fleet: FleetRunner | None = None
     store: SharedStore | None = None
 
@@ -42,7 +44,11 @@ class Backends:
         pages = MemoryBackend.for_cache(settings.cache, clock)
         if settings.redis is None:
             return cls(
-                pages, MemoryGuardStore(clock), SweptMemoryStorage(), MemoryTicketStore(clock)
+                pages,
+                MemoryGuardStore(clock),
+                SweptMemoryStorage(),
+                MemoryTicketStore(clock),
+                MemoryStreamLeases(clock),
             )
         # Imported only when used: a process without [redis] never loads the Redis client.
         from .guards.shared import SharedGuardStore
@@ -50,6 +56,7 @@ class Backends:
         from .shared.flights import FleetFlights
         from .shared.limits import SharedLimitStorage
         from .shared.pages import SharedBackend
+        from .shared.stream_leases import SharedStreamLeases
         from .shared.tickets import SharedTicketStore
 
         logs.redact(settings.redis.secrets())
@@ -62,6 +69,7 @@ class Backends:
             guard_store=SharedGuardStore(store, clock),
             limit_storage=SharedLimitStorage(store, SweptMemoryStorage()),
             tickets=SharedTicketStore(store, MemoryTicketStore(clock)),
+            stream_leases=SharedStreamLeases(store, MemoryStreamLeases(clock)),
             fleet=FleetFlights(store, settings.upstream.exchange_deadline + 1),
             store=store,
         )

@@ -269,6 +269,7 @@ class EventsSettings:
 
     heartbeat: float = 15.0  # seconds between keep-alive comments on a quiet stream
     max_streams: int = 1000  # /events streams one worker holds open at once
+    max_streams_per_client: int = 5  # /events streams one caller holds open across the fleet
 
 
 @dataclass(frozen=True)
@@ -588,6 +589,7 @@ class _LibrarySchema(_StrictSchema):
 class _EventsSchema(_StrictSchema):
     heartbeat = _StrictNumber(validate=validate.Range(min=0.05, max=300))
     max_streams = _StrictInt(validate=validate.Range(min=1, max=100_000))
+    max_streams_per_client = _StrictInt(validate=validate.Range(min=1, max=100_000))
 
 
 _DATABASE_URL_RULE = (

@@ -2,18 +2,21 @@
 
 A route of the /music handler (music_facade.music), so credentials, scopes, rate limits, CORS,
 request ids, metrics and problems are those of /changes. Everything that can refuse the
-request (the query, the scope, a position older than the retained log, a full worker) is
-answered before the first byte as an ordinary problem. Then the stream: `retry:` at once, the
+request (the query, the scope, a position older than the retained log, a caller at its cap
+of streams across the fleet, a full worker) is answered before the first byte as an ordinary
+problem. Then the stream: `retry:` at once, the
 changes after the position in pages of at most `PAGE` (a replay), then live. Each stream reads
 the log itself from the last seq it passed, so it sends every change once and in order,
 whatever wakes it; `Wakeups` only says when to read again. A quiet stream sends a comment
 every `[events] heartbeat` seconds, a caller that hung up or a process that begins shutting
-down ends it within `WAIT_SLICE` seconds, and each write is bounded like /library's.
+down ends it within `WAIT_SLICE` seconds, and each write is bounded like /library's. While it
+runs a stream renews its caller's lease (music_facade.stream_leases) from the same loop.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -25,6 +28,7 @@ from .core.query import TYPES, decode_query
 from .errors import InvalidQuery, Problem
 from .lifecycle import Lifecycle
 from .scope import Answer, Scope
+from .stream_leases import LEASE, RENEW_EVERY, Lease, StreamLeaseStore
 from .streaming import BUSY_RETRY_AFTER, Connection, Slot, Stream, StreamSlots
 from .tickets import GRANT, Grant
 from .wakeups import Wakeups
@@ -46,6 +50,27 @@ class EventsBusy(Problem, code="events_busy"):
     """The worker already holds as many /events streams as it allows."""
 
 
+class TooManyStreams(Problem, code="too_many_streams"):
+    """The caller already holds as many /events streams as it may, across every replica."""
+
+
+def _too_many(cap: int) -> Problem:
+    return TooManyStreams(
+        f"This caller already holds {cap} event streams; close one or retry shortly.",
+        headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+    )
+
+
+def caller_key(scope: Scope) -> str:
+    """Whose cap a stream counts against: the client's name (a ticket's is its issuer's, an
+    OIDC caller's `oidc:<subject>`), or in open mode the caller's address, as rate limits
+    key a caller."""
+    client = scope.who.client
+    if client is not None:
+        return f"client:{client.name}"
+    return f"addr:{scope.environ.get('REMOTE_ADDR')}"
+
+
 def _busy(size: int) -> Problem:
     return EventsBusy(
         f"This process already holds {size} event streams; retry shortly.",
@@ -62,9 +87,11 @@ class Events:
         library: LibrarySettings,
         store: Store,
         lifecycle: Lifecycle,
+        leases: StreamLeaseStore,
         wakeups: Wakeups | None = None,
     ) -> None:
         self.settings = settings
+        self.leases = leases
         self.send_timeout = library.send_timeout
         self.store = store
         self.lifecycle = lifecycle
@@ -114,10 +141,20 @@ class Events:
         else:
             first = store.changes(since, aliases, PAGE)  # ChangesExpired: 410, nothing sent
             position = since
-        slot = self.slots.take()
+        lease = self.leases.take(
+            caller_key(scope), secrets.token_hex(8), self.settings.max_streams_per_client, LEASE
+        )
+        if lease is None:
+            raise _too_many(self.settings.max_streams_per_client)
+        try:
+            worker_slot = self.slots.take()
+        except Problem:
+            lease.release()
+            raise
+        slot = Slot(lambda: _release_both(worker_slot, lease))
         connection = Connection.of(scope.environ)
         ending = _Ending()
-        chunks = self._stream(aliases, type_, position, first, connection, ending)
+        chunks = self._stream(aliases, type_, position, first, connection, ending, lease)
         stream = _EventStream(chunks, slot, connection, self.send_timeout, ending)
         headers = [
             ("Content-Type", "text/event-stream"),
@@ -134,6 +171,7 @@ class Events:
         page: ChangesPage | None,
         connection: Connection | None,
         ending: _Ending,
+        lease: Lease,
     ) -> Iterator[bytes]:
         # Registered once the server begins the stream (a HEAD never does): set from the start,
         # so the log is read again after registering and nothing written before is missed.
@@ -144,7 +182,11 @@ class Events:
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
             beat_at = time.monotonic() + heartbeat
+            renew_at = time.monotonic() + RENEW_EVERY
             while True:
+                if time.monotonic() >= renew_at:  # a long replay renews between its pages
+                    lease.renew()
+                    renew_at = time.monotonic() + RENEW_EVERY
                 if page is None:
                     waiter.clear()  # a write after this read sets it again
                     page = store.changes(position, aliases, PAGE)
@@ -167,6 +209,9 @@ class Events:
                         ending.gone = True
                         return
                     now = time.monotonic()
+                    if now >= renew_at:
+                        lease.renew()
+                        renew_at = now + RENEW_EVERY
                     if now >= beat_at:
                         yield _KEEP_ALIVE
                         beat_at = now + heartbeat
@@ -184,6 +229,13 @@ class Events:
             log.error("unexpected error in an events stream", exc_info=exc)
         finally:
             self.wakeups.unregister(waiter)
+
+
+def _release_both(slot: Slot, lease: Lease) -> None:
+    try:
+        slot.release()
+    finally:
+        lease.release()
 
 
 class _Ending:

@@ -98,6 +98,7 @@ PROBLEMS: Mapping[str, ProblemType] = _catalogue(
     _own("mirror_syncing", 503, "The mirror has not read the whole library yet"),
     # The mirror's change log.
     _own("changes_expired", 410, "The change log no longer reaches back that far"),
+    _own("too_many_streams", 429, "This caller holds too many event streams"),
     _own("events_busy", 503, "Too many event streams"),
     # The upstream, and the guards in front of it.
     _own("upstream_auth_failed", 502, "The service's upstream account was refused"),

@@ -349,7 +349,7 @@ def test_describe_shows_a_full_configuration_in_order_with_secrets_masked() -> N
                 "send_timeout": 5.0,
                 "pages_per_address": "30/minute",
             },
-            "events": {"heartbeat": 5.0, "max_streams": 50},
+            "events": {"heartbeat": 5.0, "max_streams": 50, "max_streams_per_client": 5},
             "oidc": {
                 "issuer": "https://idp.test",
                 "audience": "music",
