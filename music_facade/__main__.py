@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError, load_settings, mask_url
+from .config import ConfigError, Settings, load_settings, mask_url
 from .core.alias import ALIAS_RE, ALIAS_RULE
 from .startup import DEFAULT_WORKERS, summarize
 
@@ -97,21 +97,30 @@ def probe(user: str | None, type_: str, as_json: bool) -> int:
     return exit_code(reports)
 
 
-def mirror_status(as_json: bool) -> int:
-    """Print where the mirror of each alias and type stands, from its database alone."""
-    from .mirror_status import StatusError, collect, open_store, render_json, render_text
-
+def _mirrored_settings() -> Settings | None:
+    """The configuration of a command that reads the mirror's database; None (having said why
+    on stderr) when it cannot be loaded or has no [mirror]."""
     try:
         settings = load_settings()
     except ConfigError as exc:
         for line in exc.errors:
             print(f"music-facade: configuration error: {line}", file=sys.stderr)
-        return 2
+        return None
     if settings.mirror is None:
         print(
             "music-facade: the mirror is off: the configuration has no [mirror] section",
             file=sys.stderr,
         )
+        return None
+    return settings
+
+
+def mirror_status(as_json: bool) -> int:
+    """Print where the mirror of each alias and type stands, from its database alone."""
+    from .mirror_status import StatusError, collect, open_store, render_json, render_text
+
+    settings = _mirrored_settings()
+    if settings is None or settings.mirror is None:
         return 2
     try:
         store = open_store(settings.mirror)
@@ -133,17 +142,8 @@ def webhooks(command: str, name: str | None, as_json: bool) -> int:
     from .mirror_status import StatusError, open_store
     from .webhook_status import collect, render_json, render_text
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"music-facade: configuration error: {line}", file=sys.stderr)
-        return 2
-    if settings.mirror is None:
-        print(
-            "music-facade: the mirror is off: the configuration has no [mirror] section",
-            file=sys.stderr,
-        )
+    settings = _mirrored_settings()
+    if settings is None or settings.mirror is None:
         return 2
     names = [hook.name for hook in settings.webhooks]
     if not names:
