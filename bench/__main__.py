@@ -54,6 +54,12 @@ key_sha256 = "{digest}"
 users = ["*"]
 rate_limit = "1000000/minute"
 """
+# With Redis the keyed service leases its budget (docs/configuration.md [limits]); the exact
+# mode, a Redis round trip per request, is measured beside it.
+LEASED = """
+[limits]
+sync_interval = 1
+"""
 
 PAGE = "/music?user=page"
 DIRECT_PATH = "/v1/tempolor/music/?user_id=d50&type=song"  # the stub, 50 ms
@@ -195,7 +201,11 @@ def main() -> None:
         key, digest = mint_key()
         base_url = upstream + "/v1/tempolor"
         envs = {}
-        for name, extra in (("service", ""), ("keyed", CLIENT.format(digest=digest))):
+        client = CLIENT.format(digest=digest)
+        services = [("service", ""), ("keyed", client + LEASED)]
+        if args.redis:
+            services.append(("exact", client))
+        for name, extra in services:
             extra += redis_toml
             config = Path(tmp) / f"{name}.toml"
             config.write_text(CONFIG.format(base_url=base_url, extra=extra))
@@ -210,9 +220,16 @@ def main() -> None:
         try:
             svc = start(envs["service"], args.workers, "music_facade:create_app()")
             keyed = start(envs["keyed"], args.workers, "music_facade:create_app()")
+            exact = (
+                start(envs["exact"], args.workers, "music_facade:create_app()").url
+                if args.redis
+                else None
+            )
             auth = {"Authorization": f"Bearer {key}"}
             get(svc.url, PAGE)  # a miss: the page is cached from now on
             get(keyed.url, PAGE, auth)
+            if exact is not None:
+                get(exact, PAGE, auth)
             # The baseline replays a real hit's answers: the same headers and body.
             hit_headers, page = answer(svc.url, PAGE)
             keyed_headers, keyed_page = answer(keyed.url, PAGE, auth)
@@ -233,7 +250,9 @@ def main() -> None:
                 assert sorted(replayed) == sorted(headers), (replayed, headers)
             table = Table()
             for rnd in range(args.rounds):
-                run_round(rnd, secs, table, svc.url, keyed.url, bare.url, upstream, auth, args.only)
+                run_round(
+                    rnd, secs, table, svc.url, keyed.url, bare.url, upstream, auth, args.only, exact
+                )
                 print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
             if args.only is None:
                 rss_row(table, envs["service"], bare, start)
@@ -262,8 +281,10 @@ def run_round(
     upstream: str,
     auth: dict[str, str],
     only: str | None = None,
+    exact: str | None = None,
 ) -> None:
-    """One round of every row; odd rounds run each baseline first."""
+    """One round of every row; odd rounds run each baseline first. exact: the keyed service
+    counting every request in Redis, when the run has Redis."""
 
     def pair(row: Callable[[], WrkResult], base: Callable[[], WrkResult]) -> tuple[WrkResult, ...]:
         if rnd % 2:
@@ -273,7 +294,7 @@ def run_round(
         return r, base()
 
     if only == "hits":
-        hit_rows(rnd, secs, table, svc, keyed, bare, auth, pair)
+        hit_rows(rnd, secs, table, svc, keyed, bare, auth, pair, exact)
         return
     if only == "miss":
         miss_row(rnd, secs, table, svc, upstream, bare, pair)
@@ -324,7 +345,7 @@ def run_round(
         "req/s",
         ">= 0.9",
     )
-    hit_rows(rnd, secs, table, svc, keyed, bare, auth, pair)
+    hit_rows(rnd, secs, table, svc, keyed, bare, auth, pair, exact)
     miss_row(rnd, secs, table, svc, upstream, bare, pair)
 
 
@@ -363,9 +384,11 @@ def hit_rows(
     bare: str,
     auth: dict[str, str],
     pair: Pair,
+    exact: str | None = None,
 ) -> None:
     """Rows 3 and 4: cache hits, plain and keyed, each against bare Flask sending the same
-    response in the same round; then both against bare Flask sending the body alone."""
+    response in the same round; then both against bare Flask sending the body alone. With
+    Redis, the keyed hit's limit is leased, and exact (a round trip per request) beside it."""
     hit, base = pair(lambda: wrk(svc + PAGE, secs, 32), lambda: wrk(bare + "/music", secs, 32))
     key_hit, key_base = pair(
         lambda: wrk(keyed + PAGE, secs, 32, headers=auth), lambda: wrk(bare + "/keyed", secs, 32)
@@ -388,6 +411,17 @@ def hit_rows(
         "req/s",
         ">= 0.9",
     )
+    if exact is not None:
+        exact_hit = wrk(exact + PAGE, secs, 32, headers=auth)
+        if exact_hit.bad:
+            raise RuntimeError(f"failed responses in a hit run: {exact_hit}")
+        table.add(
+            "  keyed cache hit, exact limits ([limits] sync_interval = 0; ratio: to bare Flask)",
+            exact_hit.rps,
+            exact_hit.rps / key_base.rps,
+            "req/s",
+            "",
+        )
     table.add("  bare Flask, the hit's response (baseline)", base.rps, 1.0, "req/s", "")
     table.add("  bare Flask, the keyed hit's response (baseline)", key_base.rps, 1.0, "req/s", "")
     table.add(

@@ -54,6 +54,7 @@ class Backends:
         from .guards.shared import SharedGuardStore
         from .shared import SharedStore
         from .shared.flights import FleetFlights
+        from .shared.limit_leases import LeasedLimitStorage
         from .shared.limits import SharedLimitStorage
         from .shared.pages import SharedBackend
         from .shared.stream_leases import SharedStreamLeases
@@ -64,10 +65,16 @@ class Backends:
         store = SharedStore(
             settings.redis, on_error=measures.redis_error, on_status=measures.redis_status
         )
+        sync_interval = settings.limits.sync_interval
+        limit_storage: LimitStorage = (
+            LeasedLimitStorage(store, SweptMemoryStorage(), sync_interval)
+            if sync_interval > 0
+            else SharedLimitStorage(store, SweptMemoryStorage())
+        )
         return cls(
             pages=SharedBackend(store, pages, settings.cache, clock),
             guard_store=SharedGuardStore(store, clock),
-            limit_storage=SharedLimitStorage(store, SweptMemoryStorage()),
+            limit_storage=limit_storage,
             tickets=SharedTicketStore(store, MemoryTicketStore(clock)),
             stream_leases=SharedStreamLeases(store, MemoryStreamLeases(clock)),
             fleet=FleetFlights(store, settings.upstream.exchange_deadline + 1),

@@ -137,6 +137,10 @@ class LimitSettings:
 
     default: str = "120/minute"
     per_address: str | None = None  # only when no client is configured
+    # With [redis]: 0 counts every request in Redis (exact); more lets a worker lease a share
+    # of a window's budget and count it locally for up to this many seconds
+    # (music_facade/shared/limit_leases.py).
+    sync_interval: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -528,6 +532,7 @@ class _ClientSchema(_StrictSchema):
 class _LimitsSchema(_StrictSchema):
     default = fields.String(validate=_check_rate_limit)
     per_address = fields.String(validate=_check_rate_limit)
+    sync_interval = _StrictNumber(validate=validate.Range(min=0, max=60))
 
 
 class _CorsSchema(_StrictSchema):

@@ -85,8 +85,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) ->
 
 @contextlib.contextmanager
 def fleet(sandbox: SandboxServer, tmp: Path, app_key: str, app_digest: str,
-          limited_key: str, limited_digest: str) -> Iterator[Fleet]:  # fmt: skip
-    """Redis, two replicas (2 workers each, the production worker class) and nginx."""
+          limited_key: str, limited_digest: str, extra: str = "") -> Iterator[Fleet]:  # fmt: skip
+    """Redis, two replicas (2 workers each, the production worker class) and nginx; extra:
+    TOML appended to their configuration (more clients, a [limits] section)."""
     require_nginx()
     with RedisServer() as redis_server, contextlib.ExitStack() as stack:
         config = tmp / "music.toml"
@@ -97,6 +98,7 @@ def fleet(sandbox: SandboxServer, tmp: Path, app_key: str, app_digest: str,
                 app_digest=app_digest,
                 limited_digest=limited_digest,
             )
+            + extra
         )
         env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
         replicas = [

@@ -57,6 +57,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (up.breaker_failures, up.breaker_open) == (5, 15.0)
     assert up.deadline is None
     assert up.exchange_deadline == 13.05  # connect_timeout + read_timeout
+    assert s.limits.sync_interval == 0  # exact: every request counted in Redis
 
 
 def test_guard_and_deadline_keys(tmp_path: Path) -> None:
@@ -141,6 +142,9 @@ def test_no_implicit_user_with_several_aliases(tmp_path: Path) -> None:
         (MINIMAL + "[metrics]\nallow = '10.0.0.0/8'\n", "metrics.allow: Not a valid list."),
         (MINIMAL + "[metrics]\ntoken_sha256 = 'secret'\n", "metrics.token_sha256: must be the"),
         (MINIMAL + "[metrics]\nopen = true\n", "metrics.open: Unknown field."),
+        (MINIMAL + "[limits]\nsync_interval = -1\n", "limits.sync_interval:"),
+        (MINIMAL + "[limits]\nsync_interval = 61\n", "limits.sync_interval:"),
+        (MINIMAL + "[limits]\nsync_interval = '1'\n", "limits.sync_interval: Not a valid"),
     ],
 )
 def test_bad_files_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -248,7 +252,7 @@ def full_settings() -> Settings:
             ClientSettings("web", ("a" * 64, "b" * 64), frozenset({"studio", "label"}), "5/second"),
             ClientSettings("batch", ("c" * 64,), frozenset({"*"})),
         ),
-        limits=LimitSettings(default="60/minute", per_address="10/minute"),
+        limits=LimitSettings(default="60/minute", per_address="10/minute", sync_interval=1.0),
         cors_origins=("https://app.test", "https://admin.test"),
         proxy_hops=1,
         trusted_proxies=("10.0.0.0/8",),
@@ -330,7 +334,7 @@ def test_describe_shows_a_full_configuration_in_order_with_secrets_masked() -> N
                     "rate_limit": "60/minute",
                 },
             ],
-            "limits": {"default": "60/minute", "per_address": "10/minute"},
+            "limits": {"default": "60/minute", "per_address": "10/minute", "sync_interval": 1.0},
             "cors": {"origins": ["https://app.test", "https://admin.test"]},
             "server": {"proxy_hops": 1, "trusted_proxies": ["10.0.0.0/8"]},
             "redis": {
