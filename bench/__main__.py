@@ -1,6 +1,6 @@
 """Benchmark: each figure of docs/performance.md as a ratio to a baseline measured in the same run.
 
-    ./run bench [--seconds 3] [--rounds 5] [--redis] [--only hits|miss|mirror]
+    ./run bench [--seconds 3] [--rounds 5] [--redis] [--only hits|miss|mirror|events]
 
 Starts a stub upstream (bench/upstream.py: any page, after the delay its user id names), the
 service under deploy/gunicorn.conf.py (production worker class and settings, 2 workers), the
@@ -9,7 +9,9 @@ the service's hit answers: the same headers and body, captured from the service 
 the body alone (bench/baseline.py). Then, in alternating rounds, each row with its baseline next
 to it; the table shows each row's median and its spread (min-max) over rounds. Then the three
 hostile-client probes. The mirror's rows (bench/mirror.py: 100,000 tracks on SQLite and on
-PostgreSQL) run first, or alone with --only mirror. Load comes from wrk (see bench/wrk.py).
+PostgreSQL) run first, or alone with --only mirror; then the change stream's (bench/events.py:
+1,000 /events streams on one worker, webhook deliveries), or alone with --only events. Load
+comes from wrk (see bench/wrk.py).
 """
 
 from __future__ import annotations
@@ -180,8 +182,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["hits", "miss", "mirror"],
-        help="just the hit rows, the miss row, or the mirror's rows (for iterating on one path)",
+        choices=["hits", "miss", "mirror", "events"],
+        help="just the hit rows, the miss row, the mirror's or the change stream's rows (for "
+        "iterating on one path)",
     )
     args = parser.parse_args()
     secs = args.seconds
@@ -191,6 +194,13 @@ def main() -> None:
 
         mirror_rows(args.rounds, secs, args.workers)
         if args.only == "mirror":
+            return
+    if args.only in (None, "events"):
+        # /events and webhooks: their own service (1 worker) on the sandbox and a mirror.
+        from .events import run as event_rows
+
+        event_rows(args.rounds)
+        if args.only == "events":
             return
 
     with (

@@ -5,9 +5,11 @@ request ids, metrics and problems are those of /changes. Everything that can ref
 request (the query, the scope, a position older than the retained log, a caller at its cap
 of streams across the fleet, a full worker) is answered before the first byte as an ordinary
 problem. Then the stream: `retry:` at once, the
-changes after the position in pages of at most `PAGE` (a replay), then live. Each stream reads
-the log itself from the last seq it passed, so it sends every change once and in order,
-whatever wakes it; `Wakeups` only says when to read again. A quiet stream sends a comment
+changes after the position in pages of at most `PAGE` (a replay), then live. Live changes come
+from the process's `ChangeTail`, which reads the log once per wake-up for every stream; each
+stream keeps its own position and filter, and reads the log itself again whenever what the tail
+hands it does not continue that position (it fell behind, or subscribed in between), so it
+sends every change once and in order. A quiet stream sends a comment
 every `[events] heartbeat` seconds, a caller that hung up or a process that begins shutting
 down ends it within `WAIT_SLICE` seconds, and each write is bounded like /library's. While it
 runs a stream renews its caller's lease (music_facade.stream_leases) from the same loop.
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from . import jsoncodec
 from .auth import UserNotAllowed
+from .change_tail import PAGE, ChangeTail
 from .config import EventsSettings, LibrarySettings
 from .core.query import TYPES, decode_query
 from .errors import InvalidQuery, Problem
@@ -38,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PAGE = 500  # changes per read of the log
 RETRY_MS = 3000  # how long a client waits before it reconnects (the `retry:` field)
 WAIT_SLICE = 0.5  # seconds: how often a waiting stream looks at its caller and the process
 MAX_SEQ = 2**63 - 1
@@ -97,6 +99,7 @@ class Events:
         self.lifecycle = lifecycle
         self.slots = StreamSlots(settings.max_streams, _busy)
         self.wakeups = wakeups if wakeups is not None else Wakeups(store.version)
+        self.tail = ChangeTail(store, self.wakeups, _render)
 
     def answer(self, raw: bytes, scope: Scope, item: str) -> Answer:
         """Validate, find the position (410 before the first byte), take a slot, stream."""
@@ -173,9 +176,10 @@ class Events:
         ending: _Ending,
         lease: Lease,
     ) -> Iterator[bytes]:
-        # Registered once the server begins the stream (a HEAD never does): set from the start,
-        # so the log is read again after registering and nothing written before is missed.
-        waiter = self.wakeups.register()
+        # Subscribed once the server begins the stream (a HEAD never does), before the replay's
+        # next read of the log: every batch the tail reads from here on is offered to it.
+        subscription = self.tail.subscribe(aliases, position)
+        wanted = frozenset(aliases)
         store = self.store
         heartbeat = self.settings.heartbeat
         sent = 0
@@ -183,23 +187,41 @@ class Events:
             yield f"retry: {RETRY_MS}\n\n".encode()
             beat_at = time.monotonic() + heartbeat
             renew_at = time.monotonic() + RENEW_EVERY
+            own_read = page is not None  # a replay, or the tail says this stream is behind it
             while True:
                 if time.monotonic() >= renew_at:  # a long replay renews between its pages
                     lease.renew()
                     renew_at = time.monotonic() + RENEW_EVERY
-                if page is None:
-                    waiter.clear()  # a write after this read sets it again
-                    page = store.changes(position, aliases, PAGE)
-                out = [_render(c) for c in page.changes if type_ is None or c.type == type_]
-                position = page.next
-                more, page = page.has_more, None
+                out: list[bytes] = []
+                if own_read:
+                    if page is None:
+                        page = store.changes(position, aliases, PAGE)
+                    out = [_render(c) for c in page.changes if type_ is None or c.type == type_]
+                    position = page.next
+                    own_read, page = page.has_more, None
+                else:
+                    batches, own_read = subscription.take()
+                    for batch in batches:
+                        if batch.end <= position:
+                            continue  # passed already (by a read of its own)
+                        if batch.start > position or not wanted <= batch.aliases:
+                            own_read = True  # a gap: the log has what lies between
+                            break
+                        out += [
+                            event
+                            for change, event in batch.changes
+                            if change.seq > position
+                            and change.user in wanted
+                            and (type_ is None or change.type == type_)
+                        ]
+                        position = batch.end
                 if out:
                     sent += len(out)
                     yield b"".join(out)
                     beat_at = time.monotonic() + heartbeat
-                if more:
+                if own_read:
                     continue
-                while not waiter.is_set():
+                while not subscription.ready.is_set():
                     if self.lifecycle.shutting_down:
                         ending.shutdown = True
                         log.info("events stream ended for shutdown after %d events", sent)
@@ -216,7 +238,7 @@ class Events:
                         yield _KEEP_ALIVE
                         beat_at = now + heartbeat
                         continue
-                    waiter.wait(min(WAIT_SLICE, beat_at - now))
+                    subscription.ready.wait(min(WAIT_SLICE, beat_at - now))
         except GeneratorExit:
             # The server closed the stream: a write failed (the caller left) or timed out.
             log.info("events stream closed after %d events", sent)
@@ -228,7 +250,7 @@ class Events:
         except Exception as exc:
             log.error("unexpected error in an events stream", exc_info=exc)
         finally:
-            self.wakeups.unregister(waiter)
+            self.tail.unsubscribe(subscription)
 
 
 def _release_both(slot: Slot, lease: Lease) -> None:

@@ -1,8 +1,9 @@
-"""Wake-ups: one poller per process tells the waiting /events streams that the mirror moved.
+"""Wake-ups: one poller per process tells its waiters (the change tail of the /events streams,
+music_facade.change_tail) that the mirror moved.
 
 The change log in the database is the only source of truth: a change the syncer of another
 replica wrote reaches this process through it, so the poller reads the mirror's version (the
-newest change seq, one indexed read) every `interval` seconds while at least one stream waits,
+newest change seq, one indexed read) every `interval` seconds while at least one waiter waits,
 and sets each waiter's Event when it moved. It runs as a daemon thread (a greenlet under
 gunicorn's gevent worker, whose monkey patching also makes the Events and the lock
 cooperative), started by the first waiter and ending once none is left, so a process with no

@@ -8,6 +8,7 @@ test under gunicorn is tests/live/test_events_live.py.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 from werkzeug.serving import make_server
 
@@ -314,3 +316,102 @@ def test_changes_name_their_events(mirror_app: MirrorApp) -> None:
     store.delete("studio", "song", [track("studio", "song", 0, (30, 100)).id])
     changes = get_json(app.test_client(), "/changes", 200)["changes"]
     assert [c["event"] for c in changes] == ["track.created", "track.completed", "track.deleted"]
+
+
+# --- the change tail: one read of the log per change for every stream ------------------------
+
+
+@contextmanager
+def log_reads(store: Store) -> Iterator[list[str]]:
+    """Every read of the change log's rows (not its version) on the store's engine, as it runs:
+    the database's own account of who read what."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM changes" in statement and "ORDER BY changes.seq" in statement:
+            seen.append(statement)
+
+    engine = store._db.engine
+    sqlalchemy_event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sqlalchemy_event.remove(engine, "before_cursor_execute", record)
+
+
+def test_many_streams_share_one_read_of_the_log_per_change(mirror_app: MirrorApp) -> None:
+    app = mirror_app(max_streams_per_client=24)
+    store = store_of(app)
+    tail = app.extensions["events"].tail
+    filters: list[dict[str, str]] = [{}, {"user": "studio"}, {"user": "edge"}, {"type": "song"}]
+    with served(app) as url:
+        opened = [open_stream(url, params=filters[i % 4]) for i in range(24)]
+        streams = [events(resp) for resp in opened]
+        wait_until(lambda: tail.subscribed() == 24)
+        # Once every stream has one live change, each is in step with the tail.
+        store.write("studio", "song", [track("studio", "song", 0, (5, 10))])
+        for i, stream in enumerate(streams):
+            if i % 4 != 2:  # edge's streams do not see studio's change
+                assert next(stream).event == "track.created"
+        written = [
+            ("edge", "song", track("edge", "song", 0, (5, 10))),
+            ("studio", "instrumental", track("studio", "instrumental", 0, (5, 10))),
+            ("studio", "song", track("studio", "song", 0, (30, 100))),
+        ]
+        with log_reads(store) as reads:
+            for alias, type_, entry in written:
+                store.write(alias, type_, [entry])
+                # Each change reaches every stream it concerns before the next is written.
+                for i, stream in enumerate(streams):
+                    shown = filters[i % 4]
+                    if shown.get("user", alias) == alias and shown.get("type", type_) == type_:
+                        got = next(stream)
+                        assert (got.json()["user"], got.json()["type"]) == (alias, type_)
+                        assert int(got.id or 0) == store.version()
+        # 24 streams, 3 changes: the tail's reads, one per change (not 24 per change).
+        assert len(reads) == 3
+        for resp in opened:
+            resp.close()
+        wait_until(lambda: tail.subscribed() == 0, timeout=5)  # a hang-up unsubscribes
+
+
+def test_a_stream_too_far_behind_the_tail_reads_the_log_itself_and_misses_nothing(
+    mirror_app: MirrorApp,
+) -> None:
+    app = mirror_app(heartbeat=60)
+    store = store_of(app)
+    tail = app.extensions["events"].tail
+    tail.queue_limit = 150  # a stream may hold a page and a half of changes waiting
+    with served(app) as url:
+        fast = open_stream(url, params={"user": "studio"})
+        fast_events = events(fast)
+        host, port = url.removeprefix("http://").split(":")
+        slow = socket.socket()
+        # A caller that reads nothing for a while, with room for little: the server's writes
+        # to it block, and what the tail hands its stream meanwhile piles up past the bound.
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect((host, int(port)))
+        slow.sendall(f"GET /events?user=studio HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        wait_until(lambda: tail.subscribed() == 2)
+        written: list[int] = []
+        tail_reads = tail.reads
+        with log_reads(store) as reads:
+            for batch in range(12):  # 1,200 changes, 100 at a time, each its own batch
+                made = store.write("studio", "song", [
+                    track("studio", "song", 100 * batch + i, (5, 10)) for i in range(100)
+                ])  # fmt: skip
+                written += [change.seq for change in made]
+                fast_ids = [int(next(fast_events).id or 0) for _ in range(100)]
+                assert fast_ids == written[-100:]
+            slow.settimeout(10)
+            body = b""
+            while body.count(b"\nid: ") < len(written):
+                chunk = slow.recv(65536)
+                assert chunk, "the slow stream ended early"
+                body += chunk
+        slow.close()
+        fast.close()
+    ids = [int(line[4:]) for line in body.split(b"\n") if line.startswith(b"id: ")]
+    assert ids == written  # every change once, in order, though it fell behind
+    # Besides the tail's reads, the slow stream read the log itself to catch up.
+    assert len(reads) > tail.reads - tail_reads >= 12
