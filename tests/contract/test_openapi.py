@@ -123,12 +123,16 @@ def test_info_and_servers() -> None:
     assert doc["info"]["title"] == "music-facade"
     assert doc["info"]["version"] == "0.1.0"
     assert "useapi.net" in doc["info"]["description"]
-    assert [s["url"] for s in doc["servers"]] == ["http://127.0.0.1:8080"]
+    # One template, so a client generated from any deployment's document works against all.
+    [server] = doc["servers"]
+    assert server["url"] == "{baseUrl}"
+    assert server["variables"]["baseUrl"]["default"] == "http://127.0.0.1:8080"
     # Every path answers GET, HEAD and OPTIONS (Flask adds the last two), except the one that
     # issues event-stream tickets: POST and OPTIONS. Nothing else.
     assert {(p, m) for p, m, _ in operations()} == {
         (path, method)
         for path in (
+            "/",
             *("/music", "/music/{id}", "/music/{id}/audio", "/library", "/tracks", "/changes"),
             "/events",
             *("/healthz", "/readyz", "/metrics", "/openapi.yaml", "/openapi.json", "/docs"),
@@ -674,7 +678,38 @@ def test_parameter_patterns_are_the_services_own_rules() -> None:
         ("TrackId", ITEM_ID_PATTERN),
     ]:
         assert (pattern[:2], pattern[-2:]) == ("\\A", "\\Z"), name
-        assert parameters[name]["schema"]["pattern"] == f"^{pattern[2:-2]}$", name
+        schema = deref(pointer_to("components", "parameters", name, "schema"))[0]
+        assert schema["pattern"] == f"^{pattern[2:-2]}$", name
+
+
+def test_every_user_parameter_is_the_one_alias_schema() -> None:
+    # One named plain string, never an enum: a generated client takes user="studio" on every
+    # operation and is not tied to one deployment's aliases.
+    parameters = spec()["components"]["parameters"]
+    assert parameters["User"]["schema"] == {"$ref": "#/components/schemas/Alias"}
+    assert parameters["MirrorUser"]["schema"] == {"$ref": "#/components/schemas/Aliases"}
+    alias = spec()["components"]["schemas"]["Alias"]
+    assert alias["type"] == "string" and "enum" not in alias
+    for path, method, operation in operations():
+        for parameter in operation.get("parameters", []):
+            target = deref(parameter["$ref"][1:])[0] if "$ref" in parameter else parameter
+            if target["name"] == "user":
+                assert parameter["$ref"] in (
+                    "#/components/parameters/User",
+                    "#/components/parameters/MirrorUser",
+                ), (path, method)
+
+
+def test_optional_parameters_have_nothing_swagger_ui_would_prefill() -> None:
+    # Swagger UI 5 fills "Try it out" from a parameter's `example` or `examples` and from its
+    # schema's `example` (tests/live/test_docs_browser.py shows schema `examples` stay out).
+    # A schema's `default` may stay: it is what the service assumes anyway.
+    for name, parameter in spec()["components"]["parameters"].items():
+        if parameter.get("required"):
+            continue
+        assert "example" not in parameter, name
+        assert "examples" not in parameter, name
+        assert "example" not in parameter["schema"], name
 
 
 def test_accepts_counted_music_responses() -> None:
