@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Flask, current_app, redirect, request
+from flask import Blueprint, Flask, current_app, request
 from werkzeug.wrappers import Response
 
 bp = Blueprint("home", __name__)
@@ -42,7 +42,8 @@ def links(app: Flask) -> dict[str, str]:
 def index() -> Response:
     """The way in: /docs for a person, the links for a program."""
     if wants_html():
-        resp = redirect("/docs", code=302)
+        # No body: a browser follows the Location at once.
+        resp = Response(status=302, headers={"Location": "/docs"})
     else:
         # Worked out per request: cheap, and every route is registered by then.
         body = {"service": "music-facade", "links": links(current_app)}
