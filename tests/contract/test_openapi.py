@@ -669,7 +669,6 @@ def test_parameter_patterns_are_the_services_own_rules() -> None:
     from music_facade.core.alias import ALIAS_PATTERN
     from music_facade.core.query import CURSOR_PATTERN, ITEM_ID_PATTERN
 
-    parameters = spec()["components"]["parameters"]
     # The service anchors with \A and \Z (Python's $ also matches before a newline), the
     # contract with ^ and $ (ECMA-262, where they do not).
     for name, pattern in [
@@ -689,7 +688,8 @@ def test_every_user_parameter_is_the_one_alias_schema() -> None:
     assert parameters["User"]["schema"] == {"$ref": "#/components/schemas/Alias"}
     assert parameters["MirrorUser"]["schema"] == {"$ref": "#/components/schemas/Aliases"}
     alias = spec()["components"]["schemas"]["Alias"]
-    assert alias["type"] == "string" and "enum" not in alias
+    assert alias["type"] == "string"
+    assert "enum" not in alias
     for path, method, operation in operations():
         for parameter in operation.get("parameters", []):
             target = deref(parameter["$ref"][1:])[0] if "$ref" in parameter else parameter

@@ -72,7 +72,8 @@ def _listed(doc: dict[str, Any]) -> list[str] | None:
     user = doc["components"]["parameters"]["User"]
     assert user["schema"] == {"$ref": "#/components/schemas/Alias"}
     assert "enum" not in doc["components"]["schemas"]["Alias"]
-    assert "example" not in user and "examples" not in user
+    assert "example" not in user
+    assert "examples" not in user
     found = re.search(
         r"The aliases you may read here: (.*?)(?: \(`[^`]+` when|\.\n)", user["description"]
     )
