@@ -127,7 +127,7 @@ def test_schemathesis_cli_all_checks_and_stateful(demo_service: str, tmp_path: P
             continue
         code = json.loads(entry["response"]["content"]["text"])["code"]
         assert code in ("invalid_query", "unknown_user", "upstream_rejected", "bad_request")
-        if code == "unknown_user":  # negative data: an alias outside the served enum
+        if code == "unknown_user":  # negative data: an alias unlike the demo's
             query = {q["name"]: q["value"] for q in entry["request"]["queryString"]}
             assert query.get("user") not in ("studio", "edge", "empty"), entry["request"]["url"]
         if code == "upstream_rejected":
