@@ -212,10 +212,23 @@ def test_head_responses_have_no_content() -> None:
     assert found > 30
 
 
-def test_paging_is_a_link() -> None:
-    links = spec()["components"]["responses"]["MusicPage"]["links"]
-    assert links["nextPage"]["operationId"] == "listMusic"
-    assert links["nextPage"]["parameters"]["cursor"] == "$response.body#/next_cursor"
+@pytest.mark.parametrize(
+    ("path", "operation_id"), [("/music", "listMusic"), ("/tracks", "listTracks")]
+)
+def test_paging_is_a_link(path: str, operation_id: str) -> None:
+    # The 200 answer says how to get the next page: its next_cursor as the next call's cursor,
+    # with every other query parameter as it was.
+    get = spec()["paths"][path]["get"]
+    assert get["operationId"] == operation_id
+    response, _ = deref(pointer_to("paths", path, "get", "responses", "200"))
+    link = response["links"]["nextPage"]
+    assert link["operationId"] == operation_id
+    assert link["parameters"]["cursor"] == "$response.body#/next_cursor"
+    others = {deref(p["$ref"][1:])[0]["name"] for p in get["parameters"]}
+    others -= {"cursor", "If-None-Match", "X-Request-ID", "traceparent"}
+    assert {name: f"$request.query.{name}" for name in others} == {
+        name: value for name, value in link["parameters"].items() if name != "cursor"
+    }
 
 
 def test_problem_codes_are_listed_but_open() -> None:
