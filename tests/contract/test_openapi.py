@@ -861,3 +861,14 @@ def test_rejects_bad_rate_limited(drop: str | None, change: dict[str, str], mess
 def test_rejects_bad_preflights(headers: dict[str, str], body: bytes, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         check_response("OPTIONS", "/music", 200, headers, body)
+
+
+def test_head_and_options_are_under_their_own_tag_listed_last() -> None:
+    # The docs page collapses this tag (music_facade/docs_page.py): the GET/POST operations
+    # come first, the variants one click away.
+    from music_facade.docs_page import VARIANTS_TAG
+
+    assert spec()["tags"][-1]["name"] == VARIANTS_TAG
+    for path, method, operation in operations():
+        variant = method in ("head", "options")
+        assert (operation["tags"] == [VARIANTS_TAG]) == variant, (path, method)
