@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 from cachetools import LRUCache
 from flask import Blueprint, Flask, Response, current_app, g, request
-from flask_swagger_ui import get_swaggerui_blueprint
 
+from . import docs_page, home
 from .auth import Authenticator, Caller
 from .config import Settings
 from .errors import Problem
@@ -52,8 +52,8 @@ def deployment_document(base: dict[str, Any], settings: Settings) -> dict[str, A
 
     `security` is required when a credential is configured and absent in open mode (an
     optional one makes generators demand credentials and schemathesis skip its auth checks).
-    The repository's example aliases are taken out of `user`: which aliases exist is not for
-    everyone to read.
+    `user` is the plain `Alias` schema in every document (no enum), so one generated client
+    works against every deployment; with_aliases names the readable ones in prose.
     """
     doc = copy.deepcopy(base)
     requirements = security_requirements(settings)
@@ -67,10 +67,6 @@ def deployment_document(base: dict[str, Any], settings: Settings) -> dict[str, A
             del schemes[name]  # not configured: nothing to describe
     if not schemes:
         doc.get("components", {}).pop("securitySchemes", None)
-    user = doc["components"]["parameters"]["User"]
-    user["schema"].pop("enum", None)
-    user.pop("example", None)
-    doc["components"]["parameters"]["MirrorUser"].pop("example", None)
     if settings.mirror is None:
         _without_mirror(doc)
     return doc
@@ -120,17 +116,40 @@ def _refs(node: Any) -> Iterator[str]:
 def with_aliases(
     doc: dict[str, Any], aliases: tuple[str, ...], default: str | None
 ) -> dict[str, Any]:
-    """The document with `user` listing these aliases (none: left free text), so tools
-    generate only requests this caller can have answered."""
+    """The document with `user`'s description naming these aliases (none: unchanged), so a
+    reader of /docs knows what to type.
+
+    Prose, not an enum or an example: an enum would become a class per operation in generated
+    clients (and tie them to this deployment), and Swagger UI would pre-fill an example.
+    """
     if not aliases:
         return doc
     doc = dict(doc)
     components = doc["components"] = dict(doc["components"])
     parameters = components["parameters"] = dict(components["parameters"])
     user = parameters["User"] = dict(parameters["User"])
-    user["schema"] = {**user["schema"], "enum": list(aliases)}
-    user["example"] = default if default in aliases else aliases[0]
+    listed = ", ".join(f"`{alias}`" for alias in aliases)
+    fallback = f" (`{default}` when `user` is absent)" if default in aliases else ""
+    user["description"] = (
+        f"{user['description'].rstrip()}\n\nThe aliases you may read here: {listed}{fallback}.\n"
+    )
     return doc
+
+
+def served_servers(server_url: str) -> list[dict[str, Any]]:
+    """The served `servers`: the packaged template, its default this deployment's address."""
+    return [
+        {
+            "url": "{baseUrl}",
+            "description": "This deployment by default; any other deployment's address works too.",
+            "variables": {
+                "baseUrl": {
+                    "default": server_url,
+                    "description": "The deployment's base URL, without a trailing slash.",
+                }
+            },
+        }
+    ]
 
 
 def readable_aliases(
@@ -167,8 +186,9 @@ class ServedDocuments:
             found = self.cache.get(key)
         if found is not None:
             return found
+        # A shallow copy: the shared document is never written to (renders run concurrently).
         doc = with_aliases(self.doc, aliases, self.default)
-        doc["servers"] = [{"url": server_url, "description": "This deployment."}]
+        doc = {**doc, "servers": served_servers(server_url)}
         if kind == "json":
             body = json.dumps(doc, separators=(",", ":")).encode()
         else:
@@ -265,20 +285,10 @@ def openapi_json() -> Response:
 
 
 def register(app: Flask, settings: Settings) -> None:
-    """Mount /healthz, /readyz, /openapi.yaml, /openapi.json and /docs."""
+    """Mount /healthz, /readyz, /openapi.yaml, /openapi.json, /docs and /."""
     document = deployment_document(packaged_contract(), settings)
     app.extensions["openapi"] = ServedDocuments(document, settings)
     app.extensions["lifecycle"] = Lifecycle()
     app.register_blueprint(bp)
-    docs = get_swaggerui_blueprint(
-        "/docs",
-        "/openapi.json",  # same origin: the page and "Try it out" call this service
-        config={
-            "app_name": "music-facade API",
-            # Swagger UI would otherwise send the document to validator.swagger.io: offline.
-            "validatorUrl": None,
-        },
-    )
-    app.register_blueprint(docs)
-    # The page at /docs itself, not only /docs/ (its assets stay under /docs/).
-    app.add_url_rule("/docs", "docs", app.view_functions["swagger_ui.show"])
+    docs_page.register(app)
+    home.register(app)

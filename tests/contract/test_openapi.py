@@ -123,12 +123,16 @@ def test_info_and_servers() -> None:
     assert doc["info"]["title"] == "music-facade"
     assert doc["info"]["version"] == "0.1.0"
     assert "useapi.net" in doc["info"]["description"]
-    assert [s["url"] for s in doc["servers"]] == ["http://127.0.0.1:8080"]
+    # One template, so a client generated from any deployment's document works against all.
+    [server] = doc["servers"]
+    assert server["url"] == "{baseUrl}"
+    assert server["variables"]["baseUrl"]["default"] == "http://127.0.0.1:8080"
     # Every path answers GET, HEAD and OPTIONS (Flask adds the last two), except the one that
     # issues event-stream tickets: POST and OPTIONS. Nothing else.
     assert {(p, m) for p, m, _ in operations()} == {
         (path, method)
         for path in (
+            "/",
             *("/music", "/music/{id}", "/music/{id}/audio", "/library", "/tracks", "/changes"),
             "/events",
             *("/healthz", "/readyz", "/metrics", "/openapi.yaml", "/openapi.json", "/docs"),
@@ -208,10 +212,23 @@ def test_head_responses_have_no_content() -> None:
     assert found > 30
 
 
-def test_paging_is_a_link() -> None:
-    links = spec()["components"]["responses"]["MusicPage"]["links"]
-    assert links["nextPage"]["operationId"] == "listMusic"
-    assert links["nextPage"]["parameters"]["cursor"] == "$response.body#/next_cursor"
+@pytest.mark.parametrize(
+    ("path", "operation_id"), [("/music", "listMusic"), ("/tracks", "listTracks")]
+)
+def test_paging_is_a_link(path: str, operation_id: str) -> None:
+    # The 200 answer says how to get the next page: its next_cursor as the next call's cursor,
+    # with every other query parameter as it was.
+    get = spec()["paths"][path]["get"]
+    assert get["operationId"] == operation_id
+    response, _ = deref(pointer_to("paths", path, "get", "responses", "200"))
+    link = response["links"]["nextPage"]
+    assert link["operationId"] == operation_id
+    assert link["parameters"]["cursor"] == "$response.body#/next_cursor"
+    others = {deref(p["$ref"][1:])[0]["name"] for p in get["parameters"]}
+    others -= {"cursor", "If-None-Match", "X-Request-ID", "traceparent"}
+    assert {name: f"$request.query.{name}" for name in others} == {
+        name: value for name, value in link["parameters"].items() if name != "cursor"
+    }
 
 
 def test_problem_codes_are_listed_but_open() -> None:
@@ -665,7 +682,6 @@ def test_parameter_patterns_are_the_services_own_rules() -> None:
     from music_facade.core.alias import ALIAS_PATTERN
     from music_facade.core.query import CURSOR_PATTERN, ITEM_ID_PATTERN
 
-    parameters = spec()["components"]["parameters"]
     # The service anchors with \A and \Z (Python's $ also matches before a newline), the
     # contract with ^ and $ (ECMA-262, where they do not).
     for name, pattern in [
@@ -674,7 +690,39 @@ def test_parameter_patterns_are_the_services_own_rules() -> None:
         ("TrackId", ITEM_ID_PATTERN),
     ]:
         assert (pattern[:2], pattern[-2:]) == ("\\A", "\\Z"), name
-        assert parameters[name]["schema"]["pattern"] == f"^{pattern[2:-2]}$", name
+        schema = deref(pointer_to("components", "parameters", name, "schema"))[0]
+        assert schema["pattern"] == f"^{pattern[2:-2]}$", name
+
+
+def test_every_user_parameter_is_the_one_alias_schema() -> None:
+    # One named plain string, never an enum: a generated client takes user="studio" on every
+    # operation and is not tied to one deployment's aliases.
+    parameters = spec()["components"]["parameters"]
+    assert parameters["User"]["schema"] == {"$ref": "#/components/schemas/Alias"}
+    assert parameters["MirrorUser"]["schema"] == {"$ref": "#/components/schemas/Aliases"}
+    alias = spec()["components"]["schemas"]["Alias"]
+    assert alias["type"] == "string"
+    assert "enum" not in alias
+    for path, method, operation in operations():
+        for parameter in operation.get("parameters", []):
+            target = deref(parameter["$ref"][1:])[0] if "$ref" in parameter else parameter
+            if target["name"] == "user":
+                assert parameter["$ref"] in (
+                    "#/components/parameters/User",
+                    "#/components/parameters/MirrorUser",
+                ), (path, method)
+
+
+def test_optional_parameters_have_nothing_swagger_ui_would_prefill() -> None:
+    # Swagger UI 5 fills "Try it out" from a parameter's `example` or `examples` and from its
+    # schema's `example` (tests/live/test_docs_browser.py shows schema `examples` stay out).
+    # A schema's `default` may stay: it is what the service assumes anyway.
+    for name, parameter in spec()["components"]["parameters"].items():
+        if parameter.get("required"):
+            continue
+        assert "example" not in parameter, name
+        assert "examples" not in parameter, name
+        assert "example" not in parameter["schema"], name
 
 
 def test_accepts_counted_music_responses() -> None:
@@ -813,3 +861,14 @@ def test_rejects_bad_rate_limited(drop: str | None, change: dict[str, str], mess
 def test_rejects_bad_preflights(headers: dict[str, str], body: bytes, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         check_response("OPTIONS", "/music", 200, headers, body)
+
+
+def test_head_and_options_are_under_their_own_tag_listed_last() -> None:
+    # The docs page collapses this tag (music_facade/docs_page.py): the GET/POST operations
+    # come first, the variants one click away.
+    from music_facade.docs_page import VARIANTS_TAG
+
+    assert spec()["tags"][-1]["name"] == VARIANTS_TAG
+    for path, method, operation in operations():
+        variant = method in ("head", "options")
+        assert (operation["tags"] == [VARIANTS_TAG]) == variant, (path, method)
