@@ -71,7 +71,8 @@ def wav_seconds(data: bytes) -> float:
         frames = reader.readframes(reader.getnframes())
         assert len(frames) == 2 * reader.getnframes()
         assert any(frames)  # not silence
-        return reader.getnframes() / reader.getframerate()
+        seconds: float = reader.getnframes() / reader.getframerate()
+        return seconds
 
 
 @pytest.fixture
