@@ -54,11 +54,13 @@ def _seed(item: str) -> bytes:
 def _loop(length: int, partials: Sequence[tuple[int, float]]) -> list[float]:
     """One loop of `length` samples: each partial does a whole number of cycles in it."""
     step = 2 * math.pi / length
-    sin = math.sin
-    return [
-        sum(amplitude * sin(step * cycles * i) for cycles, amplitude in partials)
-        for i in range(length)
-    ]
+    # One sine per sample, then each partial reads it at its own speed: half the time of a
+    # sine per partial per sample.
+    table = [math.sin(step * i) for i in range(length)]
+    total = [0.0] * length
+    for cycles, amplitude in partials:
+        total = [t + amplitude * table[cycles * i % length] for i, t in enumerate(total)]
+    return total
 
 
 def _pcm(loop: list[float], repeat: int) -> array[int]:
