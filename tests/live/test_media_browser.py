@@ -36,6 +36,7 @@ window.play = (url) => new Promise((resolve) => {
   const audio = new Audio();
   const report = (extra) => resolve(Object.assign({
     time: audio.currentTime, duration: audio.duration,
+    seekable: audio.seekable.length ? audio.seekable.end(0) : 0,
     code: audio.error ? audio.error.code : null,
   }, extra));
   audio.addEventListener("error", () => report({error: "the audio did not load"}));
@@ -88,3 +89,5 @@ def test_a_cover_shows_and_both_audio_files_play(
             assert "error" not in played, (file_format, played)
             assert played["time"] > 0.5, (file_format, played)
             assert 2 <= played["duration"] <= 4.5, (file_format, played)
+            # Seekable to the end: the browser found the file answers Range requests.
+            assert played["seekable"] == played["duration"], (file_format, played)
