@@ -234,6 +234,19 @@ def test_music_facade_demo_runs_from_the_wheel(artifact: Artifact, tmp_path: Pat
         page = requests.get(url + "/music?user=studio&type=song", timeout=10)
         assert page.status_code == 200, page.text
         assert page.json()["items"]
+        # Covers and audio are the sandbox's own files, made by the installed wheel (lameenc).
+        track = next(t for t in page.json()["items"] if t["status"] == "completed")
+        cover = requests.get(track["cover_url"], timeout=10)
+        assert cover.headers["Content-Type"] == "image/png"
+        link = requests.get(
+            f"{url}/music/{track['id']}/audio?user=studio",
+            headers={"Accept": "application/json"},
+            timeout=10,
+        )
+        assert link.status_code == 200, link.text
+        mp3 = requests.get(link.json()["url"], timeout=10)
+        assert mp3.status_code == 200
+        assert mp3.headers["Content-Type"] == "audio/mpeg"
     finally:
         demo.terminate()
         try:
