@@ -10,7 +10,6 @@ them, except in CI (CI=true), where a missing browser is a failure.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -19,22 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium import webdriver
 
 from music_facade.auth import mint_key
 from music_facade.sandbox import SandboxServer
+from tests.support.browser import chromium, require_browser
 from tests.support.deploy_render import nginx_binary, render_nginx, running_nginx
 from tests.support.helpers import live_service
 from tests.support.idp import AUDIENCE, TestIdP, running_idp
 from tests.support.programs import free_port, missing_program
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-    missing_program("chromium with its driver", "chromium chromium-driver")
-
-from selenium import webdriver  # noqa: E402 - only once the browser is known to be there
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+require_browser()
 
 pytestmark = pytest.mark.browser
 
@@ -98,26 +92,8 @@ EDGE_KEY, EDGE_SHA = mint_key()
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_script_timeout(20)
-    try:
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def call(driver: webdriver.Chrome, url: str, headers: dict[str, str] | None = None) -> Any:

@@ -8,7 +8,6 @@ Needs the Debian packages `chromium` and `chromium-driver`: skipped without them
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,21 +16,15 @@ from typing import Any
 
 import pytest
 import requests
+from selenium import webdriver
 
 from music_facade.auth import mint_key
 from music_facade.sandbox import SandboxServer
+from tests.support.browser import chromium, require_browser
 from tests.support.helpers import live_service
-from tests.support.programs import missing_program
 from tests.support.waiting import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-    missing_program("chromium with its driver", "chromium chromium-driver")
-
-from selenium import webdriver  # noqa: E402 - only once the browser is known to be there
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+require_browser()
 
 pytestmark = [pytest.mark.live, pytest.mark.browser]
 
@@ -116,26 +109,8 @@ class PageServer:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_script_timeout(20)
-    try:
+    with chromium(tmp_path / "chromium-profile") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def seen(driver: webdriver.Chrome) -> list[dict[str, Any]]:
