@@ -58,7 +58,7 @@ class Demo:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+def _lines(proc: subprocess.Popen[str]) -> tuple[queue.Queue[str], threading.Thread]:
     """The process's output lines as they come ("" at its end), read by a thread: a select()
     on the pipe would miss lines already read into the file object's buffer."""
     found: queue.Queue[str] = queue.Queue()
@@ -69,8 +69,9 @@ def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
             found.put(line)
         found.put("")
 
-    threading.Thread(target=read, daemon=True).start()
-    return found
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return found, reader
 
 
 @contextmanager
@@ -92,8 +93,8 @@ def running_demo(
             **popen,
         )
     demo = Demo(proc, log)
+    lines, reader = _lines(proc)
     try:
-        lines = _lines(proc)
         while len(demo.lines) < 40 and demo.lines[-1:] != [LAST_LINE + "\n"]:
             # Printed once the service answers /healthz; never wait on it unbounded.
             try:
@@ -104,14 +105,25 @@ def running_demo(
             demo.lines.append(line)
         yield demo
     finally:
-        proc.terminate()
-        # wait(), not communicate(): the reading thread owns stdout and drains it to the end.
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # its gunicorn too: nothing left running
-            proc.wait()
-            raise AssertionError("the demo did not stop within 30 s:\n" + log.read_text()) from None
+        stopped = _stop(proc, reader)
     said = log.read_text()
+    assert stopped, "the demo did not stop within 30 s:\n" + said
     assert proc.returncode == 0, said
     assert "Traceback" not in said, said
+
+
+def _stop(proc: subprocess.Popen[str], reader: threading.Thread) -> bool:
+    """Stop the demo (SIGTERM, then its whole group by force); whether it stopped by itself."""
+    proc.terminate()
+    # wait(), not communicate(): the reading thread owns stdout and drains it to the end.
+    try:
+        proc.wait(timeout=30)
+        stopped = True
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # its gunicorn too: nothing left running
+        proc.wait()
+        stopped = False
+    reader.join(timeout=30)  # the output ends once gunicorn, which shares it, is gone too
+    assert proc.stdout is not None
+    proc.stdout.close()
+    return stopped
