@@ -18,6 +18,8 @@ default_user = "studio"
 [upstream]
 base_url = "{base_url}"
 retries = 1
+# The sandbox serves its covers and audio itself, over plain http on loopback.
+allow_http_links = true
 
 [users]
 studio = "1001"

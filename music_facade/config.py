@@ -99,6 +99,8 @@ class UpstreamSettings:
     auth_failure_cooldown: float = 10.0
     breaker_failures: int = 5
     breaker_open: float = 15.0
+    allow_http_links: bool = False
+    """Pass on plain http download links (a sandbox on loopback), not only https ones."""
 
     @property
     def exchange_deadline(self) -> float:
@@ -423,6 +425,15 @@ class _StrictNumber(fields.Float):
         return float(value)
 
 
+class _StrictBool(fields.Boolean):
+    """A boolean that TOML wrote as one: no strings or numbers."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kw: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 def _positive(what: str) -> validate.Range:
     return validate.Range(min=0, min_inclusive=False, error=f"must be greater than 0 ({what})")
 
@@ -464,6 +475,38 @@ class _UpstreamSchema(_StrictSchema):
     breaker_open = _StrictNumber(validate=_positive("seconds"))
     max_concurrent_calls = _StrictInt(validate=validate.Range(min=1, max=10_000))
     max_wait = _StrictNumber(validate=validate.Range(min=0, max=60))
+    allow_http_links = _StrictBool()
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _http_links_on_loopback(self, data: dict[str, Any], original: Any, **kw: Any) -> None:
+        # A plain http link can be read or swapped by anyone on its path: only a sandbox on
+        # this machine (whose media has no other origin) may hand them out.
+        if not data.get("allow_http_links"):
+            return
+        if "base_url" not in data and isinstance(original, Mapping) and "base_url" in original:
+            return  # base_url is wrong: its own error says so
+        if not is_loopback_url(data.get("base_url", UpstreamSettings.base_url)):
+            raise ValidationError(
+                "may be true only when [upstream] base_url is on loopback "
+                "(localhost, 127.0.0.0/8 or ::1): plain http links are for a local sandbox",
+                "allow_http_links",
+            )
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether a URL's host is this machine: localhost, 127.0.0.0/8 or ::1."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _CacheSchema(_StrictSchema):

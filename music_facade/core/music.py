@@ -169,7 +169,7 @@ class Music:
                     if isinstance(exc, UpstreamRejected):  # "not completed yet"
                         raise TrackNotReady("The track has no audio yet.", "generating") from None
                     raise
-            url, seconds = download_link(raw)
+            url, seconds = download_link(raw, allow_http=self.settings.upstream.allow_http_links)
             lifetime = seconds - LINK_MARGIN
             expires = datetime.fromtimestamp(math.floor(self.cache.clock() + seconds), UTC)
             link = {
@@ -191,8 +191,11 @@ _MAX_URL = 4096
 _JOB_ID_RE = re.compile(r"\Auser:(?P<account>[0-9]{1,20})-tempolor:(?P<user>.+?)-job:")
 
 
-def download_link(raw: dict[str, Any]) -> tuple[str, float]:
-    """The upstream download answer's URL (https, well-formed) and seconds left, or 502."""
+def download_link(raw: dict[str, Any], *, allow_http: bool = False) -> tuple[str, float]:
+    """The upstream download answer's URL (https, well-formed) and seconds left, or 502.
+
+    allow_http: plain http links pass too ([upstream] allow_http_links, a local sandbox).
+    """
     url = raw.get("url")
     seconds = raw.get("remainSeconds")
     if (
@@ -204,12 +207,14 @@ def download_link(raw: dict[str, Any]) -> tuple[str, float]:
         raise UpstreamError("The upstream's download link was not a well-formed URL.")
     try:
         parts = urlsplit(url)
-        well_formed = parts.scheme == "https" and bool(parts.hostname) and parts.port != 0
+        schemes = ("https", "http") if allow_http else ("https",)
+        well_formed = parts.scheme in schemes and bool(parts.hostname) and parts.port != 0
         well_formed = well_formed and not parts.username and not parts.password
     except ValueError:
         well_formed = False
     if not well_formed:
-        raise UpstreamError("The upstream's download link was not a well-formed https URL.")
+        kind = "http(s)" if allow_http else "https"
+        raise UpstreamError(f"The upstream's download link was not a well-formed {kind} URL.")
     # Compared, never converted first: float() of a 400-digit integer raises, and NaN fails
     # every comparison. Past MAX_LINK_SECONDS the expiry would not even be a date.
     if (

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from music_facade.sandbox.answers import error, json_answer
+from music_facade.sandbox.cdn import origin, with_local_cover
 from music_facade.sandbox.data import TYPES, job_id
 from music_facade.sandbox.edits import FIELDS, check_edits, is_number
 from music_facade.sandbox.generation import OUTCOMES
@@ -72,7 +73,8 @@ def register_account_routes(app: Flask, library: Library) -> None:
             raise BadBody(str(exc)) from exc
         if not edits:
             raise BadBody(f"expected at least one of {', '.join(FIELDS)}")
-        return json_answer(library.edit(user_id, item_id, edits))
+        # As the music endpoint serves it, cover included.
+        return json_answer(with_local_cover(library.edit(user_id, item_id, edits), origin()))
 
     @app.delete(ACCOUNTS_PATH + "/tracks/<item_id>")
     def delete_track(user_id: str, item_id: str) -> Response:

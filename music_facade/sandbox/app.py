@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
-import hashlib
 import json
 import re
 import threading
@@ -21,6 +20,13 @@ from werkzeug.exceptions import HTTPException
 from music_facade.sandbox.accounts_api import register_account_routes
 from music_facade.sandbox.answers import error as _error
 from music_facade.sandbox.answers import json_answer as _json
+from music_facade.sandbox.cdn import (
+    FILE_FORMATS,
+    LinkSigner,
+    origin,
+    register_cdn_routes,
+    with_local_cover,
+)
 from music_facade.sandbox.data import SONG, TYPES, USEAPI_ACCOUNT
 from music_facade.sandbox.faults import JSON, Fault, FaultContext, parse_fault
 from music_facade.sandbox.library import Library, Listing
@@ -40,9 +46,6 @@ _CHUNK = 4 * 1024
 ALL_ACCOUNTS = "*"
 LINK_SECONDS = 3600
 """How long the sandbox's download links stay valid (the upstream's remainSeconds)."""
-FILE_FORMATS = {"mp3": "mp3", "wav": "wav", "stems": "zip"}
-"""The download endpoint's file_format values and the extension of each one's file."""
-CDN_BASE = "https://cdn.sandbox.example/tempolor"
 JOB_ID_RE = re.compile(r"\Auser:(?P<account>[0-9]+)-tempolor:(?P<user>.+?)-job:(?P<item>.+)\Z")
 
 
@@ -81,6 +84,7 @@ class SandboxState:
         self._faults: dict[str, _ArmedFault] = {}
         self._release = threading.Event()
         self.link_seconds = LINK_SECONDS
+        self.links = LinkSigner()
 
     def record(self, call: SandboxCall) -> None:
         """Append a call to the log."""
@@ -267,7 +271,11 @@ def create_sandbox(
         if not listing.has_records_key:
             return _json({"hasNext": False})
         end = None if listing.single_page else offset + page_size
-        records = sandbox.library.page(user_id, music_type, offset, end)
+        here = origin()
+        records = [
+            with_local_cover(record, here)
+            for record in sandbox.library.page(user_id, music_type, offset, end)
+        ]
         has_next = end is not None and end < listing.size
         next_cursor = encode_cursor(user_id, music_type, end) if end and has_next else ""
         return _json({"records": records, "hasNext": has_next, "cursor": next_cursor})
@@ -290,7 +298,9 @@ def create_sandbox(
     def one_record(job_id: str) -> Response:
         """GET /music/{job_id}: one record, the same shape as a list record."""
         found = find(job_id)[1]
-        return authorized() or (found if isinstance(found, Response) else _json(found))
+        if isinstance(found, Response):
+            return authorized() or found
+        return authorized() or _json(with_local_cover(found, origin()))
 
     def download(job_id: str) -> Response:
         """GET /music/download/{job_id}: a temporary link to a completed job's file."""
@@ -308,10 +318,7 @@ def create_sandbox(
             return _error(f"Generation is not completed yet ({status})", 400)
         seconds = sandbox.link_seconds
         expires = int(sandbox.clock()) + seconds
-        item = found["itemId"]
-        key = hashlib.sha256(f"{item}:{file_format}:{expires}".encode()).hexdigest()[:32]
-        ext = FILE_FORMATS[file_format]
-        url = f"{CDN_BASE}/{file_format}/{item}.{ext}?auth_key={expires}-{key}"
+        url = sandbox.links.url(origin(), found["itemId"], file_format, expires)
         return _json({"url": url, "remainSeconds": seconds})
 
     def serve(user_id: str | None, respond: Callable[[], Response]) -> Response:
@@ -410,6 +417,7 @@ def create_sandbox(
         return _json({"user_id": user_id, "cleared": sandbox.clear_fault(user_id)})
 
     register_account_routes(app, sandbox.library)
+    register_cdn_routes(app, sandbox.links, sandbox.clock)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

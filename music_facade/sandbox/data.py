@@ -20,6 +20,9 @@ USEAPI_ACCOUNT = "12345"
 
 # 2025-05-15T09:06:40Z, in epoch milliseconds, as the upstream sends times.
 _NEWEST = 1_747_300_000_000
+COVER_BASE = "https://example.com/tempolor/cover/"
+"""Where the records' covers point; the sandbox serves them from its own origin instead
+(music_facade.sandbox.cdn), which a record cannot know."""
 _MINUTE = 60_000
 
 
@@ -152,7 +155,7 @@ def full_record(
         "genItemId": item,
         "userId": user_id,
         "titleEn": title,
-        "cover": f"https://example.com/tempolor/cover/{item}.png",
+        "cover": f"{COVER_BASE}{item}.png",
         # Only a finished track has audio files.
         "mp3OssId": f"ai_material/ai_material/mp3/{item}.mp3" if done else "",
         "wavOssId": f"ai_material/ai_material/wav/{item}.wav" if done else "",

@@ -54,3 +54,18 @@ def test_help_shows_no_secret(tmp_path: Path) -> None:
     )
     assert "check-config" in done.stdout
     assert TOKEN not in done.stdout + done.stderr
+
+
+def test_check_config_shows_allow_http_links_or_why_it_is_refused(tmp_path: Path) -> None:
+    local = '[upstream]\nbase_url = "http://127.0.0.1:8081/v1/tempolor"\nallow_http_links = true\n'
+    done = run_cli(tmp_path, local + MINIMAL)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["upstream"]["allow_http_links"] is True
+    remote = local.replace("http://127.0.0.1:8081", "https://api.useapi.net")
+    done = run_cli(tmp_path, remote + MINIMAL)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "music-facade: configuration error: upstream.allow_http_links: may be true only when "
+        "[upstream] base_url is on loopback (localhost, 127.0.0.0/8 or ::1): plain http links "
+        "are for a local sandbox\n"
+    )

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from music_facade.sandbox import SANDBOX_TOKEN, SandboxServer, SandboxState
+from music_facade.sandbox.cdn import with_local_cover
 from music_facade.sandbox.data import ACCOUNTS, RECORD_FIELDS
 
 AUTH = {"Authorization": f"Bearer {SANDBOX_TOKEN}"}
@@ -187,7 +188,9 @@ def test_complete_account_records(sandbox: SandboxServer) -> None:
 def test_records_are_the_same_every_time(sandbox: SandboxServer) -> None:
     first = get(sandbox, {"user_id": "1001"}).json()
     assert get(sandbox, {"user_id": "1001"}).json() == first
-    assert first["records"] == list(ACCOUNTS["1001"].songs[:10])
+    # As built, but for the covers: served from the sandbox's own origin.
+    songs = ACCOUNTS["1001"].songs[:10]
+    assert first["records"] == [with_local_cover(song, sandbox.origin) for song in songs]
 
 
 def test_invalid_cursor(sandbox: SandboxServer) -> None:

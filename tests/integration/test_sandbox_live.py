@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from music_facade.sandbox import SandboxServer, SandboxState
+from music_facade.sandbox.cdn import with_local_cover
 from music_facade.sandbox.data import ACCOUNTS, RECORD_FIELDS
 
 from ..support.clock import Clock
@@ -278,7 +279,8 @@ def test_reset_restores_the_original_accounts(live: SandboxServer) -> None:
         while pages[-1]["hasNext"]:
             pages.append(page(live, "1001", music_type, pages[-1]["cursor"]))
         records = [r for p in pages for r in p["records"]]
-        assert records == list(ACCOUNTS["1001"].records(music_type))
+        built = ACCOUNTS["1001"].records(music_type)
+        assert records == [with_local_cover(record, live.origin) for record in built]
     assert page(live, "1003", "instrumental")["records"] == []
     resp = requests.get(
         live.base_url + "/music/", params={"user_id": "fresh"}, headers=_auth(live), timeout=5

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 from hypothesis import given
 
@@ -117,7 +118,7 @@ def test_scope_is_checked_before_the_cache(
 def test_audio_redirects_or_answers_json(client: FlaskClient, sandbox: SandboxServer) -> None:
     resp = client.get(f"/music/{DONE}/audio?user=studio")
     assert resp.status_code == 302
-    assert resp.headers["Location"].startswith(f"https://cdn.sandbox.example/tempolor/mp3/{DONE}")
+    assert resp.headers["Location"].startswith(f"{sandbox.origin}/cdn/tempolor/mp3/{DONE}.mp3?")
     assert resp.headers["Cache-Control"] in (f"private, max-age={3600 - 30 - s}" for s in (0, 1))
     link = client.get(
         f"/music/{DONE}/audio?user=studio", headers={"Accept": "application/json"}
@@ -175,9 +176,16 @@ def test_a_burst_of_50_plays_makes_one_download_call(
     assert calls(sandbox, "download") == 1
 
 
-def test_a_link_that_is_not_https_is_a_502(client: FlaskClient, sandbox: SandboxServer) -> None:
+@pytest.mark.parametrize("allow_http", [False, True])
+def test_a_link_that_is_not_well_formed_is_a_502(
+    make_app: AppFactory, sandbox: SandboxServer, allow_http: bool
+) -> None:
+    client = make_app(upstream_allow_http_links=allow_http).test_client()
     assert client.get(f"/music/{DONE}?user=studio").status_code == 200
-    for url in ("http://cdn.example/a.mp3", "https:///a.mp3", "https://cdn.example/a b.mp3", 7):
+    bad = ["https:///a.mp3", "https://cdn.example/a b.mp3", "ftp://cdn.example/a.mp3", 7]
+    bad += ["http://u:p@cdn.example/a.mp3", "http:///a.mp3"] if allow_http else []
+    bad += [] if allow_http else ["http://cdn.example/a.mp3"]
+    for url in bad:
         sandbox.state.set_fault(
             "1001",
             {"kind": "status", "status": 200, "body": {"url": url, "remainSeconds": 60}},
@@ -186,6 +194,26 @@ def test_a_link_that_is_not_https_is_a_502(client: FlaskClient, sandbox: Sandbox
         resp = client.get(f"/music/{DONE}/audio?user=studio&format=wav")
         assert resp.status_code == 502, url
         assert resp.get_json()["code"] == "upstream_error"
+
+
+def test_the_sandbox_http_link_passes_only_when_allowed(
+    make_app: AppFactory, sandbox: SandboxServer
+) -> None:
+    json_accept = {"Accept": "application/json"}
+    path = f"/music/{DONE}/audio?user=studio&format=wav"
+    refused = make_app(upstream_allow_http_links=False).test_client().get(path, headers=json_accept)
+    assert refused.status_code == 502
+    assert refused.get_json()["code"] == "upstream_error"
+    allowed = make_app(upstream_allow_http_links=True).test_client().get(path, headers=json_accept)
+    assert allowed.status_code == 200
+    url = allowed.get_json()["url"]
+    assert url.startswith(f"{sandbox.origin}/cdn/tempolor/wav/{DONE}.wav?auth_key=")
+    assert url.startswith("http://127.0.0.1:")
+    # The link the service passed on opens the sandbox's file.
+    got = requests.get(url, timeout=10)
+    assert got.status_code == 200
+    assert got.headers["Content-Type"] == "audio/wav"
+    assert got.content[:4] == b"RIFF"
 
 
 ABSURD_VALIDITIES = [

@@ -11,24 +11,19 @@ them, except in CI (CI=true), where a missing browser is a failure.
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium import webdriver
 
 from music_facade.auth import mint_key
 from music_facade.sandbox import SandboxServer
-from tests.support.browser import chromium, require_browser
+from tests.support.browser import PageServer, chromium, webdriver
 from tests.support.deploy_render import nginx_binary, render_nginx, running_nginx
 from tests.support.helpers import live_service
 from tests.support.idp import AUDIENCE, TestIdP, running_idp
 from tests.support.programs import free_port, missing_program
-
-require_browser()
 
 pytestmark = pytest.mark.browser
 
@@ -55,37 +50,6 @@ window.call = async (url, headers) => {
 </script>"""
 
 
-class PageServer:
-    """Serves PAGE at / on a random loopback port: a browser origin of its own."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = PAGE.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> PageServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
 WEB_KEY, WEB_SHA = mint_key()
 EDGE_KEY, EDGE_SHA = mint_key()
 
@@ -107,7 +71,7 @@ def call(driver: webdriver.Chrome, url: str, headers: dict[str, str] | None = No
 def test_a_page_in_a_real_browser(
     browser: webdriver.Chrome, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    with running_idp() as idp, PageServer() as page, PageServer() as stranger:
+    with running_idp() as idp, PageServer(PAGE) as page, PageServer(PAGE) as stranger:
         extra = f"""
 [[clients]]
 name = "web"
@@ -201,8 +165,8 @@ def test_a_page_reads_nginxs_own_problem_when_no_replica_answers(
     if nginx_binary() is None:
         missing_program("nginx", "nginx")
     with (
-        PageServer() as page,
-        PageServer() as stranger,
+        PageServer(PAGE) as page,
+        PageServer(PAGE) as stranger,
         socket.socket() as refusing,  # bound, never listening: every connection refused
     ):
         refusing.bind(("127.0.0.1", 0))

@@ -8,23 +8,18 @@ Needs the Debian packages `chromium` and `chromium-driver`: skipped without them
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from selenium import webdriver
 
 from music_facade.auth import mint_key
 from music_facade.sandbox import SandboxServer
-from tests.support.browser import chromium, require_browser
+from tests.support.browser import PageServer, chromium, webdriver
 from tests.support.helpers import live_service
 from tests.support.waiting import wait_until
-
-require_browser()
 
 pytestmark = [pytest.mark.live, pytest.mark.browser]
 
@@ -76,37 +71,6 @@ heartbeat = 0.5
 """
 
 
-class PageServer:
-    """Serves PAGE at / on a random loopback port: a browser origin of its own."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = PAGE.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> PageServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
     with chromium(tmp_path / "chromium-profile") as driver:
@@ -122,7 +86,7 @@ def test_a_page_on_another_origin_follows_a_generating_track_with_a_ticket(
     browser: webdriver.Chrome, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     key, digest = mint_key()
-    with PageServer() as page:
+    with PageServer(PAGE) as page:
         extra = EVENTS_CONFIG.format(
             digest=digest, origin=page.origin, database=tmp_path / "mirror.db"
         )

@@ -16,14 +16,11 @@ from typing import Any
 
 import pytest
 import requests
-from selenium import webdriver
 from selenium.webdriver.common.by import By
 
-from tests.support.browser import chromium, require_browser
+from tests.support.browser import MEDIA_FLAGS, chromium, webdriver
 from tests.support.demo import Demo, running_demo
 from tests.support.waiting import wait_until
-
-require_browser()
 
 pytestmark = [pytest.mark.live, pytest.mark.browser]
 
@@ -64,9 +61,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    # Audio plays without a click, and silently.
-    extra = ("--autoplay-policy=no-user-gesture-required", "--mute-audio")
-    with chromium(tmp_path / "chromium-profile", extra) as driver:
+    with chromium(tmp_path / "chromium-profile", *MEDIA_FLAGS) as driver:
         driver.set_window_size(1100, 1400)
         yield driver
 

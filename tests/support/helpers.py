@@ -45,6 +45,8 @@ def sandbox_settings(sandbox: SandboxServer, **changes: Any) -> Settings:
         connect_timeout=1.0,
         read_timeout=2.0,
         retries=0,
+        # The sandbox's download links are plain http on loopback, as in the demo.
+        allow_http_links=True,
     )
     cache = CacheSettings()
     up = {k[9:]: v for k, v in changes.items() if k.startswith("upstream_")}
@@ -66,6 +68,7 @@ LIVE_CONFIG = """
 base_url = "{base_url}"
 retries = 0
 read_timeout = 2
+allow_http_links = true
 
 [users]
 studio = "1001"

@@ -311,6 +311,7 @@ def test_describe_shows_a_full_configuration_in_order_with_secrets_masked() -> N
                 "auth_failure_cooldown": 5.0,
                 "breaker_failures": 4,
                 "breaker_open": 12.0,
+                "allow_http_links": False,
                 "max_concurrent_calls": 20,
                 "max_wait": 2.0,
             },
