@@ -18,7 +18,6 @@ export function statusText(track) {
 function cover(track) {
   const img = el("img", "cover");
   img.alt = "";
-  img.loading = "lazy";
   img.width = 96;
   img.height = 96;
   img.onerror = () => img.classList.add("missing");
@@ -37,6 +36,7 @@ function details(track) {
 export function trackCard(track, onPlay) {
   const li = el("li", "track");
   li.dataset.id = track.id;
+  li.dataset.user = track.user;
   li.append(cover(track));
   const body = el("div", "body");
   body.append(el("span", "title", track.title || "(untitled)"), el("span", "details", details(track)));

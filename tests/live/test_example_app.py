@@ -131,12 +131,13 @@ def test_the_example_app_in_a_real_browser(
     sign_in(browser, demo.key)
     until(lambda: total(browser) > 12, 15, shots, "library")
     assert text(browser, "#message") == ""
-    covers = "#tracks img.cover"
+    # The studio account's covers (the edge account's records are broken on purpose).
+    covers = "#tracks .track[data-user=studio] img.cover"
     until(
         lambda: js(
             browser,
-            "const imgs = [...document.querySelectorAll(arguments[0])].filter(i => i.src);"
-            "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);",
+            "const imgs = [...document.querySelectorAll(arguments[0])];"
+            "return imgs.length >= 5 && imgs.every(i => i.complete && i.naturalWidth > 0);",
             covers,
         ),
         15,
@@ -145,13 +146,18 @@ def test_the_example_app_in_a_real_browser(
     )
     shots.take("library")
 
-    # A search narrows the list.
-    everything = total(browser)
-    browser.find_element(By.ID, "q").send_keys("neon")
-    until(lambda: 0 < total(browser) < everything, 10, shots, "search")
-    titles = js(browser, "return [...document.querySelectorAll('#tracks .track')].length;")
-    assert titles == total(browser)
-    shots.take("search")
+    # Paging with next_cursor: the next page shows other tracks.
+    def shown() -> list[str]:
+        ids: list[str] = js(browser, "return [...document.querySelectorAll('#tracks .track')]"
+                                     ".map(t => t.dataset.id);")  # fmt: skip
+        return ids
+
+    first_page = shown()
+    browser.find_element(By.ID, "next-page").click()
+    until(lambda: bool(shown()) and not set(shown()) & set(first_page), 10, shots, "next-page")
+    shots.take("next-page")
+    browser.find_element(By.ID, "first-page").click()
+    until(lambda: shown() == first_page, 10, shots, "first-page")
 
     # Play: the JSON audio link into the <audio> element, and time advances.
     browser.find_element(By.CSS_SELECTOR, "#tracks .track[data-status=completed] .play").click()
@@ -164,6 +170,20 @@ def test_the_example_app_in_a_real_browser(
     )  # fmt: skip
     assert text(browser, "#now-playing").startswith("Playing: ")
     shots.take("playing")
+
+    # A track still generating: the 409 problem, as a sentence.
+    browser.find_element(By.CSS_SELECTOR, "#tracks .track[data-status=generating] .play").click()
+    until(lambda: "409" in text(browser, "#message"), 10, shots, "not-ready")
+    assert "The track is not completed" in text(browser, "#message")
+    shots.take("not-ready")
+
+    # A search narrows the list.
+    everything = total(browser)
+    browser.find_element(By.ID, "q").send_keys("neon")
+    until(lambda: 0 < total(browser) < everything, 10, shots, "search")
+    titles = js(browser, "return [...document.querySelectorAll('#tracks .track')].length;")
+    assert titles == total(browser)
+    shots.take("search")
 
     # A track started in the sandbox: its progress rises on the page, then it completes.
     control, _ = demo.add_track
