@@ -6,10 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import tempfile
-from pathlib import Path
 
 from .config import ConfigError, Settings, load_settings, mask_url
 from .core.alias import ALIAS_RE, ALIAS_RULE
@@ -176,48 +173,17 @@ def webhooks(command: str, name: str | None, as_json: bool) -> int:
     return 0
 
 
-def demo(port: int) -> int:
-    """Serve the sandbox upstream in this process and the service under gunicorn on `port`."""
-    from .launch import GunicornProcess
-    from .sandbox import SandboxServer
+def demo(args: argparse.Namespace) -> int:
+    """The sandbox, the service and the example app on loopback; see music_facade/demo.py."""
+    from .demo import DemoOptions, run_demo
 
-    # Before anything starts: a SIGTERM that lands while the banner is being read would otherwise
-    # kill this process outright and orphan gunicorn (which holds our stdout open).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with SandboxServer() as sandbox, tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "music.toml"
-        database = json.dumps(f"sqlite:///{Path(tmp) / 'mirror.db'}")  # a TOML string
-        config.write_text(
-            DEMO_CONFIG.format(base_url=sandbox.base_url) + DEMO_MIRROR.format(database=database)
-        )
-        env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
-        server = GunicornProcess(env, port=port, workers=1, quiet=False)
-        new_track = '{"type": "song", "title": "Hello Mirror", "seconds": 6}'
-        with server:
-            print(
-                f"music-facade is serving {server.url} against the sandbox at {sandbox.base_url}\n"
-                f"  curl -s '{server.url}/music?user=studio&type=song'\n"
-                f"  curl -s '{server.url}/music?user=edge'\n"
-                f"  curl -s '{server.url}/openapi.yaml'\n"
-                "The mirror (SQLite, synced every 10 s) answers these without calling the "
-                "upstream:\n"
-                f"  curl -s '{server.url}/tracks?q=neon&sort=-created_at'\n"
-                f"  curl -s '{server.url}/tracks?user=studio&status=generating'\n"
-                f"  curl -s '{server.url}/changes'\n"
-                "Watch changes arrive live (in another terminal):\n"
-                f"  curl -N '{server.url}/events'\n"
-                "Add a track to the sandbox's studio account and watch it appear there and "
-                "generate:\n"
-                f"  curl -s -X POST '{sandbox.origin}/_sandbox/accounts/1001/tracks' "
-                f"-H 'Content-Type: application/json' -d '{new_track}'\n"
-                "Ctrl-C stops both.",
-                flush=True,
-            )
-            try:
-                assert server.proc is not None
-                return server.proc.wait()
-            except KeyboardInterrupt:
-                return 0
+    options = DemoOptions(
+        port=args.port,
+        app_port=args.app_port,
+        cors_origins=tuple(args.cors_origin),
+        config=args.config,
+    )
+    return run_demo(options, DEMO_CONFIG + DEMO_MIRROR)
 
 
 def sandbox(host: str, port: int) -> int:
@@ -235,8 +201,36 @@ def main(argv: list[str] | None = None) -> int:
         "Production: gunicorn -c deploy/gunicorn.conf.py 'music_facade:create_app()'.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="run the service on 127.0.0.1 against the built-in sandbox")
-    d.add_argument("--port", type=int, default=8080)
+    d = sub.add_parser(
+        "demo",
+        help="run the service and the example web app on 127.0.0.1 against the built-in sandbox",
+        description="Start the sandbox upstream, the service (gunicorn) and the example web app "
+        "on loopback, with a client key minted for this run; print the app's URL, the key and "
+        "curl commands. Ctrl-C stops everything.",
+    )
+    d.add_argument(
+        "--port", type=int, default=8080, help="the service's port (default 8080; 0: any free)"
+    )
+    d.add_argument(
+        "--app-port",
+        type=int,
+        default=8090,
+        help="the example app's port, its own browser origin (default 8090; 0: any free)",
+    )
+    d.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="another browser origin allowed to call the service, e.g. http://localhost:5173 "
+        "(repeatable; the example app's origin is always allowed)",
+    )
+    d.add_argument(
+        "--config",
+        metavar="PATH",
+        help="your own TOML configuration, merged over the demo's table by table (the upstream "
+        "stays the sandbox; the demo's client key and origins are kept)",
+    )
     c = sub.add_parser(
         "check-config",
         help="validate the configuration (PATH, else MUSIC_CONFIG) and the token; print every "
@@ -281,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--port", type=int, default=8081)
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return demo(args.port)
+        return demo(args)
     if args.command == "check-config":
         return check_config(args.path)
     if args.command == "mint-key":

@@ -12,9 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import zipfile
@@ -31,6 +29,7 @@ from music_facade.launch import GunicornProcess
 from music_facade.meta import MIRROR_PATHS
 from music_facade.sandbox import SandboxServer
 from tests.support import dockerfile
+from tests.support.demo import running_demo
 from tests.support.deploy_render import REPO
 from tests.support.helpers import LIVE_CONFIG
 from tests.support.metrics import scrape, total
@@ -212,26 +211,14 @@ def test_the_image_command_serves_from_the_wheel(
 
 
 def test_music_facade_demo_runs_from_the_wheel(artifact: Artifact, tmp_path: Path) -> None:
-    """The README's first command as an installed package runs it: no source tree, no deploy/."""
-    log = tmp_path / "demo.log"
-    with log.open("w") as stderr:
-        demo = subprocess.Popen(
-            [artifact.bin("music-facade"), "demo", "--port", "0"],
-            cwd=tmp_path,
-            env=artifact.env(),
-            stdout=subprocess.PIPE,
-            stderr=stderr,  # gunicorn's log lines; stdout holds only the demo's own banner
-            text=True,
-            start_new_session=True,  # its own group, so a hung demo is killed with its gunicorn
+    """The README's first command as an installed package runs it: no source tree, no deploy/,
+    and the example app's files come from the wheel."""
+    program = [artifact.bin("music-facade")]
+    argv = ["--port", "0", "--app-port", "0"]
+    with running_demo(argv, tmp_path, program, cwd=tmp_path, env=artifact.env()) as demo:
+        page = requests.get(
+            demo.url + "/music?user=studio&type=song", headers=demo.auth, timeout=10
         )
-    try:
-        assert demo.stdout is not None
-        # The banner is printed once the service answers /healthz; never wait on it unbounded.
-        ready, _, _ = select.select([demo.stdout], [], [], 60)
-        first = demo.stdout.readline() if ready else ""
-        assert first.startswith("music-facade is serving http://"), first + log.read_text()
-        url = first.split()[3]
-        page = requests.get(url + "/music?user=studio&type=song", timeout=10)
         assert page.status_code == 200, page.text
         assert page.json()["items"]
         # Covers and audio are the sandbox's own files, made by the installed wheel (lameenc).
@@ -239,22 +226,16 @@ def test_music_facade_demo_runs_from_the_wheel(artifact: Artifact, tmp_path: Pat
         cover = requests.get(track["cover_url"], timeout=10)
         assert cover.headers["Content-Type"] == "image/png"
         link = requests.get(
-            f"{url}/music/{track['id']}/audio?user=studio",
-            headers={"Accept": "application/json"},
+            f"{demo.url}/music/{track['id']}/audio?user=studio",
+            headers={"Accept": "application/json", **demo.auth},
             timeout=10,
         )
         assert link.status_code == 200, link.text
         mp3 = requests.get(link.json()["url"], timeout=10)
         assert mp3.status_code == 200
         assert mp3.headers["Content-Type"] == "audio/mpeg"
-    finally:
-        demo.terminate()
-        try:
-            demo.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(demo.pid, signal.SIGKILL)  # its gunicorn too: nothing left running
-            demo.communicate()
-            raise AssertionError("the demo did not stop within 30 s:\n" + log.read_text()) from None
-    said = log.read_text()
-    assert demo.returncode == 0, said
-    assert "Traceback" not in said, said
+        app = requests.get(demo.app_url + "/", timeout=10)
+        assert app.status_code == 200
+        assert '<script type="module" src="app.js">' in app.text
+        config = requests.get(demo.app_url + "/config.js", timeout=10)
+        assert config.text == f'export const API_BASE = "{demo.url}";\n'

@@ -5,7 +5,6 @@ line when the mirror is off or its database cannot be read."""
 from __future__ import annotations
 
 import json
-import select
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import requests
 
 from music_facade.mirror import Entry, Store
 from tests.support.config_files import TOKEN, write
+from tests.support.demo import running_demo
 
 CONFIG = """\
 [users]
@@ -183,6 +183,10 @@ def test_status_masks_the_password_file_too(tmp_path: Path) -> None:
     assert "SECRET" not in done.stdout + done.stderr
 
 
+# How the banner's curl commands send the demo's key.
+CURL_AUTH = '-H "Authorization: Bearer $MUSIC_KEY"'
+
+
 def poll(condition: Callable[[], bool], timeout: float) -> None:
     """Poll an HTTP condition a few times a second until it holds."""
     deadline = time.monotonic() + timeout
@@ -195,31 +199,15 @@ def poll(condition: Callable[[], bool], timeout: float) -> None:
 def test_the_demo_mirrors_the_sandbox_and_follows_a_new_track(tmp_path: Path) -> None:
     """What the demo's banner offers works: /tracks answers from the mirror, and a track added
     to the sandbox through the printed command appears there and in /changes."""
-    log = tmp_path / "demo.log"
-    with log.open("w") as stderr:
-        demo = subprocess.Popen(
-            [sys.executable, "-m", "music_facade", "demo", "--port", "0"],
-            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-    try:
-        assert demo.stdout is not None
-        ready, _, _ = select.select([demo.stdout], [], [], 60)
-        first = demo.stdout.readline() if ready else ""
-        assert first.startswith("music-facade is serving http://"), first + log.read_text()
-        url = first.split()[3]
-        banner: list[str] = []
-        while len(banner) < 40 and banner[-1:] != ["Ctrl-C stops both.\n"]:
-            banner.append(demo.stdout.readline())
-        assert f"  curl -s '{url}/tracks?q=neon&sort=-created_at'\n" in banner
-        add = next(line for line in banner if "-X POST" in line)
-        control = add.split("'")[1]
-        body = add.split("-d '")[1].rsplit("'", 1)[0]
+    argv = ["--port", "0", "--app-port", "0"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    with running_demo(argv, tmp_path, env=env) as demo:
+        url = demo.url
+        assert f"  curl -s {CURL_AUTH} '{url}/tracks?q=neon&sort=-created_at'\n" in demo.lines
+        control, body = demo.add_track
 
         def tracks(query: str) -> list[dict[str, Any]]:
-            found = requests.get(f"{url}/tracks?{query}", timeout=10)
+            found = requests.get(f"{url}/tracks?{query}", headers=demo.auth, timeout=10)
             assert found.status_code == 200, found.text
             items: list[dict[str, Any]] = found.json()["items"]
             return items
@@ -232,11 +220,5 @@ def test_the_demo_mirrors_the_sandbox_and_follows_a_new_track(tmp_path: Path) ->
         new_id = added.json()["id"]
         # Synced every 10 s: it shows up within an interval or two, however it stands by then.
         poll(lambda: [t["id"] for t in tracks("q=hello+mirror")] == [new_id], timeout=40)
-        changes = requests.get(f"{url}/changes", timeout=10).json()["changes"]
+        changes = requests.get(f"{url}/changes", headers=demo.auth, timeout=10).json()["changes"]
         assert new_id in {c["id"] for c in changes}
-    finally:
-        demo.terminate()
-        demo.communicate(timeout=30)
-    said = log.read_text()
-    assert demo.returncode == 0, said
-    assert "Traceback" not in said, said

@@ -144,7 +144,7 @@ def test_a_framework_reached_through_another_module_is_reported(tmp_path: Path) 
 SANDBOX = "music_facade.sandbox"
 # The command line starts the sandbox for `music-facade demo` and `sandbox`; nothing else may
 # reach it, so the fake upstream can never be on a production request's path.
-SANDBOX_USERS = frozenset({"music_facade.__main__"})
+SANDBOX_USERS = frozenset({"music_facade.__main__", "music_facade.demo"})
 
 
 def test_only_the_command_line_reaches_the_sandbox(graph: ImportGraph) -> None:
