@@ -17,6 +17,7 @@ from music_facade.core.tracks import dump_track
 from music_facade.mirror.store import Entry, Store
 from music_facade.mirror.sync import Syncer, SyncReport
 from music_facade.sandbox import SandboxServer, SandboxState
+from music_facade.sandbox.cdn import with_local_cover
 from music_facade.upstream import UpstreamClient
 
 from ..support.clock import Clock
@@ -118,12 +119,13 @@ def syncers(store: Store, client: UpstreamClient, clock: Clock) -> Syncers:
 
 
 def listed(live: SandboxServer, user_id: str, type_: str) -> dict[str, dict[str, Any]]:
-    """The tracks the sandbox lists now that the mirror can hold: a usable itemId and job_id."""
+    """The tracks the sandbox lists now that the mirror can hold: a usable itemId and job_id,
+    with their covers on the sandbox's own origin, as it serves them."""
     records = live.state.library.page(user_id, type_, 0, None)
     tracks: dict[str, dict[str, Any]] = {}
     for record in records:
         if isinstance(record, dict) and record.get("itemId") and record.get("job_id"):
-            tracks.setdefault(record["itemId"], dump_track(record))
+            tracks.setdefault(record["itemId"], dump_track(with_local_cover(record, live.origin)))
     return tracks
 
 
