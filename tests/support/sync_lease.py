@@ -41,17 +41,27 @@ def replica_syncing(database: str, alias: str, replicas: list[GunicornProcess]) 
     return None
 
 
-def move_sync(database: str, alias: str, replicas: list[GunicornProcess], to: int) -> None:
+def move_sync(
+    database: str, alias: str, replicas: list[GunicornProcess], to: int, tries: int = 3
+) -> None:
     """Make replica `to` sync the alias: stall the others until one of its workers holds it."""
     wait_until(lambda: replica_syncing(database, alias, replicas) is not None, timeout=15)
-    if replica_syncing(database, alias, replicas) == to:
-        return
-    stalled = [pid for i, r in enumerate(replicas) if i != to for pid in r.worker_pids()]
-    for pid in stalled:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        # The lease lasts 1.5 sync intervals; the others ask for it every quarter interval.
-        wait_until(lambda: replica_syncing(database, alias, replicas) == to, timeout=15)
-    finally:
+    for _ in range(tries):
+        if replica_syncing(database, alias, replicas) == to:
+            return
+        stalled = [pid for i, r in enumerate(replicas) if i != to for pid in r.worker_pids()]
         for pid in stalled:
-            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            # The lease lasts 1.5 sync intervals; the others ask for it every quarter interval.
+            # A process stalled inside its renewal's transaction holds the row until it
+            # resumes: then this round cannot move it, and the next one tries again.
+            deadline = time.monotonic() + 5
+            while replica_syncing(database, alias, replicas) != to:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)  # poll interval
+        finally:
+            for pid in stalled:
+                os.kill(pid, signal.SIGCONT)
+    assert replica_syncing(database, alias, replicas) == to, "the sync lease did not move"
