@@ -59,7 +59,7 @@ def leased(
     )
     tmp = tmp_path_factory.mktemp("leased-fleet")
     with fleet(
-        sandbox_server, tmp, app_key, app_digest, limited_key, limited_digest, extra
+        sandbox_server, tmp, app_key, app_digest, limited_key, limited_digest, extra=extra
     ) as running:
         yield LeasedFleet(running, burst_key)
 

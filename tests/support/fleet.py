@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,13 @@ class Fleet:
     limited_key: str
 
 
+def _side_by_side(calls: list[Callable[[], object]]) -> None:
+    """Run the calls at once, each in a thread; raise the first one's error, if any."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        for done in [pool.submit(call) for call in calls]:
+            done.result()
+
+
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -85,9 +93,13 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) ->
 
 @contextlib.contextmanager
 def fleet(sandbox: SandboxServer, tmp: Path, app_key: str, app_digest: str,
-          limited_key: str, limited_digest: str, extra: str = "") -> Iterator[Fleet]:  # fmt: skip
-    """Redis, two replicas (2 workers each, the production worker class) and nginx; extra:
-    TOML appended to their configuration (more clients, a [limits] section)."""
+          limited_key: str, limited_digest: str, *, extra: str = "",
+          env: Mapping[str, str] | None = None) -> Iterator[Fleet]:  # fmt: skip
+    """Redis, two replicas (2 workers each, the production worker class) and nginx.
+
+    extra: TOML appended to FLEET_CONFIG (a [mirror], more [[clients]] …); env: more
+    environment variables for the replicas (a webhook's secret …).
+    """
     require_nginx()
     with RedisServer() as redis_server, contextlib.ExitStack() as stack:
         config = tmp / "music.toml"
@@ -100,11 +112,13 @@ def fleet(sandbox: SandboxServer, tmp: Path, app_key: str, app_digest: str,
             )
             + extra
         )
-        env = {"MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
+        variables = {**(env or {}), "MUSIC_CONFIG": str(config), "USEAPI_TOKEN": sandbox.token}
         replicas = [
-            stack.enter_context(GunicornProcess(env, workers=2, log_path=tmp / f"replica-{i}.log"))
-            for i in (1, 2)
+            GunicornProcess(variables, workers=2, log_path=tmp / f"replica-{i}.log") for i in (1, 2)
         ]
+        stack.callback(_side_by_side, [replica.stop for replica in replicas])
+        # Side by side: each start waits for its replica's /healthz, most of it importing.
+        _side_by_side([replica.start for replica in replicas])
         listen = f"127.0.0.1:{free_port()}"
         rendered = render_nginx(
             tmp / "nginx", listen, [r.url.removeprefix("http://") for r in replicas]

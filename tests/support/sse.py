@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,3 +52,51 @@ def items(resp: requests.Response) -> Iterator[Event]:
 def events(resp: requests.Response) -> Iterator[Event]:
     """Only the events that carry data (no comments, no bare `retry:`)."""
     return (item for item in items(resp) if item.data)
+
+
+class Follower:
+    """A thread reading one open stream as a client does, noting when each item arrived.
+
+    `arrivals` holds (epoch seconds, item) in order, comments included; `ended` is set once the
+    stream ended by itself, and `error` says how if it did not end cleanly (a connection cut
+    without the answer's end). stop() returns once the thread saw its next item (a heartbeat at
+    the latest) and closes the answer.
+    """
+
+    def __init__(self, resp: requests.Response) -> None:
+        self.resp = resp
+        self.arrivals: list[tuple[float, Event]] = []
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for item in items(self.resp):
+                with self._lock:
+                    self.arrivals.append((time.time(), item))
+                if self._stop.is_set():
+                    return
+        except requests.RequestException as exc:
+            self.error = exc
+        self.ended.set()
+
+    def events(self) -> list[tuple[float, Event]]:
+        """The events that carry data so far, with their arrival times."""
+        with self._lock:
+            return [(at, item) for at, item in self.arrivals if item.data]
+
+    def comments(self) -> list[tuple[float, str]]:
+        """The comment lines so far, with their arrival times."""
+        with self._lock:
+            return [(at, item.comment) for at, item in self.arrivals if item.comment is not None]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop reading and close the answer (the client hangs up)."""
+        self._stop.set()
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the stream sent nothing to wake its reader"
+        self.resp.close()
