@@ -9,7 +9,6 @@ temporary directory, printed at the start (pytest shows it when the test fails).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,9 +66,11 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
 
 
 @pytest.fixture
-def shots(browser: webdriver.Chrome) -> Screenshots:
-    # Not under tmp_path: kept after the run, to be looked at.
-    directory = Path(tempfile.mkdtemp(prefix="example-app-screenshots-"))
+def shots(browser: webdriver.Chrome, tmp_path: Path) -> Screenshots:
+    # Under tmp_path: pytest keeps the last three runs' directories to be looked at, and removes
+    # older ones, so runs never pile screenshots up.
+    directory = tmp_path / "screenshots"
+    directory.mkdir()
     print(f"screenshots of the example app: {directory}")
     return Screenshots(browser, directory)
 
