@@ -148,7 +148,9 @@ class _Streams:
             wanted = self.wanted
             if wanted is not None and f"\nid: {wanted}\n".encode() in buffered:
                 self.received.append(time.monotonic())
-                buffered = b""
+                # Kept: the line's end before the next id (a fresh b"" would hide the next
+                # round's event from this search until a keep-alive came first).
+                buffered = buffered[-1:]
             elif len(buffered) > 1 << 20:
                 buffered = buffered[-65536:]
 
