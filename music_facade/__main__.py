@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+from . import connection_budget
 from .config import ConfigError, Settings, load_settings, mask_url
 from .core.alias import ALIAS_RE, ALIAS_RULE
 from .startup import DEFAULT_WORKERS, summarize
@@ -41,6 +42,7 @@ def check_config(path: str | None = None) -> int:
     """Print the effective configuration (token masked), or every line that is wrong; on
     stderr, what it runs as (the start-up line) and its warnings."""
     errors = []
+    settings: Settings | None = None
     try:
         settings = load_settings(path=path)
     except ConfigError as exc:
@@ -48,7 +50,14 @@ def check_config(path: str | None = None) -> int:
     workers = os.environ.get("MUSIC_WORKERS", str(DEFAULT_WORKERS))
     if not workers.isdecimal() or int(workers) < 1:  # as deploy/gunicorn.conf.py reads it
         errors.append(f"MUSIC_WORKERS: {workers!r} is not a positive number of workers")
-    if errors:
+    connections = connection_budget.from_environment()
+    if isinstance(connections, str):
+        errors.append(connections)
+    elif settings is not None:
+        unfit = connection_budget.problem(settings, connections)
+        if unfit is not None:
+            errors.append(unfit)
+    if errors or settings is None:
         for line in errors:
             print(f"music-facade: configuration error: {line}", file=sys.stderr)
         return 2

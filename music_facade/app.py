@@ -151,7 +151,9 @@ def _events(
     each caller's counted in leases."""
     if mirror is None:
         return None
-    return Events(settings.events, settings.library, mirror.store, lifecycle, leases)
+    return Events(
+        settings.events, settings.library, mirror.store, lifecycle, leases, mirror.wakeups
+    )
 
 
 def _authenticator(settings: Settings, clock: Callable[[], float]) -> auth.Authenticator:

@@ -25,7 +25,7 @@ import os
 import resource
 import sys
 
-from music_facade import master, multiproc
+from music_facade import connection_budget, master, multiproc
 from music_facade.config import ConfigError, load_settings
 from music_facade.logs import logging_config
 from music_facade.startup import DEFAULT_WORKERS, log_summary
@@ -36,8 +36,12 @@ workers = int(os.environ.get("MUSIC_WORKERS", str(DEFAULT_WORKERS)))
 # Connections one worker serves at once: in-flight requests (>= 1000 waiting on the upstream:
 # bulkhead slots, callers waiting for a slot, followers of single flights) plus idle keep-alive
 # and slow connections. Each costs one greenlet (a few KB) and one file descriptor; past it the
-# worker stops accepting and connections wait in the listen backlog.
-worker_connections = int(os.environ.get("MUSIC_WORKER_CONNECTIONS", "4000"))
+# worker stops accepting and connections wait in the listen backlog. The configuration's caps on
+# streams and upstream calls must leave room in it (music_facade.connection_budget, checked at
+# start).
+worker_connections = int(
+    os.environ.get(connection_budget.ENV, str(connection_budget.DEFAULT_WORKER_CONNECTIONS))
+)
 backlog = 2048
 # The heartbeat runs in its own greenlet: this only catches a worker stuck on the CPU.
 timeout = 30
@@ -61,10 +65,10 @@ proc_name = "music-facade"
 control_socket_disable = True
 
 
-def _raise_nofile_limit() -> None:
-    """Let every worker hold worker_connections sockets plus upstream connections and files."""
+def _raise_nofile_limit(connections: int) -> None:
+    """Let every worker hold its connections plus upstream connections and files."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = worker_connections + 1024
+    wanted = connections + 1024
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new = hard if hard == resource.RLIM_INFINITY else min(hard, max(wanted, soft))
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
@@ -86,9 +90,15 @@ def on_starting(server: object) -> None:
         for line in exc.errors:
             print(f"music-facade: configuration error: {line}", file=sys.stderr)
         sys.exit(2)
+    # The value in force: the command line or GUNICORN_CMD_ARGS may have overridden this file's.
+    connections: int = server.cfg.worker_connections  # type: ignore[attr-defined]
+    unfit = connection_budget.problem(settings, connections)
+    if unfit is not None:
+        print(f"music-facade: configuration error: {unfit}", file=sys.stderr)
+        sys.exit(2)
     master.hold(settings)  # the workers, forked later, inherit it and never read the file
     log_summary(settings, server.cfg.workers)  # type: ignore[attr-defined]
-    _raise_nofile_limit()  # the workers, forked later, inherit it
+    _raise_nofile_limit(connections)  # the workers, forked later, inherit it
     # Before any worker imports prometheus_client: it picks its multiprocess mode at import.
     master.hold_metrics_dir(*multiproc.prepare(os.environ))
 
@@ -108,6 +118,10 @@ def on_reload(server: object) -> None:
         return
     if settings is not None:
         log_summary(settings, server.cfg.workers)  # type: ignore[attr-defined]
+        # Too late to refuse (the master keeps serving): said, so the operator can fix it.
+        unfit = connection_budget.problem(settings, server.cfg.worker_connections)  # type: ignore[attr-defined]
+        if unfit is not None:
+            logging.getLogger("music_facade.master").error("configuration reloaded: %s", unfit)
 
 
 def child_exit(server: object, worker: object) -> None:

@@ -109,6 +109,7 @@ class GunicornProcess:
         assert self.proc is not None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop()  # the socket and the metrics directory are still this process's
                 raise RuntimeError(f"gunicorn exited with status {self.proc.returncode}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:

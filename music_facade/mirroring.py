@@ -18,6 +18,7 @@ from .mirror import Store
 from .mirror.outbox import Route
 from .mirror.sync import Syncer, SyncReport
 from .upstream import UpstreamClient
+from .wakeups import Wakeups
 from .webhooks import Deliverer
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ class Mirror:
         self.syncer = Syncer(
             settings.users, mirror, self.store, self.client, clock=clock, observe=self._observe
         )
+        # One poller of the mirror's version for the process: /events streams and the
+        # deliverer wake on it when a change (with its deliveries) was written, here or by
+        # another replica's sync.
+        self.wakeups = Wakeups(self.store.version)
         self.deliverer: Deliverer | None = None
         if settings.webhooks:
             self.deliverer = Deliverer(
@@ -66,6 +71,7 @@ class Mirror:
                 clock=clock,
                 observe=measures.webhook_attempt,
                 backlog=measures.webhook_backlog,
+                wakeups=self.wakeups,
             )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -11,7 +11,6 @@ otherwise), says whether the caller hung up, and drops the connection.
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import threading
 import weakref
@@ -92,10 +91,20 @@ class Connection:
         A caller that only half-closed (shut down its sending side, still reading) looks the
         same; HTTP clients do not, and one that did gets an answer cut short, never a wrong one.
         """
+        # A non-blocking peek, not select(): select() refuses a descriptor numbered 1024 or
+        # more (ValueError), which a worker holding a thousand streams hands out, and such a
+        # caller would be taken for gone at its stream's first wait.
+        sock = self.sock
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-            # Readable: bytes of a pipelined next request (still there), or the end (gone).
-            return bool(readable) and self.sock.recv(1, socket.MSG_PEEK) == b""
+            timeout = sock.gettimeout()
+            sock.settimeout(0)
+            try:
+                # Bytes of a pipelined next request (still there), or the end (gone).
+                return sock.recv(1, socket.MSG_PEEK) == b""
+            finally:
+                sock.settimeout(timeout)
+        except BlockingIOError:  # nothing to read: still connected
+            return False
         except (OSError, ValueError):  # reset, or already closed
             return True
 

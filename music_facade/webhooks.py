@@ -30,6 +30,7 @@ from standardwebhooks import Webhook
 
 from .config import WebhookSettings
 from .mirror.outbox import DELIVERED, FAILED, PENDING, Backlog, Delivery, Outbox
+from .wakeups import Wakeups
 from .watchdog import POOL_CLASSES, Watchdog
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,10 @@ MAX_ANSWER = 64 * 1024  # bytes of an answer's body read at most (then the conne
 FIRST_RETRY = 5.0  # seconds: the first retry comes within this
 MAX_DELAY = 600.0  # seconds between attempts at most
 WINDOW = 86_400.0  # seconds from a delivery's making during which it is attempted
-BATCH = 16  # deliveries claimed at once, attempted side by side
-POLL = 1.0  # seconds between looks at the outbox while nothing is due
+CONCURRENCY = 32  # attempts in flight at once (run), each waiting on its receiver
+BATCH = 16  # deliveries claimed at once at least: run claims once this many attempts are free
+POLL = 1.0  # seconds between looks at the outbox while nothing is due and nothing was written
+STOP_SLICE = 0.25  # seconds: how often the idle loop looks whether it should stop
 USER_AGENT = "music-facade-webhooks"
 BACKLOG_EVERY = 5.0  # seconds between reads of the backlog for the metrics (one query each)
 RETRIED = "retried"  # an attempt's outcome when another is scheduled
@@ -84,6 +87,7 @@ class Deliverer:
         deadline: float = DEADLINE,
         observe: Callable[[str, str], None] | None = None,
         backlog: Callable[[dict[str, Backlog], float], None] | None = None,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self._targets = {h.name: _Target(h.url, Webhook(h.secret.reveal())) for h in hooks}
         self._names = tuple(self._targets)
@@ -95,9 +99,12 @@ class Deliverer:
         self._observe = observe
         self._backlog = backlog
         self._backlog_read = -BACKLOG_EVERY  # monotonic time of the last read: none yet
+        self._wakeups = wakeups
+        self._lock = threading.Lock()
+        self._attempts: set[threading.Thread] = set()  # run's attempts in flight
         self._watchdog = Watchdog()
         # urllib3 itself: no cookies, no proxy variables, no .netrc, and no redirect followed.
-        self._pool = urllib3.PoolManager(num_pools=8, maxsize=BATCH, retries=False)
+        self._pool = urllib3.PoolManager(num_pools=8, maxsize=CONCURRENCY, retries=False)
         self._pool.pool_classes_by_scheme = POOL_CLASSES  # each exchange under the deadline
 
     def close(self) -> None:
@@ -106,17 +113,61 @@ class Deliverer:
         self._watchdog.stop()
 
     def run(self, stop: threading.Event) -> None:
-        """Deliver until stop is set; a database that cannot be reached is tried again."""
-        while not stop.is_set():
+        """Deliver until stop is set, up to CONCURRENCY attempts in flight; a database that
+        cannot be reached is tried again.
+
+        The outbox is looked at again when attempts finished (a track's next delivery may be
+        due now, and there is room), when the mirror's version moved (`wakeups`: a change was
+        written here or by another replica, with its deliveries), and every `poll` seconds
+        (retries coming due). Claims are made once BATCH attempts are free, so a busy
+        deliverer claims in batches rather than one delivery per finished attempt.
+        """
+        turn = self._wakeups.register() if self._wakeups is not None else threading.Event()
+        turn.set()  # look at once: deliveries may be waiting from before the start
+        look_at = 0.0  # monotonic time of the next look without a reason
+        try:
+            while not stop.is_set():
+                # In slices: stop is a separate Event, and a stopping process waits for this.
+                if not turn.wait(STOP_SLICE) and time.monotonic() < look_at:
+                    continue
+                turn.clear()  # what finishes or is written from here on sets it again
+                look_at = time.monotonic() + self._poll
+                try:
+                    if time.monotonic() - self._backlog_read >= BACKLOG_EVERY:
+                        self.report_backlog()
+                    free = CONCURRENCY - self._in_flight()
+                    if free >= BATCH:
+                        for delivery in self._outbox.claim(free, self._names):
+                            self._start(delivery, turn)
+                except Exception as exc:
+                    log.warning("webhook deliveries paused: %s", type(exc).__name__)
+        finally:
+            if self._wakeups is not None:
+                self._wakeups.unregister(turn)
+            with self._lock:
+                attempts = list(self._attempts)
+            for attempt in attempts:  # each ends by its deadline
+                attempt.join()
+
+    def _in_flight(self) -> int:
+        with self._lock:
+            return len(self._attempts)
+
+    def _start(self, delivery: Delivery, turn: threading.Event) -> None:
+        """Attempt and record one delivery in a thread of its own; `turn` is set after."""
+
+        def attempt() -> None:
             try:
-                if time.monotonic() - self._backlog_read >= BACKLOG_EVERY:
-                    self.report_backlog()
-                attempted = self.run_once()
-            except Exception as exc:
-                log.warning("webhook deliveries paused: %s", type(exc).__name__)
-                attempted = 0
-            if not attempted:
-                stop.wait(self._poll)
+                self._deliver(delivery)
+            finally:
+                with self._lock:
+                    self._attempts.discard(thread)
+                turn.set()
+
+        thread = threading.Thread(target=attempt, name="webhook-attempt", daemon=True)
+        with self._lock:
+            self._attempts.add(thread)
+        thread.start()
 
     def report_backlog(self) -> None:
         """Read every configured webhook's backlog and tell `backlog` (with the time now)."""
