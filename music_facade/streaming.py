@@ -156,7 +156,10 @@ def _finish(chunks: Iterator[bytes], slot: Slot, connection: Connection | None) 
     try:
         close = getattr(chunks, "close", None)
         if close is not None:
-            close()
+            # "generator already executing" (ValueError): at interpreter exit the finalizer runs
+            # while the thread serving the stream is still inside it; that thread ends it.
+            with contextlib.suppress(ValueError):
+                close()
     finally:
         if connection is not None:
             connection.restore()
