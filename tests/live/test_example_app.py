@@ -470,13 +470,15 @@ def test_the_live_stream_resumes_after_a_drop_and_misses_nothing(
     last = js(browser, "const s = window.streams; return s[s.length - 1].events.at(-1).id;")
     opened = js(browser, "return window.streams.length;")
 
-    # Offline, then the workers restart: the stream drops and cannot come back yet.
+    # The workers restart: the stream drops. The browser goes offline before the page's retry
+    # (RECONNECT_MS, 3 s) comes due, so it cannot come back yet.
     browser.execute_cdp_cmd("Network.enable", {})
     offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    reload_demo(demo)
+    until(lambda: state() == "reconnecting", 15, shots, "dropped")
     browser.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
     try:
-        reload_demo(demo)
-        until(lambda: state() == "reconnecting", 15, shots, "dropped")
+        assert js(browser, "return window.streams.length;") == opened  # not back before that
         away = f"While away {uuid.uuid4().hex[:8]}"
         rename(away)
 
