@@ -4,11 +4,13 @@ example web app on an origin of its own, wired so a browser page can use the ser
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,9 +62,22 @@ def _gunicorn(port: int) -> GunicornProcess:
         ) from None
 
 
-def banner(app_url: str, key: str, service_url: str, sandbox_origin: str, base_url: str) -> str:
+def banner(
+    app_url: str,
+    key: str,
+    service_url: str,
+    sandbox_origin: str,
+    base_url: str,
+    config: str | None = None,
+) -> str:
     """What the demo prints once everything answers: the app first, then the key, then curl."""
     url = service_url
+    # Only with --config: without it there is nothing of the user's to read again.
+    reload = (
+        f"Edit {config} and reload it (the key stays valid): kill -HUP {os.getpid()}\n"
+        if config
+        else ""
+    )
     auth = '-H "Authorization: Bearer $MUSIC_KEY"'
     new_track = '{"type": "song", "title": "Hello Mirror", "seconds": 6}'
     return (
@@ -82,6 +97,7 @@ def banner(app_url: str, key: str, service_url: str, sandbox_origin: str, base_u
         "Add a track to the sandbox's studio account and watch it appear there and generate:\n"
         f"  curl -s -X POST '{sandbox_origin}/_sandbox/accounts/1001/tracks' "
         f"-H 'Content-Type: application/json' -d '{new_track}'\n"
+        f"{reload}"
         "Ctrl-C stops them all."
     )
 
@@ -110,14 +126,23 @@ def run_demo(options: DemoOptions, template: str) -> int:
     app = ExampleAppServer(app_sock, api_base=server.url)
     key, digest = mint_key()
     with SandboxServer() as sandbox, tempfile.TemporaryDirectory() as tmp:
-        document = demo_document(
-            template,
-            base_url=sandbox.base_url,
-            database=f"sqlite:///{Path(tmp) / 'mirror.db'}",
-            key_digest=digest,
-            origins=[app.url, *options.cors_origins],
-            operator=operator,
-        )
+
+        def build(operator: dict[str, Any] | None) -> dict[str, Any]:
+            """The whole configuration: the demo's, the operator's file merged over it."""
+            return demo_document(
+                template,
+                base_url=sandbox.base_url,
+                database=f"sqlite:///{Path(tmp) / 'mirror.db'}",
+                key_digest=digest,
+                origins=[app.url, *options.cors_origins],
+                operator=operator,
+            )
+
+        def rebuilt() -> dict[str, Any]:
+            """The configuration again, from the operator's file as it is now."""
+            return build(None if options.config is None else read_operator_config(options.config))
+
+        document = build(operator)
         env = {"USEAPI_TOKEN": sandbox.token}
         problems = _check(document, env)
         if problems:
@@ -129,13 +154,48 @@ def run_demo(options: DemoOptions, template: str) -> int:
         config = Path(tmp) / "music.toml"
         config.write_text(to_toml(document))
         server.env.update(env, MUSIC_CONFIG=str(config))
+
         with server, app:
-            print(banner(app.url, key, server.url, sandbox.origin, sandbox.base_url), flush=True)
+            gunicorn = server.proc
+            assert gunicorn is not None
+            signal.signal(signal.SIGHUP, lambda *_: _reload(rebuilt, env, config, gunicorn))
+            print(
+                banner(app.url, key, server.url, sandbox.origin, sandbox.base_url, options.config),
+                flush=True,
+            )
             try:
-                assert server.proc is not None
-                return server.proc.wait()
+                return gunicorn.wait()
             except KeyboardInterrupt:
                 return 0
+
+
+def _reload(
+    rebuild: Callable[[], dict[str, Any]],
+    env: dict[str, str],
+    config: Path,
+    gunicorn: subprocess.Popen[bytes],
+) -> None:
+    """SIGHUP: merge the operator's --config again and have the service reload it (gunicorn's
+    own SIGHUP: new workers with the new file, the old ones drained). A file that cannot be read
+    or does not check is one line per error, and the service keeps what it runs with; the
+    demo's key, origins, sandbox and mirror database stay as they were."""
+    try:
+        document = rebuild()
+    except DemoConfigError as exc:
+        print(f"{PROG}: reload: {exc}; still serving the previous configuration", file=sys.stderr)
+        return
+    problems = _check(document, env)
+    for line in problems:
+        print(f"{PROG}: reload: configuration error: {line}", file=sys.stderr)
+    if problems:
+        print(f"{PROG}: reload: still serving the previous configuration", file=sys.stderr)
+        return
+    # Replaced in one step: gunicorn's master must never read a half-written file.
+    staged = config.with_name(config.name + ".new")
+    staged.write_text(to_toml(document))
+    os.replace(staged, config)
+    gunicorn.send_signal(signal.SIGHUP)
+    print(f"{PROG}: configuration reloaded", file=sys.stderr, flush=True)
 
 
 def _check(document: dict[str, Any], env: dict[str, str]) -> Sequence[str]:

@@ -67,10 +67,12 @@ export class Api {
     return parsed;
   }
 
-  // GET /tracks: the mirror's search, filters, sort and paging.
-  tracks({ q, status, type, cursor, limit = 12 }) {
+  // GET /tracks: the mirror's search, filters, sort and paging. `user`: one account alias, or
+  // none for every account the credential may read (an alias outside its scope is a 403).
+  tracks({ q, user, status, type, cursor, limit = 12 }) {
     const query = new URLSearchParams({ limit: String(limit) });
     if (q) query.set("q", q);
+    if (user) query.set("user", user);
     if (status) query.set("status", status);
     if (type) query.set("type", type);
     if (cursor) query.set("cursor", cursor);

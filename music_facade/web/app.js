@@ -17,8 +17,11 @@ const view = {
   query: {},
   cursor: null,        // the page shown: null is the first
   nextCursor: null,
+  asked: 0,            // /tracks requests made: only the latest one's answer is shown
   stream: null,
+  streamTrouble: false, // the message shown is the live stream's: cleared once it is back
   live: new Map(),     // track id -> its entry in "Generating now"
+  accounts: new Set(), // the aliases seen in answers: suggestions for the account filter
 };
 
 function say(text) {
@@ -27,8 +30,15 @@ function say(text) {
 }
 
 function problem(err) {
+  view.streamTrouble = false;
   say(describe(err, api.base));
+  // A key that worked can stop working (revoked, rotated out): back to the sign-in form.
   if (err.status === 401) signOut(false);
+}
+
+function streamProblem(err) {
+  problem(err);
+  view.streamTrouble = true;
 }
 
 async function signIn(credential) {
@@ -43,7 +53,14 @@ async function signIn(credential) {
   $("sign-in").hidden = true;
   $("library").hidden = false;
   $("sign-out").hidden = false;
-  view.stream = follow(api, { onEvent, onState, onProblem: problem });
+  view.stream = follow(api, {
+    onEvent,
+    onState,
+    onProblem: streamProblem,
+    // Back with no position to resume from (it dropped before any event came): read the page
+    // shown again, so nothing changed meanwhile is missed.
+    onResync: () => showOrSay(view.query, view.cursor),
+  });
 }
 
 function signOut(clearMessage = true) {
@@ -52,6 +69,7 @@ function signOut(clearMessage = true) {
   api.signOut();
   sessionStorage.removeItem(STORED);
   $("player").pause();
+  $("search").reset(); // the next one to sign in starts from the whole library
   $("library").hidden = true;
   $("sign-out").hidden = true;
   $("sign-in").hidden = false;
@@ -59,21 +77,44 @@ function signOut(clearMessage = true) {
 }
 
 // One page of /tracks for `query`, from `cursor` (null: the first page).
+// Answers can arrive out of order (a filter changed while the last search was on its way): one
+// to a request since superseded is dropped, answer or problem, and show() returns false.
 async function show(query, cursor) {
-  const page = await api.tracks({ ...query, cursor });
+  const asked = ++view.asked;
+  let page;
+  try {
+    page = await api.tracks({ ...query, cursor });
+  } catch (err) {
+    if (asked !== view.asked) return false;
+    throw err;
+  }
+  if (asked !== view.asked) return false;
   view.query = query;
   view.cursor = cursor;
   view.nextCursor = page.has_more ? page.next_cursor : null;
   $("tracks").replaceChildren(...page.items.map((t) => trackCard(t, play)));
+  suggestAccounts(page.items.map((t) => t.user));
   $("summary").textContent = page.total === 1 ? "1 track" : `${page.total} tracks`;
   $("next-page").disabled = view.nextCursor === null;
   $("first-page").disabled = cursor === null;
+  return true;
+}
+
+function suggestAccounts(users) {
+  const before = view.accounts.size;
+  for (const user of users) view.accounts.add(user);
+  if (view.accounts.size === before) return;
+  const options = [...view.accounts].sort().map((user) => {
+    const option = document.createElement("option");
+    option.value = user;
+    return option;
+  });
+  $("users").replaceChildren(...options);
 }
 
 async function showOrSay(query, cursor) {
   try {
-    await show(query, cursor);
-    say("");
+    if (await show(query, cursor)) say("");
   } catch (err) {
     problem(err);
   }
@@ -114,6 +155,8 @@ function onEvent(name, data) {
 }
 
 function onState(state) {
+  // Back live: what the stream had said while it was down no longer holds.
+  if (state === "live" && view.streamTrouble) say("");
   const shown = { live: "Live", reconnecting: "Reconnecting…", off: "" }[state];
   $("live-state").textContent = shown;
   $("live-state").dataset.state = state;
@@ -121,7 +164,12 @@ function onState(state) {
 }
 
 function currentQuery() {
-  return { q: $("q").value.trim(), status: $("status").value, type: $("type").value };
+  return {
+    q: $("q").value.trim(),
+    user: $("user").value.trim(),
+    status: $("status").value,
+    type: $("type").value,
+  };
 }
 
 let typing = null;
@@ -129,7 +177,7 @@ $("q").addEventListener("input", () => {
   clearTimeout(typing);
   typing = setTimeout(() => showOrSay(currentQuery(), null), 300);
 });
-for (const id of ["status", "type"]) {
+for (const id of ["user", "status", "type"]) {
   $(id).addEventListener("change", () => showOrSay(currentQuery(), null));
 }
 $("search").addEventListener("submit", (e) => {

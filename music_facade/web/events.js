@@ -8,8 +8,11 @@ const EVENTS = [
 ];
 const RECONNECT_MS = 3000;
 
-export function follow(api, { onEvent, onState, onProblem }) {
+// onResync(): the stream is back but had no position to resume from (it dropped before any
+// event came): whatever changed meanwhile must be read again (e.g. /tracks).
+export function follow(api, { onEvent, onState, onProblem, onResync }) {
   let last = null;
+  let opened = false;  // a stream was open before: reopening it without a position loses changes
   let source = null;
   let timer = null;
   let stopped = false;
@@ -23,12 +26,18 @@ export function follow(api, { onEvent, onState, onProblem }) {
       onProblem(err);
       // A refused credential will be refused again: stop; anything else may pass.
       if (err.status === 401 || err.status === 403) return stop();
-      return retry();
+      return retry(err.retryAfter);
     }
     if (stopped) return;
     const since = last === null ? "" : `&since=${encodeURIComponent(last)}`;
+    const resync = opened && last === null;
     source = new EventSource(api.base + ticket.url + since);
-    source.onopen = () => onState("live");
+    source.onopen = () => {
+      // Open first, then read again: a change in between comes both ways, never neither.
+      if (resync) onResync();
+      opened = true;
+      onState("live");
+    };
     source.onerror = () => {
       source.close();
       retry();
@@ -41,10 +50,12 @@ export function follow(api, { onEvent, onState, onProblem }) {
     }
   }
 
-  function retry() {
+  // Again after RECONNECT_MS, or after the wait the service asked for (429, 503: Retry-After),
+  // whichever is longer.
+  function retry(waitSeconds = null) {
     onState("reconnecting");
     clearTimeout(timer);
-    timer = setTimeout(open, RECONNECT_MS);
+    timer = setTimeout(open, Math.max(RECONNECT_MS, (waitSeconds || 0) * 1000));
   }
 
   function stop() {

@@ -39,7 +39,7 @@ export function trackCard(track, onPlay) {
   li.dataset.user = track.user;
   li.append(cover(track));
   const body = el("div", "body");
-  body.append(el("span", "title", track.title || "(untitled)"), el("span", "details", details(track)));
+  body.append(el("span", "title"), el("span", "details"));
   const progress = el("progress", "progress");
   progress.max = 100;
   body.append(progress, el("span", "status"));
@@ -56,6 +56,8 @@ export function trackCard(track, onPlay) {
 // 409 track_not_ready is the authority, and the page shows it.
 export function updateCard(li, track) {
   li.dataset.status = track.status;
+  li.querySelector(".title").textContent = track.title || "(untitled)";
+  li.querySelector(".details").textContent = details(track);
   li.querySelector(".status").textContent = statusText(track);
   const progress = li.querySelector(".progress");
   progress.hidden = track.status !== "generating";

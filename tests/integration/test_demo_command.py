@@ -1,9 +1,11 @@
 """`music-facade demo`'s command line as a newcomer meets it: --help names every flag, a busy
-port or a bad --config is one line naming what to change (exit 2, no traceback), and with a
-good --config the merged configuration is what the service runs with."""
+port or a bad --config is one line naming what to change (exit 2, no traceback), with a good
+--config the merged configuration is what the service runs with, and SIGHUP reloads it."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,7 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.demo import running_demo
+from tests.support.demo import Demo, running_demo
+from tests.support.waiting import wait_until
 
 
 def demo_command(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -81,3 +84,29 @@ def test_a_merged_config_and_extra_origins_are_what_the_service_runs(tmp_path: P
         assert "Access-Control-Allow-Origin" not in stranger.headers
         # The key is required: the demo is not open mode.
         assert requests.get(demo.url + "/music?user=studio", timeout=10).status_code == 401
+
+
+@pytest.mark.live
+def test_a_reload_applies_a_good_config_and_keeps_serving_through_a_bad_one(
+    tmp_path: Path,
+) -> None:
+    mine = tmp_path / "mine.toml"
+    mine.write_text('[limits]\ndefault = "1000/minute"\n')
+    argv = ["--port", "0", "--app-port", "0", "--config", str(mine)]
+
+    def policy(demo: Demo) -> str:
+        answer = requests.get(demo.url + "/music?user=studio", headers=demo.auth, timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.headers["RateLimit-Policy"]
+
+    with running_demo(argv, tmp_path) as demo:
+        assert f"kill -HUP {demo.proc.pid}" in "".join(demo.lines)  # the banner says how
+        mine.write_text('[limits]\ndefault = "999/minute"\n')
+        os.kill(demo.proc.pid, signal.SIGHUP)
+        wait_until(lambda: policy(demo) == '"music";q=999;w=60', 20)  # the same key still works
+        mine.write_text('[limits]\ndefault = "lots"\n')
+        os.kill(demo.proc.pid, signal.SIGHUP)
+        wait_until(lambda: "still serving the previous configuration" in demo.log.read_text(), 10)
+        assert policy(demo) == '"music";q=999;w=60'
+    said = demo.log.read_text()
+    assert "music-facade demo: reload: configuration error: limits.default: " in said

@@ -1,14 +1,23 @@
 """The example web app (examples/web) in a real browser, served by the real `music-facade demo`:
 headless Chromium (Debian's chromium + chromedriver, via Selenium) signs in with the demo's key,
-sees covers, searches, plays a track, watches a track generate, and reads a 401 as a message.
+sees covers, searches, plays a track, watches a track generate; reads each problem the service
+really answers (401 wrong and revoked keys, 403, 409, 429 with its wait, 503) as a message; and
+follows the live stream across a restart of the service's workers, missing nothing.
 
 The app's origin is the demo's --app-port, the service another port: every call is a real
-cross-origin fetch, so the page working at all proves CORS. Screenshots of each step go to a
-temporary directory, printed at the start (pytest shows it when the test fails).
+cross-origin fetch, so the page working at all proves CORS. One demo and one browser serve every
+test here (module scope); each test opens the page afresh. Screenshots of each step go under
+pytest's temporary directory, printed at the start (pytest shows it when a test fails).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +25,12 @@ from typing import Any
 import pytest
 import requests
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 
+from music_facade.auth import mint_key
 from tests.support.browser import MEDIA_FLAGS, chromium, webdriver
 from tests.support.demo import Demo, running_demo
+from tests.support.keys import bearer
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.browser]
@@ -35,6 +47,45 @@ max_calls_per_minute = 1000
 heartbeat = 0.5
 """
 
+# Two clients of the operator's beside the demo's own: one that may read the studio account
+# only (403 for any other), and one with a rate limit a few clicks exhaust (429).
+STUDIO_ONLY_KEY, STUDIO_ONLY_SHA = mint_key()
+TIGHT_KEY, TIGHT_SHA = mint_key()
+STUDIO_ONLY = f"""
+[[clients]]
+name = "studio-only"
+key_sha256 = "{STUDIO_ONLY_SHA}"
+users = ["studio"]
+"""
+TIGHT = f"""
+[[clients]]
+name = "tight"
+key_sha256 = "{TIGHT_SHA}"
+users = ["*"]
+rate_limit = "5/minute"
+"""
+
+# Recorded for the test before the page's own scripts run: every EventSource the page opens,
+# its URL (the ticket and since=) and every event it receives. The page's code is unchanged:
+# it still gets the browser's real EventSource, only watched.
+STREAM_RECORDER = """
+window.streams = [];
+const RealEventSource = window.EventSource;
+window.EventSource = class extends RealEventSource {
+  constructor(url, init) {
+    super(url, init);
+    const seen = { url: String(url), events: [] };
+    window.streams.push(seen);
+    for (const name of ["track.created", "track.progress", "track.completed",
+                        "track.failed", "track.updated", "track.deleted"]) {
+      this.addEventListener(name, (e) => {
+        seen.events.push({ name, id: e.lastEventId, data: e.data });
+      });
+    }
+  }
+};
+"""
+
 
 class Screenshots:
     """Numbered screenshots of the page, one per step, in one directory."""
@@ -49,30 +100,61 @@ class Screenshots:
         self.driver.save_screenshot(str(self.directory / f"{self.count:02d}-{step}.png"))
 
 
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    fast = tmp_path / "fast.toml"
-    fast.write_text(FAST)
-    argv = ["--port", "0", "--app-port", "0", "--config", str(fast)]
-    with running_demo(argv, tmp_path) as running:
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Under pytest's base temporary directory: it keeps the last three runs' to be looked at, and
+    # removes older ones, so runs never pile screenshots up.
+    return tmp_path_factory.mktemp("example-app")
+
+
+@pytest.fixture(scope="module")
+def settings(tmp: Path) -> Path:
+    """The --config file; a test may rewrite it and reload the demo."""
+    path = tmp / "mine.toml"
+    path.write_text(FAST + STUDIO_ONLY + TIGHT)
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp: Path, settings: Path) -> Iterator[Demo]:
+    argv = ["--port", "0", "--app-port", "0", "--config", str(settings)]
+    with running_demo(argv, tmp) as running:
+        assert running.app_url != running.url  # two origins: every call is cross-origin
+        wait_until(
+            lambda: (
+                requests.get(running.url + "/readyz", timeout=5).json()["checks"]["mirror"] == "ok"
+            ),
+            timeout=30,
+        )
         yield running
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    with chromium(tmp_path / "chromium-profile", *MEDIA_FLAGS) as driver:
+@pytest.fixture(scope="module")
+def browser(tmp: Path) -> Iterator[webdriver.Chrome]:
+    with chromium(tmp / "chromium-profile", *MEDIA_FLAGS) as driver:
         driver.set_window_size(1100, 1400)
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": STREAM_RECORDER})
         yield driver
 
 
-@pytest.fixture
-def shots(browser: webdriver.Chrome, tmp_path: Path) -> Screenshots:
-    # Under tmp_path: pytest keeps the last three runs' directories to be looked at, and removes
-    # older ones, so runs never pile screenshots up.
-    directory = tmp_path / "screenshots"
+@pytest.fixture(scope="module")
+def shots(browser: webdriver.Chrome, tmp: Path) -> Screenshots:
+    directory = tmp / "screenshots"
     directory.mkdir()
     print(f"screenshots of the example app: {directory}")
     return Screenshots(browser, directory)
+
+
+@pytest.fixture
+def page(demo: Demo, browser: webdriver.Chrome) -> webdriver.Chrome:
+    """The app, freshly loaded and signed out (the tab's sessionStorage keeps a key otherwise)."""
+    # A page of the app's origin that runs none of its scripts (the app itself would sign in
+    # again with the key it kept, while it is being cleared).
+    browser.get(demo.app_url + "/README.md")
+    js(browser, "sessionStorage.clear();")
+    browser.get(demo.app_url + "/")
+    js(browser, "window.notReloaded = true;")
+    return browser
 
 
 def js(driver: webdriver.Chrome, script: str, *args: Any) -> Any:
@@ -93,11 +175,52 @@ def total(driver: webdriver.Chrome) -> int:
     return int(summary[0]) if summary else -1
 
 
+def cards(driver: webdriver.Chrome, attribute: str) -> list[str]:
+    """One data-* attribute (id, user, status) of every card in the library's list."""
+    found: list[str] = js(
+        driver,
+        "return [...document.querySelectorAll('#tracks .track')]"
+        ".map(t => t.dataset[arguments[0]]);",
+        attribute,
+    )
+    return found
+
+
+def only_completed_studio_tracks(driver: webdriver.Chrome) -> bool:
+    """The list shows the filter user=studio, status=completed (and not an earlier answer)."""
+    return set(cards(driver, "user")) == {"studio"} and set(cards(driver, "status")) == {
+        "completed"
+    }
+
+
+def hidden(driver: webdriver.Chrome, element_id: str) -> bool:
+    found: bool = js(driver, "return document.getElementById(arguments[0]).hidden;", element_id)
+    return found
+
+
 def sign_in(driver: webdriver.Chrome, key: str) -> None:
     field = driver.find_element(By.ID, "key")
     field.clear()
     field.send_keys(key)
     driver.find_element(By.CSS_SELECTOR, "#sign-in button[type=submit]").click()
+
+
+def signed_in(driver: webdriver.Chrome) -> bool:
+    """The library is shown (the summary alone may be left from an earlier sign-in)."""
+    return not hidden(driver, "library") and total(driver) > 0
+
+
+def sign_out(driver: webdriver.Chrome) -> None:
+    driver.find_element(By.ID, "sign-out").click()
+    wait_until(lambda: not hidden(driver, "sign-in"), 5)
+
+
+def filter_by(driver: webdriver.Chrome, element_id: str, value: str) -> None:
+    """Type into a filter field and leave it (its change event), as a user does."""
+    field = driver.find_element(By.ID, element_id)
+    field.clear()
+    field.send_keys(value)
+    js(driver, "arguments[0].dispatchEvent(new Event('change'));", field)
 
 
 def until(condition: Callable[[], bool], timeout: float, shots: Screenshots, step: str) -> None:
@@ -109,23 +232,28 @@ def until(condition: Callable[[], bool], timeout: float, shots: Screenshots, ste
         raise
 
 
+def reload_demo(demo: Demo) -> None:
+    """The demo's reload (SIGHUP): it merges --config again and gunicorn replaces its workers,
+    whose open /events streams end."""
+    os.kill(demo.proc.pid, signal.SIGHUP)
+
+
+def sandbox_origin(demo: Demo) -> str:
+    control, _ = demo.add_track
+    return control.split("/_sandbox/", 1)[0]
+
+
 def test_the_example_app_in_a_real_browser(
-    demo: Demo, browser: webdriver.Chrome, shots: Screenshots
+    demo: Demo, page: webdriver.Chrome, shots: Screenshots
 ) -> None:
-    assert demo.app_url != demo.url  # two origins: every call the page makes is cross-origin
-    wait_until(
-        lambda: requests.get(demo.url + "/readyz", timeout=5).json()["checks"]["mirror"] == "ok",
-        timeout=30,
-    )
-    browser.get(demo.app_url + "/")
-    js(browser, "window.notReloaded = true;")
+    browser = page
     shots.take("signed-out")
 
     # A wrong key: the 401 problem, as a sentence with its title.
     sign_in(browser, "mf_not-a-key-this-demo-minted")
     until(lambda: "401" in text(browser, "#message"), 10, shots, "wrong-key")
     assert "The credential is not valid" in text(browser, "#message")
-    assert js(browser, "return document.getElementById('library').hidden;")
+    assert hidden(browser, "library")
     shots.take("wrong-key")
 
     # The demo's key: the library, from another origin (CORS), with covers.
@@ -149,9 +277,7 @@ def test_the_example_app_in_a_real_browser(
 
     # Paging with next_cursor: the next page shows other tracks.
     def shown() -> list[str]:
-        ids: list[str] = js(browser, "return [...document.querySelectorAll('#tracks .track')]"
-                                     ".map(t => t.dataset.id);")  # fmt: skip
-        return ids
+        return cards(browser, "id")
 
     first_page = shown()
     browser.find_element(By.ID, "next-page").click()
@@ -207,4 +333,196 @@ def test_the_example_app_in_a_real_browser(
     assert len(progress) >= 2, seen
     assert progress == sorted(progress), seen
     assert seen[-1] == "completed"
+    assert js(browser, "return window.notReloaded === true;")
+
+
+def test_each_problem_the_service_answers_reads_as_a_message(
+    demo: Demo, settings: Path, page: webdriver.Chrome, shots: Screenshots
+) -> None:
+    browser = page
+
+    def message() -> str:
+        return text(browser, "#message")
+
+    # 403: a key whose client may read the studio account only, asking for another account.
+    sign_in(browser, STUDIO_ONLY_KEY)
+    until(lambda: signed_in(browser), 15, shots, "studio-only")
+    assert set(cards(browser, "user")) == {"studio"}  # its scope, without asking
+    filter_by(browser, "user", "edge")
+    until(lambda: "403" in message(), 10, shots, "forbidden")
+    refused = requests.get(
+        demo.url + "/tracks", params={"user": "edge"}, headers=bearer(STUDIO_ONLY_KEY), timeout=5
+    )
+    assert refused.status_code == 403
+    assert message().startswith("Not allowed (403): " + refused.json()["title"])
+    shots.take("forbidden")
+    filter_by(browser, "user", "studio")  # its own account again: the message goes
+    until(lambda: message() == "" and total(browser) > 0, 10, shots, "own-account")
+
+    # 401 for a key that worked: the operator takes its client out of the configuration and
+    # reloads. The page finds out at its next call (its live stream reconnecting to the new
+    # workers) and is back at the sign-in form.
+    settings.write_text(FAST + TIGHT)
+    reload_demo(demo)
+    wait_until(
+        lambda: (
+            requests.get(
+                demo.url + "/tracks", headers=bearer(STUDIO_ONLY_KEY), timeout=5
+            ).status_code
+            == 401
+        ),
+        20,
+    )
+    until(lambda: "401" in message(), 15, shots, "revoked")
+    assert message().startswith("Not signed in (401): ")
+    assert not hidden(browser, "sign-in")
+    assert hidden(browser, "library")
+    shots.take("revoked")
+
+    # 429 with its wait: a client allowed 5 requests a minute, searching until it is refused.
+    sign_in(browser, TIGHT_KEY)
+    until(lambda: signed_in(browser), 15, shots, "tight")
+    search = browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]")
+    searched: list[float] = []
+
+    def refused_for_now() -> bool:
+        if "429" in message():
+            return True
+        if not searched or time.monotonic() - searched[-1] > 0.25:  # a user's pace, not a flood
+            search.click()
+            searched.append(time.monotonic())
+        return False
+
+    until(refused_for_now, 15, shots, "rate-limited")
+    limited = requests.get(demo.url + "/tracks", headers=bearer(TIGHT_KEY), timeout=5)
+    assert limited.status_code == 429
+    said = re.fullmatch(r"Too many requests \(429\): (.+)\. Try again in (\d+) s\.", message())
+    assert said, message()
+    assert said[1].startswith(limited.json()["title"])
+    assert 1 <= int(said[2]) <= 60
+    shots.take("rate-limited")
+    sign_out(browser)
+
+    # 503 with its wait: the upstream rate-limits the studio account (the sandbox's fault), so
+    # the service answers the page's Play with 503 upstream_rate_limited and Retry-After.
+    sign_in(browser, demo.key)
+    until(lambda: signed_in(browser), 15, shots, "demo-key")
+    filter_by(browser, "user", "studio")
+    Select(browser.find_element(By.ID, "status")).select_by_value("completed")
+    until(lambda: message() == "" and only_completed_studio_tracks(browser), 10, shots, "completed")
+    sandbox = sandbox_origin(demo)
+    downloaded = {
+        call["path"].rsplit("-job:", 1)[-1]
+        for call in requests.get(sandbox + "/_sandbox/calls", timeout=5).json()["calls"]
+        if "/download/" in call["path"]
+    }
+    # Tracks whose audio link the service has never asked for, so none is cached.
+    fresh = [track for track in cards(browser, "id") if track not in downloaded]
+    assert fresh
+    armed = requests.put(
+        sandbox + "/_sandbox/faults/1001",
+        json={"fault": {"kind": "rate_limited", "seconds": 3}},
+        timeout=5,
+    )
+    assert armed.status_code == 200, armed.text
+    try:
+        browser.find_element(By.CSS_SELECTOR, f"#tracks .track[data-id='{fresh[0]}'] .play").click()
+        until(lambda: "503" in message(), 10, shots, "unavailable")
+    finally:
+        requests.delete(sandbox + "/_sandbox/faults/1001", timeout=5)
+    said = re.fullmatch(
+        r"The service is unavailable right now \(503\): (.+)\. Try again in (\d+) s\.", message()
+    )
+    assert said, message()
+    assert 1 <= int(said[2]) <= 3
+    shots.take("unavailable")
+
+
+def test_the_live_stream_resumes_after_a_drop_and_misses_nothing(
+    demo: Demo, page: webdriver.Chrome, shots: Screenshots
+) -> None:
+    """The service's workers restart (the demo's reload) while the browser is offline, and a
+    track changes meanwhile: once back, the page asks for a new ticket, resumes with since= the
+    last event it saw, and the change arrives exactly once."""
+    browser = page
+    sign_in(browser, demo.key)
+
+    def state() -> str:
+        found: str = js(browser, "return document.getElementById('live-state').dataset.state;")
+        return found
+
+    until(lambda: state() == "live", 15, shots, "live")
+    filter_by(browser, "user", "studio")
+    Select(browser.find_element(By.ID, "status")).select_by_value("completed")
+    until(lambda: only_completed_studio_tracks(browser), 10, shots, "studio")
+    track = cards(browser, "id")[0]
+    edit = f"{sandbox_origin(demo)}/_sandbox/accounts/1001/tracks/{track}"
+    title = f"#tracks .track[data-id='{track}'] .title"
+
+    def rename(new: str) -> None:
+        done = requests.patch(edit, json={"title": new}, timeout=5)
+        assert done.status_code == 200, done.text
+
+    # A change while live: the card follows it, and the page now has a position to resume from.
+    before = f"Before {uuid.uuid4().hex[:8]}"
+    rename(before)
+    until(lambda: text(browser, title) == before, 15, shots, "live-change")
+    last = js(browser, "const s = window.streams; return s[s.length - 1].events.at(-1).id;")
+    opened = js(browser, "return window.streams.length;")
+
+    # The workers restart: the stream drops. The browser goes offline before the page's retry
+    # (RECONNECT_MS, 3 s) comes due, so it cannot come back yet.
+    browser.execute_cdp_cmd("Network.enable", {})
+    offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    reload_demo(demo)
+    until(lambda: state() == "reconnecting", 15, shots, "dropped")
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
+    try:
+        assert js(browser, "return window.streams.length;") == opened  # not back before that
+        away = f"While away {uuid.uuid4().hex[:8]}"
+        rename(away)
+
+        def logged() -> bool:
+            changes = requests.get(
+                demo.url + "/changes", params={"since": last}, headers=demo.auth, timeout=5
+            ).json()["changes"]
+            return any(c["id"] == track and c["track"]["title"] == away for c in changes)
+
+        wait_until(logged, 20)  # in the change log while the page is still away
+        assert state() == "reconnecting"
+        assert text(browser, title) == before
+        shots.take("away")
+    finally:
+        online = {**offline, "offline": False}
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", online)
+
+    until(lambda: text(browser, title) == away, 20, shots, "resumed")
+    until(lambda: state() == "live", 10, shots, "live-again")
+    shots.take("resumed")
+    streams = js(browser, "return window.streams;")
+    resumed = streams[-1]
+    assert len(streams) > opened
+    assert f"since={last}" in resumed["url"]  # a new ticket, resuming after the last event
+    assert (
+        resumed["url"].split("ticket=")[1].split("&")[0]
+        != (streams[opened - 1]["url"].split("ticket=")[1].split("&")[0])
+    )
+
+    def arrivals(new: str) -> list[int]:
+        """Which streams (by number) brought the change that titled the track `new`."""
+        found = js(browser, "return window.streams;")
+        return [
+            number
+            for number, stream in enumerate(found)
+            for event in stream["events"]
+            if json.loads(event["data"]).get("track", {}).get("title") == new
+        ]
+
+    # Exactly once: the resumed stream's replay brought it; a later change arriving after it
+    # shows the stream has gone past it without bringing it again.
+    after = f"After {uuid.uuid4().hex[:8]}"
+    rename(after)
+    until(lambda: text(browser, title) == after, 15, shots, "after")
+    assert arrivals(away) == [len(streams) - 1]
+    assert arrivals(after) == [len(streams) - 1]
     assert js(browser, "return window.notReloaded === true;")
