@@ -86,6 +86,13 @@ export class Api {
     return this.request(`/music/${encodeURIComponent(track.id)}/audio?${query}`);
   }
 
+  // GET /changes from `since`, one change: whether the change log still holds that position
+  // (a 410 changes_expired otherwise, which an EventSource could not show).
+  changesSince(since) {
+    const query = new URLSearchParams({ since, limit: "1" });
+    return this.request(`/changes?${query}`);
+  }
+
   // POST /events/tickets: a single-use ticket to open /events with (EventSource cannot send
   // an Authorization header, and a credential never goes in a URL).
   ticket() {

@@ -19,6 +19,17 @@ export function follow(api, { onEvent, onState, onProblem, onResync }) {
 
   async function open() {
     if (stopped) return;
+    if (last !== null) {
+      // A refused EventSource shows no status: a position the log no longer holds (410
+      // changes_expired, after a long time away) would be retried forever. /changes answers the
+      // same 410: then start from now, and read the list again once live (onResync).
+      try {
+        await api.changesSince(last);
+      } catch (err) {
+        if (err.status === 410) last = null;  // anything else: the ticket below meets it too
+      }
+      if (stopped) return;
+    }
     let ticket;
     try {
       ticket = await api.ticket();
