@@ -22,7 +22,7 @@ export function describe(err, base) {
       }
       return `Conflict (409): ${said}.`;
     case 429:
-      return `Too many requests (429): ${said}.${wait || " Wait a moment and try again."}`;
+      return `Slow down (429): ${said}.${wait || " Wait a moment and try again."}`;
     case 503:
       return `The service is unavailable right now (503): ${said}.` +
         (wait || " Try again in a moment.");

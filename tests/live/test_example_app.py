@@ -396,7 +396,7 @@ def test_each_problem_the_service_answers_reads_as_a_message(
     until(refused_for_now, 15, shots, "rate-limited")
     limited = requests.get(demo.url + "/tracks", headers=bearer(TIGHT_KEY), timeout=5)
     assert limited.status_code == 429
-    said = re.fullmatch(r"Too many requests \(429\): (.+)\. Try again in (\d+) s\.", message())
+    said = re.fullmatch(r"Slow down \(429\): (.+)\. Try again in (\d+) s\.", message())
     assert said, message()
     assert said[1].startswith(limited.json()["title"])
     assert 1 <= int(said[2]) <= 60
