@@ -64,12 +64,13 @@ class Backends:
         store = SharedStore(
             settings.redis, on_error=measures.redis_error, on_status=measures.redis_status
         )
+        shared_pages = SharedBackend(store, pages, settings.cache, clock)
         return cls(
-            pages=SharedBackend(store, pages, settings.cache, clock),
+            pages=shared_pages,
             guard_store=SharedGuardStore(store, clock),
             limit_storage=SharedLimitStorage(store, SweptMemoryStorage()),
             tickets=SharedTicketStore(store, MemoryTicketStore(clock)),
             stream_leases=SharedStreamLeases(store, MemoryStreamLeases(clock)),
-            fleet=FleetFlights(store, settings.upstream.exchange_deadline + 1),
+            fleet=FleetFlights(store, settings.upstream.exchange_deadline + 1, shared_pages),
             store=store,
         )

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TypeVar
 
 import redis
@@ -24,6 +25,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FIRST_BACKOFF = 0.5  # seconds after the first failure; doubles up to settings.backoff_max
+
+GUARD_GENERATION = "guards:gen"
+"""The key (under the prefix) that every change of any account's guard state sets to a new
+random value (music_facade/guards/shared.py)."""
+seen_generation: ContextVar[str | None] = ContextVar("seen_generation", default=None)
+"""The guard generation a page's load read from Redis in the same exchange as the page and its
+lock (music_facade/shared/flights.py), set only while that load runs: a guard state this
+process read or wrote at that generation is current, and needs no round trip of its own."""
 
 
 def digest(key: str) -> str:
