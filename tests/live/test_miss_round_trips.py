@@ -3,6 +3,7 @@ guard on the miss path's cost with Redis, which is mostly round trips."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -97,3 +98,45 @@ def test_a_guard_state_changed_elsewhere_is_read_once_then_known(
     with CommandLog(redis_server) as log:
         assert two.test_client().get(PAGE).status_code == 200
     assert log.commands == ["EVALSHA", "EVALSHA"]  # known at this generation: no read
+
+
+def test_a_stale_page_in_redis_is_served_by_another_replica_when_the_upstream_fails(
+    replica: Replica, sandbox: SandboxServer, redis_server: RedisServer
+) -> None:
+    now = [3_000_000.0]
+    one = replica(clock=lambda: now[0], cache_ttl=30)
+    fresh = one.test_client().get(PAGE)
+    assert fresh.status_code == 200
+    now[0] += 40  # stale, still within stale_if_error
+    two = replica(clock=lambda: now[0], cache_ttl=30)  # its memory has never seen PAGE
+    sandbox.state.set_fault("1001", {"kind": "status", "status": 500}, times=1)
+    with CommandLog(redis_server) as log:
+        stale = two.test_client().get(PAGE)
+    assert stale.status_code == 200
+    assert stale.get_data() == fresh.get_data()
+    assert "detail=stale-if-error" in stale.headers["Cache-Status"]
+    # The look found the stale page and took the lock; the failure started a streak (the
+    # guards' transaction, as before); the end released the lock with the failure.
+    assert log.commands[0] == log.commands[-1] == "EVALSHA"
+    assert log.commands[1:-1] == ["WATCH", "GET", "MULTI", "SET", "SET", "EXEC"], log.commands
+
+
+def test_a_link_with_its_own_expiry_is_shared_and_not_served_past_it(
+    replica: Replica, sandbox: SandboxServer
+) -> None:
+    now = [time.time()]
+    audio = "/music/6dc9a08fa3e7d6a/audio?user=studio"  # account 1001's third song: completed
+    one, two = replica(clock=lambda: now[0]), replica(clock=lambda: now[0])
+    first = one.test_client().get(audio, headers={"Accept": "application/json"})
+    assert first.status_code == 200
+    calls = sandbox.state.call_count()
+    second = two.test_client().get(audio, headers={"Accept": "application/json"})
+    assert second.headers["Cache-Status"].startswith("music-facade; hit; ttl=")
+    assert second.get_data() == first.get_data()
+    assert sandbox.state.call_count() == calls
+    # Past the link's own expiry (well within the cache's ttl): a new one from the upstream.
+    now[0] += 3600
+    third = two.test_client().get(audio, headers={"Accept": "application/json"})
+    assert third.status_code == 200
+    assert "fwd=stale; stored" in third.headers["Cache-Status"]
+    assert sandbox.state.call_count() > calls
