@@ -63,6 +63,7 @@ class SharedGuardStore:
         return self.store.key("guard", user_id)
 
     def _keep(self, user_id: str, state: AccountGuard, generation: Any) -> None:
+        # No generation in Redis: "", which no load's generation equals (a missing one is set).
         tag = generation.decode() if isinstance(generation, bytes) else str(generation or "")
         with self._lock:
             self._known[user_id] = (state, tag)

@@ -28,11 +28,12 @@ FIRST_BACKOFF = 0.5  # seconds after the first failure; doubles up to settings.b
 
 GUARD_GENERATION = "guards:gen"
 """The key (under the prefix) that every change of any account's guard state sets to a new
-random value (music_facade/guards/shared.py)."""
+random value (music_facade/guards/shared.py); a page's look sets one when it is missing."""
 seen_generation: ContextVar[str | None] = ContextVar("seen_generation", default=None)
 """The guard generation a page's load read from Redis in the same exchange as the page and its
-lock (music_facade/shared/flights.py), set only while that load runs: a guard state this
-process read or wrote at that generation is current, and needs no round trip of its own."""
+lock (music_facade/shared/flights.py), set only while that load runs (None when Redis could not
+keep one): a guard state this process read or wrote at that generation is current, and needs no
+round trip of its own."""
 
 
 def digest(key: str) -> str:

@@ -53,10 +53,17 @@ return redis.call('publish', ARGV[2], ARGV[3])
 """
 # A page's miss in one exchange: the page if it is still fresh (PageCache's rule: its own expiry,
 # else stored_at + ttl, against the caller's clock), else the lock taken if free, else how long
-# it has left; with the guard generation, so the load's guard checks need no round trip.
+# it has left; with the guard generation, so the load's guard checks need no round trip. A
+# generation that is missing (never set, or evicted) is set to the caller's token, unique like
+# every generation, so no kept guard state can match it by chance; if Redis refuses the write
+# (full) there is none, and the guards read as they would without it.
 _LOOK = """
 local page = redis.call('get', KEYS[1])
 local gen = redis.call('get', KEYS[3])
+if not gen then
+  local set = redis.pcall('set', KEYS[3], ARGV[3])
+  if type(set) == 'table' and set.err then gen = false else gen = ARGV[3] end
+end
 if page then
   local stored, expires = string.match(page, '^([^ \\n]+) ?([^\\n]*)\\n')
   local now, left = tonumber(ARGV[1]), nil
@@ -249,7 +256,7 @@ class FleetFlights:
         pages = self._pages()
         page: CachedPage | None = None
         problem: dict[str, Any] | None = None
-        current = seen_generation.set(generation.decode() if generation else "")
+        current = seen_generation.set(generation.decode() if generation else None)
         try:
             page = make()
             return page

@@ -3,6 +3,7 @@ guard on the miss path's cost with Redis, which is mostly round trips."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,6 +13,7 @@ from flask import Flask
 
 from music_facade.config import RedisSettings, Secret
 from music_facade.sandbox import SandboxServer
+from music_facade.sandbox.app import encode_cursor
 from music_facade.shared.flights import FleetFlights
 from tests.support.helpers import AppFactory
 from tests.support.redis_server import CommandLog, RedisServer
@@ -140,3 +142,21 @@ def test_a_link_with_its_own_expiry_is_shared_and_not_served_past_it(
     assert third.status_code == 200
     assert "fwd=stale; stored" in third.headers["Cache-Status"]
     assert sandbox.state.call_count() > calls
+
+
+def test_a_guard_generation_evicted_from_redis_never_passes_for_the_kept_one(
+    replica: Replica, sandbox: SandboxServer, redis_server: RedisServer
+) -> None:
+    now = [4_000_000.0]
+    app = replica(clock=lambda: now[0])
+    assert app.test_client().get(PAGE).status_code == 200  # the account's state kept: clear
+    # A cooldown set in Redis, and the generation that said so evicted (allkeys-lru).
+    redis = redis_server.client()
+    redis.set("t:guard:1001", json.dumps({"cooldown_until": now[0] + 20}))
+    redis.delete("t:guards:gen")
+    refused = app.test_client().get(
+        "/music?user=studio&type=song&cursor=" + encode_cursor("1001", "song", 10)
+    )
+    assert refused.status_code == 503
+    assert refused.get_json()["code"] == "upstream_rate_limited"
+    assert sandbox.state.call_count() == 2  # OTHER and PAGE; nothing after the cooldown
