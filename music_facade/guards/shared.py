@@ -9,8 +9,10 @@ Every change also sets the guard generation (one key for all accounts) to a new 
 the same transaction, and the process keeps each state it read or wrote with the generation it
 was current at. A page's miss reads the generation in the exchange that takes the page's lock
 (music_facade/shared/flights.py); while that load runs, a kept state of the same generation is
-what Redis holds, so the guards ask nothing more. Any other call reads the state and the
-generation in one round trip, as a plain read did.
+what Redis holds, so the guards ask nothing more. A check after the upstream call made on such a
+state is made again once the load ends if the generation moved during the call (the load's end
+reads it again). Any other call reads the state and the generation in one round trip, as a
+plain read did.
 """
 
 from __future__ import annotations
@@ -70,22 +72,39 @@ class SharedGuardStore:
 
     def read(self, user_id: str) -> AccountGuard:
         """The shared state, or this process's own while Redis is unavailable."""
-        seen = seen_generation.get()
-        if seen is not None:
+        return self._read(user_id)[0]
+
+    def read_after_call(self, user_id: str, again: Callable[[], None]) -> AccountGuard:
+        """As read(); a state kept from before the call has again() called once the page's
+        load ends, if the guard generation moved meanwhile."""
+        state, kept = self._read(user_id)
+        view = seen_generation.get()
+        if kept and view is not None:
+            view.again.append(again)
+        return state
+
+    def _read(self, user_id: str) -> tuple[AccountGuard, bool]:
+        """The state, and whether it is the one kept at the running load's generation."""
+        view = seen_generation.get()
+        if view is not None:
             with self._lock:
                 known = self._known.get(user_id)
             # A counting state (a failure streak, an open breaker) expires in Redis after
             # COUNTING_TTL without a new generation: only states with their own end are kept.
-            if known is not None and known[1] == seen and not math.isinf(known[0].expires_at()):
-                return known[0]
+            if (
+                known is not None
+                and known[1] == view.generation
+                and not math.isinf(known[0].expires_at())
+            ):
+                return known[0], True
         key = self._key(user_id)
         try:
             values: list[Any] = self.store.call(lambda r: r.mget([key, self.generation]))  # type: ignore[arg-type,return-value]
         except StoreUnavailable:
-            return self.fallback.read(user_id)
+            return self.fallback.read(user_id), False
         state = _decode(values[0])
         self._keep(user_id, state, values[1])
-        return state
+        return state, False
 
     def change(self, user_id: str, update: Callable[[AccountGuard], AccountGuard]) -> AccountGuard:
         """Apply update atomically in Redis (retried on a concurrent change), else in memory."""

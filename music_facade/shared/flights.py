@@ -32,7 +32,14 @@ from typing import Any, TypeVar
 
 from ..cache import CachedPage
 from ..errors import UpstreamFailure, failure_from_body
-from . import GUARD_GENERATION, SharedStore, StoreUnavailable, digest, seen_generation
+from . import (
+    GUARD_GENERATION,
+    GuardView,
+    SharedStore,
+    StoreUnavailable,
+    digest,
+    seen_generation,
+)
 from .pages import SharedBackend, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -80,12 +87,13 @@ if redis.call('set', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return {'lead',
 return {'wait', gen, page, redis.call('pttl', KEYS[2])}
 """
 # A leader's end in one exchange: the page stored (when there is one), the lock released if
-# still ours, the waiters woken. pcall: a full Redis (maxmemory, noeviction) refuses the SET,
-# and the leader must still release and wake.
+# still ours, the waiters woken; and the guard generation now. pcall: a full Redis (maxmemory,
+# noeviction) refuses the SET, and the leader must still release and wake.
 _STORE_AND_RELEASE = """
 if ARGV[1] ~= '' then redis.pcall('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) end
-return redis.call('publish', ARGV[4], ARGV[5])
+redis.call('publish', ARGV[4], ARGV[5])
+return redis.call('get', KEYS[3])
 """
 FOLLOW_POLL = 0.5
 """Seconds a waiter waits for the wake-up before it looks at the page and the lock itself."""
@@ -253,10 +261,10 @@ class FleetFlights:
         generation: bytes | None,
         make: Callable[[], CachedPage],
     ) -> CachedPage:
-        pages = self._pages()
         page: CachedPage | None = None
         problem: dict[str, Any] | None = None
-        current = seen_generation.set(generation.decode() if generation else None)
+        view = GuardView(generation.decode()) if generation else None
+        current = seen_generation.set(view)
         try:
             page = make()
             return page
@@ -265,26 +273,44 @@ class FleetFlights:
             raise
         finally:
             seen_generation.reset(current)
-            if page is not None:
-                pages.local.set(key, page)
-            message = json.dumps({"key": digest(key), "problem": problem}, separators=(",", ":"))
-            value = pack(page) if page is not None else b""
-            args: list[bytes | str | int] = [
-                value,
-                pages.retention_ms,
-                token,
-                self.channel,
-                message,
-            ]
-            try:
-                self.store.call(
-                    lambda r: self._store_and_release(keys=[page_key, lock], args=args, client=r)
-                )
-            except StoreUnavailable:
-                # Redis is backed off (or failed just now): the page stays in this process's
-                # tier; the listener retries the release and the wake-up.
-                until = self.store.clock() + self.lock_ms / 1000
-                self._pending.append(_Release(lock, token, message, until))
+            self._end(key, page_key, lock, token, page, problem, view)
+
+    def _end(
+        self,
+        key: str,
+        page_key: str,
+        lock: str,
+        token: str,
+        page: CachedPage | None,
+        problem: dict[str, Any] | None,
+        view: GuardView | None,
+    ) -> None:
+        """Store the page, release the lock, wake the waiters; then the guards' checks again
+        if any account's guard state changed while the page was made."""
+        pages = self._pages()
+        if page is not None:
+            pages.local.set(key, page)
+        message = json.dumps({"key": digest(key), "problem": problem}, separators=(",", ":"))
+        value = pack(page) if page is not None else b""
+        args: list[bytes | str | int] = [
+            value,
+            pages.retention_ms,
+            token,
+            self.channel,
+            message,
+        ]
+        keys = [page_key, lock, self._generation]
+        now: Any = None
+        try:
+            now = self.store.call(lambda r: self._store_and_release(keys=keys, args=args, client=r))
+        except StoreUnavailable:
+            # Redis is backed off (or failed just now): the page stays in this process's
+            # tier; the listener retries the release and the wake-up.
+            until = self.store.clock() + self.lock_ms / 1000
+            self._pending.append(_Release(lock, token, message, until))
+        if view is not None and view.again and now != view.generation.encode():
+            for check in view.again:
+                check()
 
     def _lead(
         self,

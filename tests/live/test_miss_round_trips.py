@@ -4,6 +4,7 @@ guard on the miss path's cost with Redis, which is mostly round trips."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -160,3 +161,24 @@ def test_a_guard_generation_evicted_from_redis_never_passes_for_the_kept_one(
     assert refused.status_code == 503
     assert refused.get_json()["code"] == "upstream_rate_limited"
     assert sandbox.state.call_count() == 2  # OTHER and PAGE; nothing after the cooldown
+
+
+def test_a_failure_recorded_elsewhere_during_the_call_is_ended_by_its_success(
+    replica: Replica, sandbox: SandboxServer, redis_server: RedisServer
+) -> None:
+    app = replica()
+    redis = redis_server.client()
+    sandbox.state.set_fault("1001", {"kind": "latency", "seconds": 0.5}, times=1)
+    answered: list[int] = []
+    call = threading.Thread(target=lambda: answered.append(app.test_client().get(PAGE).status_code))
+    call.start()
+    deadline = time.monotonic() + 5
+    while sandbox.state.call_count() < 2 and time.monotonic() < deadline:  # OTHER, then PAGE
+        time.sleep(0.01)  # poll interval
+    # Another replica's outage for the account, recorded while this one's call is under way.
+    redis.set("t:guard:1001", json.dumps({"failures": 1}))
+    redis.set("t:guards:gen", "another-replicas-change")
+    call.join(5)
+    assert answered == [200]
+    # The success ended the streak, as a read after the call would have: no state is left.
+    assert redis.get("t:guard:1001") is None
