@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from cachetools import TTLCache
 
@@ -20,8 +20,6 @@ from .errors import UpstreamFailure
 log = logging.getLogger(__name__)
 
 NAME = "music-facade"
-
-T = TypeVar("T")
 
 
 # What a cached body is: the first part of its key, so no two kinds share an entry.

@@ -110,7 +110,6 @@ class SharedGuardStore:
         """Apply update atomically in Redis (retried on a concurrent change), else in memory."""
         key = self._key(user_id)
         result: list[AccountGuard] = []
-
         generation = uuid.uuid4().hex
 
         def transaction(pipe: redis.client.Pipeline) -> None:

@@ -217,7 +217,10 @@ class FleetFlights:
                         return remote, "collapsed" if waited else "hit"
                     seen(remote)
                 if status == b"fresh":
-                    continue  # fresh by Redis's arithmetic, not by ours: a moment later, not
+                    # Fresh by the script's reading, not by ours (a value this process cannot
+                    # read, or the very moment it goes stale): no lock was taken, so load on
+                    # our own, which also replaces the value, rather than ask again.
+                    return self._alone(key, make), "stored"
                 if status == b"lead":
                     page = self._lead_page(key, page_key, lock, token, generation, make)
                     return page, "stored"

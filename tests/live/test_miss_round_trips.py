@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from music_facade.cache import list_key
 from music_facade.config import RedisSettings, Secret
 from music_facade.sandbox import SandboxServer
 from music_facade.sandbox.app import encode_cursor
+from music_facade.shared import digest
 from music_facade.shared.flights import FleetFlights
 from tests.support.helpers import AppFactory
 from tests.support.redis_server import CommandLog, RedisServer
@@ -182,3 +184,18 @@ def test_a_failure_recorded_elsewhere_during_the_call_is_ended_by_its_success(
     assert answered == [200]
     # The success ended the streak, as a read after the call would have: no state is left.
     assert redis.get("t:guard:1001") is None
+
+
+def test_a_damaged_page_in_redis_is_replaced_not_waited_on(
+    replica: Replica, sandbox: SandboxServer, redis_server: RedisServer
+) -> None:
+    app = replica()
+    page_key = "t:page:" + digest(list_key("1001", "song", None))
+    # Fresh by its time, but not a page this version can read (its ETag is not ASCII).
+    redis_server.client().set(page_key, b"9999999999.0\n\xff\xfe\n{}")
+    started = time.monotonic()
+    resp = app.test_client().get(PAGE)
+    assert resp.status_code == 200
+    assert resp.headers["Cache-Status"] == "music-facade; fwd=miss; stored"
+    assert time.monotonic() - started < 1
+    assert redis_server.client().get(page_key) != b"9999999999.0\n\xff\xfe\n{}"
