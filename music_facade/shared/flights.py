@@ -60,10 +60,12 @@ return redis.call('publish', ARGV[2], ARGV[3])
 """
 # A page's miss in one exchange: the page if it is still fresh (PageCache's rule: its own expiry,
 # else stored_at + ttl, against the caller's clock), else the lock taken if free, else how long
-# it has left; with the guard generation, so the load's guard checks need no round trip. A
-# generation that is missing (never set, or evicted) is set to the caller's token, unique like
-# every generation, so no kept guard state can match it by chance; if Redis refuses the write
-# (full) there is none, and the guards read as they would without it.
+# it has left, noting that a process waits (KEYS[4], for as long as the lock lives; if Redis
+# is too full to note it, the waiter still looks again every FOLLOW_POLL); with the guard
+# generation, so the load's guard checks need no round trip. A generation that is missing
+# (never set, or evicted) is set to the caller's token, unique like every generation, so no
+# kept guard state can match it by chance; if Redis refuses the write (full) there is none,
+# and the guards read as they would without it.
 _LOOK = """
 local page = redis.call('get', KEYS[1])
 local gen = redis.call('get', KEYS[3])
@@ -84,15 +86,19 @@ if page then
   if left and left > 0 then return {'fresh', gen, page} end
 end
 if redis.call('set', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return {'lead', gen, page} end
-return {'wait', gen, page, redis.call('pttl', KEYS[2])}
+local left = redis.call('pttl', KEYS[2])
+redis.pcall('set', KEYS[4], '1', 'PX', left > 0 and left or ARGV[4])
+return {'wait', gen, page, left}
 """
 # A leader's end in one exchange: the page stored (when there is one), the lock released if
-# still ours, the waiters woken; and the guard generation now. pcall: a full Redis (maxmemory,
+# still ours, the waiters woken if any process waits (KEYS[4], which every waiter's look sets:
+# most misses have none, and a message wakes every process's listener); and the guard
+# generation now. pcall: a full Redis (maxmemory,
 # noeviction) refuses the SET, and the leader must still release and wake.
 _STORE_AND_RELEASE = """
 if ARGV[1] ~= '' then redis.pcall('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) end
-redis.call('publish', ARGV[4], ARGV[5])
+if redis.call('del', KEYS[4]) == 1 then redis.call('publish', ARGV[4], ARGV[5]) end
 return redis.call('get', KEYS[3])
 """
 FOLLOW_POLL = 0.5
@@ -199,6 +205,8 @@ class FleetFlights:
         pages = self._pages()
         name = digest(key)
         page_key, lock = self.store.key("page", name), self.store.key("lock", name)
+        # Set by a process that waits on the load, while the lock lives.
+        waiting = self.store.key("waiting", name)
         token = uuid.uuid4().hex
         give_up = self.store.clock() + self.lock_ms / 1000 + FOLLOW_POLL
         waited = False
@@ -206,7 +214,7 @@ class FleetFlights:
             waiter = self._watch(name)
             try:
                 try:
-                    answer = self._look_up(page_key, lock, token)
+                    answer = self._look_up([page_key, lock, self._generation, waiting], token)
                 except StoreUnavailable:
                     return self._alone(key, make), "stored"
                 status, generation = answer[0], answer[1]
@@ -222,7 +230,7 @@ class FleetFlights:
                     # our own, which also replaces the value, rather than ask again.
                     return self._alone(key, make), "stored"
                 if status == b"lead":
-                    page = self._lead_page(key, page_key, lock, token, generation, make)
+                    page = self._lead_page(key, [page_key, lock, waiting], token, generation, make)
                     return page, "stored"
                 # Another process leads: wait for its word, at most until its lock runs out
                 # and never longer than FOLLOW_POLL (the word may never come).
@@ -235,10 +243,9 @@ class FleetFlights:
         log.warning("a single flight's lock outlived its longest lease; loading on our own")
         return self._alone(key, make), "stored"
 
-    def _look_up(self, page_key: str, lock: str, token: str) -> list[Any]:
+    def _look_up(self, keys: list[str], token: str) -> list[Any]:
         """The page if fresh, else the lock taken or its time left; and the guard generation."""
         pages = self._pages()
-        keys = [page_key, lock, self._generation]
         args: list[str | float | int] = [pages.clock(), pages.ttl, token, self.lock_ms]
         answer: list[Any] = self.store.call(lambda r: self._look(keys=keys, args=args, client=r))
         return answer
@@ -258,8 +265,7 @@ class FleetFlights:
     def _lead_page(
         self,
         key: str,
-        page_key: str,
-        lock: str,
+        keys: list[str],
         token: str,
         generation: bytes | None,
         make: Callable[[], CachedPage],
@@ -276,13 +282,12 @@ class FleetFlights:
             raise
         finally:
             seen_generation.reset(current)
-            self._end(key, page_key, lock, token, page, problem, view)
+            self._end(key, keys, token, page, problem, view)
 
     def _end(
         self,
         key: str,
-        page_key: str,
-        lock: str,
+        keys: list[str],
         token: str,
         page: CachedPage | None,
         problem: dict[str, Any] | None,
@@ -302,10 +307,13 @@ class FleetFlights:
             self.channel,
             message,
         ]
-        keys = [page_key, lock, self._generation]
+        page_key, lock, waiting = keys
+        script_keys = [page_key, lock, self._generation, waiting]
         now: Any = None
         try:
-            now = self.store.call(lambda r: self._store_and_release(keys=keys, args=args, client=r))
+            now = self.store.call(
+                lambda r: self._store_and_release(keys=script_keys, args=args, client=r)
+            )
         except StoreUnavailable:
             # Redis is backed off (or failed just now): the page stays in this process's
             # tier; the listener retries the release and the wake-up.

@@ -199,3 +199,36 @@ def test_a_damaged_page_in_redis_is_replaced_not_waited_on(
     assert resp.headers["Cache-Status"] == "music-facade; fwd=miss; stored"
     assert time.monotonic() - started < 1
     assert redis_server.client().get(page_key) != b"9999999999.0\n\xff\xfe\n{}"
+
+
+def test_a_miss_nobody_waits_on_wakes_no_listener_and_one_waited_on_does(
+    replica: Replica, sandbox: SandboxServer, redis_server: RedisServer
+) -> None:
+    one, two = replica(), replica()
+    watcher = redis_server.client().pubsub()  # type: ignore[no-untyped-call]
+    watcher.subscribe("t:flights")
+    assert watcher.get_message(timeout=5)["type"] == "subscribe"
+    assert one.test_client().get(PAGE).status_code == 200
+    assert watcher.get_message(timeout=0.3) is None  # every process's listener stays asleep
+    sandbox.state.set_fault("1001", {"kind": "latency", "seconds": 0.3}, times=1)
+    barrier = threading.Barrier(2)
+    statuses: list[str] = []
+
+    def fetch(app: Flask) -> None:
+        barrier.wait()
+        resp = app.test_client().get(OTHER + "&cursor=" + encode_cursor("1001", "instrumental", 10))
+        statuses.append(resp.headers["Cache-Status"])
+
+    threads = [threading.Thread(target=fetch, args=(app,)) for app in (one, two)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert sorted(statuses) == [
+        "music-facade; fwd=miss; stored",
+        "music-facade; fwd=miss; stored; collapsed",
+    ]
+    message = watcher.get_message(timeout=1)
+    watcher.close()
+    assert message is not None
+    assert message["type"] == "message"
