@@ -71,12 +71,13 @@ class Backends:
             if sync_interval > 0
             else SharedLimitStorage(store, SweptMemoryStorage())
         )
+        shared_pages = SharedBackend(store, pages, settings.cache, clock)
         return cls(
-            pages=SharedBackend(store, pages, settings.cache, clock),
+            pages=shared_pages,
             guard_store=SharedGuardStore(store, clock),
             limit_storage=limit_storage,
             tickets=SharedTicketStore(store, MemoryTicketStore(clock)),
             stream_leases=SharedStreamLeases(store, MemoryStreamLeases(clock)),
-            fleet=FleetFlights(store, settings.upstream.exchange_deadline + 1),
+            fleet=FleetFlights(store, settings.upstream.exchange_deadline + 1, shared_pages),
             store=store,
         )

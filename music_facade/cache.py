@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from cachetools import TTLCache
 
@@ -20,8 +20,6 @@ from .errors import UpstreamFailure
 log = logging.getLogger(__name__)
 
 NAME = "music-facade"
-
-T = TypeVar("T")
 
 
 # What a cached body is: the first part of its key, so no two kinds share an entry.
@@ -154,10 +152,18 @@ def _body_size(page: CachedPage) -> int:
 
 
 class FleetRunner(Protocol):
-    """Runs a load once across every process sharing a store (music_facade/shared/flights.py)."""
+    """The pages and single flight of every process sharing a store
+    (music_facade/shared/flights.py)."""
 
-    def run(self, key: str, lead: Callable[[], T], recheck: Callable[[], T | None]) -> T:
-        """lead()'s result here, or what recheck() finds once another process has loaded."""
+    def near(self, key: str) -> CachedPage | None:
+        """This process's own copy of key's page (fresh or not), without asking the store."""
+
+    def load(
+        self, key: str, make: Callable[[], CachedPage], seen: Callable[[CachedPage], None]
+    ) -> tuple[CachedPage, str]:
+        """key's page and how it came: "hit" (the store held it fresh), "stored" (make() ran
+        here), "collapsed" (another process made it). seen() is told of a page the store
+        held that is no longer fresh; make()'s UpstreamFailure is raised in every waiter."""
 
 
 class _Flight:
@@ -218,7 +224,10 @@ class PageCache:
         """
         if not self.enabled:
             return Lookup(CachedPage.make(load(), self.clock()), f"{NAME}; fwd=bypass", 0)
-        fresh = self._fresh(self.backend.get(key))
+        # With a fleet, only this process's copy before the flight: the store is asked once, by
+        # the flight's leader, in the same exchange that takes the fleet's lock.
+        fleet = self._fleet
+        fresh = self._fresh(self.backend.get(key) if fleet is None else fleet.near(key))
         if fresh is not None:
             return fresh
         with self._lock:
@@ -249,7 +258,8 @@ class PageCache:
         """Load key's page for every caller that joins the flight meanwhile."""
         try:
             # Another leader may have stored the page between our look and taking the flight.
-            stored = self.backend.get(key)
+            fleet = self._fleet
+            stored = self.backend.get(key) if fleet is None else fleet.near(key)
             outcome = self._fresh(stored) or self._refresh(key, stored, load, lifetime)
         except BaseException as exc:
             waiting = self._land(key, flight)
@@ -285,27 +295,6 @@ class PageCache:
         """Whether a page is still within its freshness."""
         return page.fresh_for(self.ttl, self.clock()) > 0
 
-    def _obtain(
-        self, key: str, load: Callable[[], bytes], lifetime: Callable[[bytes], float] | None
-    ) -> tuple[CachedPage, bool]:
-        """A new page for key, and whether another process of the fleet loaded it."""
-
-        def lead() -> tuple[CachedPage, bool]:
-            body = load()
-            now = self.clock()
-            page = CachedPage.make(body, now, None if lifetime is None else now + lifetime(body))
-            self.backend.set(key, page)
-            return page, False
-
-        if self._fleet is None:
-            return lead()
-
-        def recheck() -> tuple[CachedPage, bool] | None:
-            page = self.backend.get(key)
-            return (page, True) if page is not None and self.is_fresh(page) else None
-
-        return self._fleet.run(key, lead, recheck)
-
     def _refresh(
         self,
         key: str,
@@ -313,8 +302,22 @@ class PageCache:
         load: Callable[[], bytes],
         lifetime: Callable[[bytes], float] | None,
     ) -> Lookup:
+        def make() -> CachedPage:
+            body = load()
+            now = self.clock()
+            return CachedPage.make(body, now, None if lifetime is None else now + lifetime(body))
+
+        def seen(page: CachedPage) -> None:
+            nonlocal old
+            if old is None or page.stored_at > old.stored_at:
+                old = page
+
         try:
-            page, collapsed = self._obtain(key, load, lifetime)
+            if self._fleet is None:
+                page, came = make(), "stored"
+                self.backend.set(key, page)
+            else:
+                page, came = self._fleet.load(key, make, seen)
         except UpstreamFailure as exc:
             age = self.clock() - old.stored_at if old else math.inf
             if old is not None and old.expires_at is not None:
@@ -325,7 +328,11 @@ class PageCache:
             log.warning("serving a stale page after upstream failure: %s", exc.code)
             status = f"{NAME}; fwd=stale; ttl={math.floor(self.ttl - age)}; detail=stale-if-error"
             return Lookup(old, status, 0)
+        if came == "hit":
+            found = self._fresh(page)
+            if found is not None:
+                return found
         fwd = "stale" if old else "miss"
-        status = f"{NAME}; fwd={fwd}; stored" + ("; collapsed" if collapsed else "")
+        status = f"{NAME}; fwd={fwd}; stored" + ("; collapsed" if came == "collapsed" else "")
         left = page.fresh_for(self.ttl, self.clock())
         return Lookup(page, status, max(0, math.floor(left)))

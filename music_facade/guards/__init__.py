@@ -108,6 +108,12 @@ class Guards:
 
     def succeeded(self, user_id: str) -> None:
         """The upstream answered: the breaker closes and the failure streak ends."""
+        state = self._store.read_after_call(user_id, lambda: self._end_streak(user_id))
+        if state.failures or state.open_until:
+            self._change(user_id, lambda s: replace(s, failures=0, open_until=0.0, probe_until=0.0))
+
+    def _end_streak(self, user_id: str) -> None:
+        """succeeded()'s rule on the state as it is now (a kept copy was out of date)."""
         state = self._store.read(user_id)
         if state.failures or state.open_until:
             self._change(user_id, lambda s: replace(s, failures=0, open_until=0.0, probe_until=0.0))

@@ -21,6 +21,10 @@ class MemoryGuardStore:
         with self._lock:
             return self._states.get(user_id, CLEAR)
 
+    def read_after_call(self, user_id: str, again: Callable[[], None]) -> AccountGuard:
+        """As read(): this process's own state is always current."""
+        return self.read(user_id)
+
     def change(self, user_id: str, update: Callable[[AccountGuard], AccountGuard]) -> AccountGuard:
         """Apply update under the lock; an expired or clear state is dropped, not stored."""
         with self._lock:

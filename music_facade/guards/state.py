@@ -45,6 +45,11 @@ class GuardStore(Protocol):
     def read(self, user_id: str) -> AccountGuard:
         """The account's state (CLEAR if none is stored)."""
 
+    def read_after_call(self, user_id: str, again: Callable[[], None]) -> AccountGuard:
+        """The account's state after an upstream call. A store that answers from a copy it
+        kept from before the call calls again() (which reads and acts once more) when it
+        learns the copy may have gone out of date during the call."""
+
     def change(self, user_id: str, update: Callable[[AccountGuard], AccountGuard]) -> AccountGuard:
         """Apply update to the stored state atomically and return the new state.
 

@@ -13,6 +13,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import redis
@@ -24,6 +26,26 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FIRST_BACKOFF = 0.5  # seconds after the first failure; doubles up to settings.backoff_max
+
+GUARD_GENERATION = "guards:gen"
+"""The key (under the prefix) that every change of any account's guard state sets to a new
+random value (music_facade/guards/shared.py); a page's look sets one when it is missing."""
+
+
+@dataclass
+class GuardView:
+    """What a page's load learnt of the guards in the exchange that took the page's lock
+    (music_facade/shared/flights.py): the guard generation then, and the checks to make again
+    should it have moved by the time the load ends (a check made after the upstream call from a
+    kept state is exact only if nothing changed during the call)."""
+
+    generation: str
+    again: list[Callable[[], None]] = field(default_factory=list)
+
+
+seen_generation: ContextVar[GuardView | None] = ContextVar("seen_generation", default=None)
+"""The guard view of the page's load running in this context, if any: a guard state this
+process read or wrote at its generation is current, and needs no round trip of its own."""
 
 
 def digest(key: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -87,3 +88,63 @@ class RedisServer:
     ) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# Sent once per new connection by redis-py, not per request: left out of a CommandLog.
+_HANDSHAKE = frozenset({"CLIENT", "HELLO", "AUTH", "SELECT"})
+
+
+class CommandLog:
+    """The commands other clients send a redis-server while this is open, as MONITOR sees them:
+    one entry per round trip (a script's own commands are left out), handshakes left out too.
+
+        with CommandLog(server) as log:
+            ...
+        log.commands  # ["EVALSHA", "EVALSHA"]
+    """
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.marker = f"command-log-end-{time.monotonic_ns()}"
+        self.commands: list[str] = []
+        self._lines: list[tuple[str, str]] = []
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> CommandLog:
+        server = self.server
+        client = redis.Redis(
+            host="127.0.0.1", port=server.port, password=server.password, socket_timeout=10
+        )
+        monitor = client.monitor()  # type: ignore[no-untyped-call]
+        monitor.__enter__()  # MONITOR is on once this returns: nothing sent from now is missed
+
+        def read() -> None:
+            try:
+                while True:
+                    seen = monitor.next_command()
+                    if self.marker in seen["command"]:
+                        return
+                    self._lines.append((seen["client_type"], seen["command"]))
+            finally:
+                monitor.__exit__()
+                client.close()
+
+        self._thread = threading.Thread(target=read, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        client = self.server.client()
+        try:
+            client.echo(self.marker)
+        finally:
+            client.close()
+        assert self._thread is not None
+        self._thread.join(10)
+        self.commands = [
+            command.split(" ", 1)[0].upper()
+            for kind, command in self._lines
+            if kind != "lua" and command.split(" ", 1)[0].upper() not in _HANDSHAKE
+        ]
