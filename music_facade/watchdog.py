@@ -102,7 +102,7 @@ class Watchdog:
             self._ensure_thread()
             # Exchanges mostly end in the order they began, so the oldest is usually done: drop
             # it here. The thread sleeps until the oldest deadline and would otherwise keep
-            # every exchange of the last `seconds` (calls per second × deadline of them).
+            # every exchange of the last `seconds` (calls per second times the deadline).
             while self._heap and self._heap[0][2]._done:
                 heapq.heappop(self._heap)
             heapq.heappush(self._heap, (ex.deadline, next(self._order), ex))
