@@ -164,9 +164,21 @@ def run_demo(options: DemoOptions, template: str) -> int:
                 flush=True,
             )
             try:
-                return gunicorn.wait()
+                return _wait(gunicorn)
             except KeyboardInterrupt:
                 return 0
+
+
+def _wait(gunicorn: subprocess.Popen[bytes]) -> int:
+    """gunicorn's exit status, waiting in short slices. The kernel hands a signal sent to this
+    process (SIGTERM, SIGHUP) to any of its threads; when that is the sandbox's or the app's
+    server thread, a main thread blocked in one long waitpid() never returns to run the Python
+    handler, and the demo would ignore it until gunicorn exits by itself."""
+    while True:
+        try:
+            return gunicorn.wait(timeout=0.25)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _reload(

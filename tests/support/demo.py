@@ -125,5 +125,9 @@ def _stop(proc: subprocess.Popen[str], reader: threading.Thread) -> bool:
         stopped = False
     reader.join(timeout=30)  # the output ends once gunicorn, which shares it, is gone too
     assert proc.stdout is not None
+    if reader.is_alive():
+        # An orphaned gunicorn still holds the pipe: closing it here would wait on the reading
+        # thread forever; the assertion on `stopped` reports the demo instead.
+        return False
     proc.stdout.close()
     return stopped
