@@ -21,7 +21,10 @@ from .support.postgres_server import PostgresServer
 
 def pytest_configure(config: pytest.Config) -> None:
     """Track whether the session runs the whole suite (tests/test_problem_catalogue.py)."""
-    config.pluginmanager.register(problem_codes.SessionScope(config), problem_codes.PLUGIN)
+    scope = problem_codes.SessionScope(config)
+    config.pluginmanager.register(scope, problem_codes.PLUGIN)
+    if config.pluginmanager.hasplugin("xdist"):  # the suite split over workers (./run test)
+        config.pluginmanager.register(problem_codes.SplitRun(config, scope), "problem-codes-split")
 
 
 HERE = Path(__file__).parent

@@ -185,11 +185,14 @@ class SessionScope:
         elif report.skipped and not hasattr(report, "wasxfail"):
             self.skipped.append(report.nodeid)
 
-    def partial(self) -> str | None:
-        """Why this session does not run the whole suite; None when it does (so far)."""
+    def partial(self, *, as_a_share: bool = False) -> str | None:
+        """Why this session does not run the whole suite; None when it does (so far).
+
+        as_a_share: judge a pytest-xdist worker's session as its share of a whole run (its
+        collection, selection and failures), not as a whole run itself."""
         option = self.config.option
-        if hasattr(self.config, "workerinput"):  # pytest-xdist: each worker runs a share
-            return "the suite is split over pytest-xdist workers"
+        if hasattr(self.config, "workerinput") and not as_a_share:
+            return "the suite is split over pytest-xdist workers: the controller compares"
         if self.deselected:
             return f"{self.deselected} tests were deselected"
         if getattr(option, "ignore", None) or getattr(option, "ignore_glob", None):
@@ -202,3 +205,90 @@ class SessionScope:
         if self.failed:
             return f"{len(self.failed)} tests failed (first: {self.failed[0]})"
         return None
+
+
+class SplitRun:
+    """The comparison when pytest-xdist splits the suite over workers (registered by
+    tests/conftest.py when xdist is on): each worker writes the codes it saw and whether its
+    share was whole; the controller compares their union with the catalogue at the end and fails
+    the run on a difference, as the final test does in a single process."""
+
+    def __init__(self, config: pytest.Config, scope: SessionScope) -> None:
+        self.config = config
+        self.scope = scope
+        self.shared: Path | None = None
+        self.collected = 0  # tests a worker collected (and kept after -m, -k)
+        self.ran = 0  # tests the workers reported on (one teardown report each)
+
+    def _say(self, text: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(text)
+        else:
+            print(text)
+
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Controller: how many tests the run holds (every worker collects them all)."""
+        self.collected = len(ids)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "teardown" and not hasattr(self.config, "workerinput"):
+            self.ran += 1
+
+    def pytest_configure_node(self, node: Any) -> None:
+        """Controller: tell each worker where to write (one directory for the run)."""
+        if self.shared is None:
+            import tempfile
+
+            self.shared = Path(tempfile.mkdtemp(prefix="problem-codes-"))
+        node.workerinput["problem_codes_dir"] = str(self.shared)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        workerinput = getattr(self.config, "workerinput", None)
+        if workerinput is not None:
+            if "problem_codes_dir" in workerinput:
+                share = {
+                    "emitted": sorted(EMITTED),
+                    "partial": self.scope.partial(as_a_share=True),
+                    "skipped": [n for n in self.scope.skipped if FINAL_TEST not in n],
+                }
+                out = Path(workerinput["problem_codes_dir"]) / f"{workerinput['workerid']}.json"
+                out.write_text(json.dumps(share))
+            return
+        if self.shared is None:  # xdist loaded but not splitting (-n 0)
+            return
+        if self.ran < self.collected and not session.shouldstop and not session.shouldfail:
+            # xdist hands tests out by node id: tests sharing one (as a plugin's generated
+            # items may) would silently never run.
+            self._say(
+                f"FAILED: {self.collected - self.ran} of the {self.collected} collected tests "
+                "never ran (duplicate node ids?)"
+            )
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        shares = [json.loads(f.read_text()) for f in sorted(self.shared.glob("*.json"))]
+        import shutil
+
+        shutil.rmtree(self.shared, ignore_errors=True)
+        expected = int(getattr(self.config.option, "numprocesses", 0) or 0)
+        reasons = [share["partial"] for share in shares if share["partial"]]
+        if len(shares) < expected:
+            reasons.append(f"{expected - len(shares)} workers did not report")
+        failed = [n for n in self.scope.failed if FINAL_TEST not in n]
+        if failed:
+            reasons.append(f"{len(failed)} tests failed (first: {failed[0]})")
+        emitted = {code for share in shares for code in share["emitted"]}
+        lines = differences(catalogue_codes(), emitted)
+        skipped = [n for share in shares for n in share["skipped"]]
+        say = self._say
+        if reasons:
+            say(f"problem catalogue: not compared ({reasons[0]})")
+        elif lines and skipped:
+            say(f"problem catalogue: {len(skipped)} tests were skipped and may have emitted "
+                "the rest: " + "; ".join(lines))  # fmt: skip
+        elif lines:
+            say("problem catalogue: FAILED\n" + "\n".join(lines))
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        else:
+            say(f"problem catalogue: every one of the {len(catalogue_codes())} codes was "
+                "answered by the service across the workers")  # fmt: skip
