@@ -8,26 +8,16 @@ Skipped without the browser, except in CI (CI=true), where that is a failure.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.common.by import By
 
 from music_facade.sandbox import SandboxServer
+from tests.support.browser import chromium, webdriver
 from tests.support.helpers import live_service
-from tests.support.programs import missing_program
 from tests.support.waiting import wait_until
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-    missing_program("chromium with its driver", "chromium chromium-driver")
-
-from selenium import webdriver  # noqa: E402 - only once the browser is known to be there
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -43,26 +33,9 @@ MUSIC_INPUTS = [
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,2000",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with chromium(profile, "--window-size=1280,2000") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")
