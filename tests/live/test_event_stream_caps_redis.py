@@ -11,11 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from music_facade.config import RedisSettings, Secret
-from music_facade.shared import SharedStore
 from music_facade.shared.stream_leases import SharedStreamLeases
 from music_facade.stream_leases import LEASE, MemoryStreamLeases
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, replica_stores
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.redis
@@ -28,18 +26,12 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def replicas(
-    redis_server: RedisServer,
-) -> Iterator[tuple[SharedStreamLeases, SharedStreamLeases]]:
-    redis_server.client().flushall()
-    settings = RedisSettings(url=Secret(redis_server.url), prefix="t", backoff_max=0.5)
-    stores = [SharedStore(settings), SharedStore(settings)]
-    yield (
-        SharedStreamLeases(stores[0], MemoryStreamLeases(time.time)),
-        SharedStreamLeases(stores[1], MemoryStreamLeases(time.time)),
-    )
-    for store in stores:
-        store.close()
+def replicas(redis_server: RedisServer) -> Iterator[tuple[SharedStreamLeases, SharedStreamLeases]]:
+    with replica_stores(redis_server) as (one, two):
+        yield (
+            SharedStreamLeases(one, MemoryStreamLeases(time.time)),
+            SharedStreamLeases(two, MemoryStreamLeases(time.time)),
+        )
 
 
 def test_two_replicas_hold_one_cap_together_and_a_release_frees_a_place(

@@ -13,11 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from music_facade.config import RedisSettings, Secret
-from music_facade.shared import SharedStore
 from music_facade.shared.tickets import SharedTicketStore
 from music_facade.tickets import MemoryTicketStore, digest
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, replica_stores
 
 pytestmark = pytest.mark.redis
 
@@ -30,15 +28,11 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def replicas(redis_server: RedisServer) -> Iterator[tuple[SharedTicketStore, SharedTicketStore]]:
-    redis_server.client().flushall()
-    settings = RedisSettings(url=Secret(redis_server.url), prefix="t", backoff_max=0.5)
-    stores = [SharedStore(settings), SharedStore(settings)]
-    yield (
-        SharedTicketStore(stores[0], MemoryTicketStore(time.time)),
-        SharedTicketStore(stores[1], MemoryTicketStore(time.time)),
-    )
-    for store in stores:
-        store.close()
+    with replica_stores(redis_server) as (one, two):
+        yield (
+            SharedTicketStore(one, MemoryTicketStore(time.time)),
+            SharedTicketStore(two, MemoryTicketStore(time.time)),
+        )
 
 
 def test_one_replica_issues_another_redeems_once_and_only_a_hash_is_kept(

@@ -7,10 +7,15 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 import redis
+
+from music_facade.config import RedisSettings, Secret
+from music_facade.shared import SharedStore
 
 from .programs import free_port, missing_program
 
@@ -92,6 +97,19 @@ class RedisServer:
 
 # Sent once per new connection by redis-py, not per request: left out of a CommandLog.
 _HANDSHAKE = frozenset({"CLIENT", "HELLO", "AUTH", "SELECT"})
+
+
+@contextmanager
+def replica_stores(server: RedisServer, count: int = 2) -> Iterator[list[SharedStore]]:
+    """`count` SharedStores on `server`, emptied first: replicas sharing one Redis."""
+    server.client().flushall()
+    settings = RedisSettings(url=Secret(server.url), prefix="t", backoff_max=0.5)
+    stores = [SharedStore(settings) for _ in range(count)]
+    try:
+        yield stores
+    finally:
+        for store in stores:
+            store.close()
 
 
 class CommandLog:
