@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import requests
 
@@ -73,19 +75,10 @@ class GunicornProcess:
             ]  # fmt: skip
         else:
             cmd = [*self.command, "--bind", f"fd://{fd}", "--workers", str(self.workers)]
-        if self.log_path:
-            with open(self.log_path, "ab") as out:
-                self.proc = subprocess.Popen(
-                    cmd,
-                    env=env,
-                    cwd=self.cwd,
-                    pass_fds=(fd,),
-                    stdout=out,
-                    stderr=out,
-                    start_new_session=True,  # its own group: see stop()
-                )
-        else:
-            sink = subprocess.DEVNULL if self.quiet else None
+        with contextlib.ExitStack() as files:
+            sink: IO[bytes] | int | None = subprocess.DEVNULL if self.quiet else None
+            if self.log_path:
+                sink = files.enter_context(open(self.log_path, "ab"))
             self.proc = subprocess.Popen(
                 cmd,
                 env=env,
