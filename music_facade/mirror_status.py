@@ -19,6 +19,7 @@ from .core.query import TYPES
 from .mirror import DatabaseURLError, Store, open_database
 from .mirror.database import parse_url
 from .mirror.migrations import STEPS
+from .text_table import write_table
 
 # As /readyz judges it: an account whose last complete sync is older than this many intervals.
 STALE_INTERVALS = 5
@@ -164,7 +165,4 @@ def render_text(database: str, interval: float, rows: list[AccountStatus], out: 
         )
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS) - 1)]
-    for line in table:
-        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
-        out.write("  ".join([*cells, line[-1]]).rstrip() + "\n")
+    write_table(table, out)

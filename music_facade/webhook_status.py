@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
 from .mirror import Store
+from .text_table import write_table
 
 DELIVERED_WINDOW = 86_400.0  # seconds: delivered deliveries are counted over the last 24 hours
 
@@ -83,7 +84,4 @@ def render_text(database: str, rows: list[WebhookStatus], out: TextIO) -> None:
         )
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS) - 1)]
-    for line in table:
-        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
-        out.write("  ".join([*cells, line[-1]]).rstrip() + "\n")
+    write_table(table, out)
