@@ -8,16 +8,13 @@ cap shared by replicas through Redis is tests/live/test_event_stream_caps_redis.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from flask import Flask
-from werkzeug.serving import make_server
 
 from music_facade import create_app
 from music_facade.auth import mint_key
@@ -27,6 +24,7 @@ from music_facade.stream_leases import LEASE, MemoryStreamLeases
 from tests.support import problem_codes
 from tests.support.clock import Clock
 from tests.support.helpers import sandbox_settings
+from tests.support.serving import served
 from tests.support.sse import items
 from tests.support.waiting import wait_until
 
@@ -70,21 +68,6 @@ def capped_app(
         app.extensions["music"].client.close()
         app.extensions["mirror"].client.close()
         app.extensions["mirror"].store.close()
-
-
-@contextmanager
-def served(app: Flask) -> Iterator[str]:
-    """The app on a loopback port (a thread per request) until the block ends; its URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        app.extensions["lifecycle"].begin_shutdown()  # open streams end within a second
-        server.shutdown()
-        thread.join()
-        server.server_close()
 
 
 class Opened:

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from flask import Flask
-from werkzeug.serving import make_server
 
 from music_facade import create_app
 from music_facade.auth import mint_key
@@ -31,6 +28,7 @@ from music_facade.sandbox.data import full_record
 from music_facade.tickets import TTL
 from tests.support.clock import Clock
 from tests.support.helpers import CheckedClient, sandbox_settings
+from tests.support.serving import served
 from tests.support.sse import items
 
 USERS = {"studio": "1001", "edge": "1002"}
@@ -75,20 +73,6 @@ def app(
     made.extensions["music"].client.close()
     made.extensions["mirror"].client.close()
     made.extensions["mirror"].store.close()
-
-
-@contextmanager
-def served(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        app.extensions["lifecycle"].begin_shutdown()
-        server.shutdown()
-        thread.join()
-        server.server_close()
 
 
 def bearer(key: str) -> dict[str, str]:

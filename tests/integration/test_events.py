@@ -9,7 +9,6 @@ test under gunicorn is tests/live/test_events_live.py.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +21,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
-from werkzeug.serving import make_server
 
 from music_facade import create_app
 from music_facade.auth import mint_key
@@ -34,6 +32,7 @@ from music_facade.sandbox.data import full_record
 from tests.support import problem_codes
 from tests.support.clock import Clock
 from tests.support.helpers import CheckedClient, sandbox_settings
+from tests.support.serving import served
 from tests.support.sse import Event, events, items
 from tests.support.waiting import wait_until
 
@@ -134,21 +133,6 @@ def mirror_app(sandbox: SandboxServer, tmp_path: Path) -> Iterator[MirrorApp]:
 def store_of(app: Flask) -> Store:
     store: Store = app.extensions["mirror"].store
     return store
-
-
-@contextmanager
-def served(app: Flask) -> Iterator[str]:
-    """The app on a loopback port (a thread per request) until the block ends; its URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        app.extensions["lifecycle"].begin_shutdown()  # open streams end within a second
-        server.shutdown()
-        thread.join()
-        server.server_close()
 
 
 def open_stream(url: str, **kwargs: Any) -> requests.Response:
