@@ -17,6 +17,8 @@ import csv
 import io
 import json
 import re
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -238,8 +240,6 @@ class SplitRun:
     def pytest_configure_node(self, node: Any) -> None:
         """Controller: tell each worker where to write (one directory for the run)."""
         if self.shared is None:
-            import tempfile
-
             self.shared = Path(tempfile.mkdtemp(prefix="problem-codes-"))
         node.workerinput["problem_codes_dir"] = str(self.shared)
 
@@ -267,8 +267,6 @@ class SplitRun:
             )
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         shares = [json.loads(f.read_text()) for f in sorted(self.shared.glob("*.json"))]
-        import shutil
-
         shutil.rmtree(self.shared, ignore_errors=True)
         expected = int(getattr(self.config.option, "numprocesses", 0) or 0)
         reasons = [share["partial"] for share in shares if share["partial"]]
@@ -280,15 +278,14 @@ class SplitRun:
         emitted = {code for share in shares for code in share["emitted"]}
         lines = differences(catalogue_codes(), emitted)
         skipped = [n for share in shares for n in share["skipped"]]
-        say = self._say
         if reasons:
-            say(f"problem catalogue: not compared ({reasons[0]})")
+            self._say(f"problem catalogue: not compared ({reasons[0]})")
         elif lines and skipped:
-            say(f"problem catalogue: {len(skipped)} tests were skipped and may have emitted "
+            self._say(f"problem catalogue: {len(skipped)} tests were skipped and may have emitted "
                 "the rest: " + "; ".join(lines))  # fmt: skip
         elif lines:
-            say("problem catalogue: FAILED\n" + "\n".join(lines))
+            self._say("problem catalogue: FAILED\n" + "\n".join(lines))
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         else:
-            say(f"problem catalogue: every one of the {len(catalogue_codes())} codes was "
+            self._say(f"problem catalogue: every one of the {len(catalogue_codes())} codes was "
                 "answered by the service across the workers")  # fmt: skip
