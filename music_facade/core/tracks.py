@@ -6,7 +6,6 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 from marshmallow import Schema, fields
@@ -152,55 +151,42 @@ class TrackSchema(Schema):
 
 
 _TRACK = TrackSchema()
-
-Getter = Callable[[dict[str, Any]], Any]
-
-
-def _getter(paths: tuple[tuple[str, ...], ...], rule: Callable[[Any], Any]) -> Getter:
-    """A field's value in a record: the rule's value of the field's first usable path.
-
-    The shapes the schema uses (one key, one nested key) get a function of their own, without
-    the general case's loops: a page's tracks are most of a miss's own work.
-    """
-    if len(paths) == 1 and len(paths[0]) == 1:
-        (key,) = paths[0]
-        return lambda record: rule(record.get(key))
-    if len(paths) == 1 and len(paths[0]) == 2:
-        outer, inner = paths[0]
-
-        def nested(record: dict[str, Any]) -> Any:
-            found = record.get(outer)
-            return rule(found.get(inner) if isinstance(found, dict) else None)
-
-        return nested
-
-    def general(record: dict[str, Any]) -> Any:
-        value = None
-        for path in paths:
-            value = rule(_lookup(record, path))
-            if value is not None:
-                break
-        return value
-
-    return general
-
-
-# The schema's fields as a plan: public name and how to get its value (the first usable value
-# of its paths, in order). A track is the plan's values in declaration order: what _TRACK.dump
-# gives, without marshmallow's per-field machinery and method calls (most of a miss's CPU,
-# measured). test_tracks checks they agree.
-_PLAN = tuple(
-    (field.data_key or name, _getter(field._parts, type(field).rule))
-    for name, field in _TRACK.dump_fields.items()
-    if isinstance(field, _Upstream)
-)
+_NOTHING: dict[str, Any] = {}
 
 
 def dump_track(record: Any) -> dict[str, Any]:
-    """One upstream record as a Track (anything but an object: every field unusable)."""
+    """One upstream record as a Track (anything but an object: every field unusable).
+
+    TrackSchema's dump, written out: each nested object looked up once, one rule call per
+    field, none of marshmallow's per-field machinery (a page's tracks are most of a miss's own
+    work). test_tracks checks that they agree, field for field and in order.
+    """
     if not isinstance(record, dict):
-        record = {}
-    return {name: get(record) for name, get in _PLAN}
+        record = _NOTHING
+    get = record.get
+    material = get("musicMaterial")
+    if not isinstance(material, dict):
+        material = _NOTHING
+    extend = get("ltmMaterialExtendDto")
+    if not isinstance(extend, dict):
+        extend = _NOTHING
+    return {
+        "id": _text(get("itemId")),
+        "title": _text(get("titleEn")),
+        "status": _status(get("status")),
+        "progress": _progress(get("progress")),
+        "cover_url": _text(get("cover")),
+        "style": _text(material.get("style")),
+        "mood": _text(material.get("mood")),
+        "key": _text(material.get("key")),
+        "bpm": _number(material.get("bpm")),
+        "duration_seconds": _number(material.get("dur")),
+        "prompt": _text(extend.get("prompt")) or _text(extend.get("description")),
+        "lyrics": _text(extend.get("lyricsPrompt")),
+        "model": _text(extend.get("modelShowName")),
+        "created_at": _timestamp(get("createTime")),
+        "updated_at": _timestamp(get("updateTime")),
+    }
 
 
 def reshape_page(page: dict[str, Any]) -> dict[str, Any]:
