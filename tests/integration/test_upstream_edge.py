@@ -157,6 +157,37 @@ def test_a_pooled_connection_the_upstream_closed_is_not_reused(make_app: AppFact
 # --- hostile answers ------------------------------------------------------------------------
 
 
+class _CutShortUpstream(BaseHTTPRequestHandler):
+    """Declares a Content-Length, sends part of the body, and hangs up (an edge that dropped
+    the connection mid-answer)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        part = b'{"records": [], "hasNext": fa'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(part) + 100))
+        self.end_headers()
+        self.wfile.write(part)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_body_cut_short_of_its_content_length_is_an_upstream_error(
+    make_app: AppFactory,
+) -> None:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _CutShortUpstream)) as url:
+        client = make_app(upstream_base_url=url).test_client()
+        started = time.monotonic()
+        body = problem(client.get("/music?user=studio"), 502, "upstream_error")
+        assert "cut off" in body["detail"]
+        assert time.monotonic() - started < 1.0
+
+
 def test_gzip_bomb_in_process(client: Any, sandbox: SandboxServer) -> None:
     sandbox.state.set_fault("*", {"kind": "gzip_bomb"})
     started = time.monotonic()
