@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextvars import ContextVar
 
 from . import logs, trace
 
@@ -18,6 +19,25 @@ log = logging.getLogger("music_facade.access")
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # An incoming X-Request-ID is kept only when it is a short, safe token; otherwise a fresh one.
 _REQUEST_ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
+
+
+class UpstreamTally:
+    """The upstream calls made for one request before its access line: how many, how long
+    in all, and the last answer's status. The line reports them, in place of a line per call
+    (nginx's $upstream_status and $upstream_response_time, on one line)."""
+
+    __slots__ = ("calls", "seconds", "status")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seconds = 0.0
+        self.status: int | None = None
+
+
+# The current request's tally while its access line is still to be written; None otherwise
+# (a call outside any request, or made by a stream after its line: it writes its own line).
+# Per thread, and per greenlet under gevent.
+TALLY: ContextVar[UpstreamTally | None] = ContextVar("upstream_tally", default=None)
 
 
 def request_id(given: str | None) -> str:
@@ -50,6 +70,7 @@ def log_access(
     client: str | None,
     cache: str | None,
     remote_addr: str | None,
+    upstream: UpstreamTally | None = None,
 ) -> None:
     """One INFO line per request, DEBUG for probes (music_facade.access at WARNING: none at all)."""
     level = logging.DEBUG if path in PROBE_PATHS else logging.INFO
@@ -65,4 +86,8 @@ def log_access(
         "cache": cache,
         "remote_addr": remote_addr,
     }
+    if upstream is not None and upstream.calls:
+        fields["upstream_calls"] = upstream.calls
+        fields["upstream_ms"] = round(upstream.seconds * 1000, 1)
+        fields["upstream_status"] = upstream.status
     ACCESS_LINES.emit(level, (method, path, status), fields)

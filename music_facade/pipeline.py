@@ -47,6 +47,7 @@ class Exchange:
         "status",
         "streamed",
         "trace",
+        "upstream",
         "user",
     )
 
@@ -65,6 +66,7 @@ class Exchange:
         self.cache: str | None = None
         self.status = 0
         self.streamed = False  # the body is a stream: counted when it ends, not here
+        self.upstream: access.UpstreamTally | None = None  # its calls, for the access line
 
 
 class Step:
@@ -147,10 +149,16 @@ class CommonHeaders(Step):
 
 
 class AccessLog(Step):
-    """One access line per request the app answered."""
+    """One access line per request the app answered, with the upstream calls made for it."""
+
+    def begin(self, ex: Exchange) -> None:
+        """A tally of the request's upstream calls (a greenlet answers one request at a time)."""
+        ex.upstream = access.UpstreamTally()
+        access.TALLY.set(ex.upstream)
 
     def end(self, ex: Exchange) -> None:
         """The line (a refusal has gunicorn's warning instead)."""
+        access.TALLY.set(None)  # a stream's later calls write lines of their own
         if ex.path is None:
             return
         client = ex.caller.client
@@ -164,6 +172,7 @@ class AccessLog(Step):
             client=client.name if client else None,
             cache=ex.cache,
             remote_addr=ex.environ.get("REMOTE_ADDR"),
+            upstream=ex.upstream,
         )
 
 

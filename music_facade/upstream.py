@@ -24,7 +24,7 @@ import urllib3
 import urllib3.exceptions
 from urllib3.response import BaseHTTPResponse
 
-from . import jsoncodec, logs, trace
+from . import access, jsoncodec, logs, trace
 from .config import UpstreamSettings
 from .core.tracks import LONE_SURROGATE_RE
 from .errors import (
@@ -159,12 +159,14 @@ class UpstreamClient:
         try:
             answer = self._exchange(path, params, request_id, user_id)
         except UpstreamFailure as exc:
+            seconds = _tallied(started)
             if metrics is not None:
-                metrics.upstream_call(user_id, exc.code, time.monotonic() - started, self.source)
+                metrics.upstream_call(user_id, exc.code, seconds, self.source)
             self.guards.failed(user_id, exc)
             raise
+        seconds = _tallied(started)
         if metrics is not None:
-            metrics.upstream_call(user_id, "ok", time.monotonic() - started, self.source)
+            metrics.upstream_call(user_id, "ok", seconds, self.source)
         self.guards.succeeded(user_id)
         return answer
 
@@ -192,8 +194,12 @@ class UpstreamClient:
                     raise UpstreamTimeout(TIMEOUT_DETAIL) from None
                 raise
         seconds = time.monotonic() - started
+        tally = access.TALLY.get()
+        if tally is not None:
+            tally.status = resp.status
+        # A request's calls are on its access line; a line each only outside one, or at DEBUG.
         ANSWERED_LINES.emit(
-            logging.INFO,
+            logging.INFO if tally is None else logging.DEBUG,
             None,
             {
                 "upstream_status": resp.status,
@@ -443,6 +449,16 @@ def _json_or_none(body: bytes) -> Any:
         return jsoncodec.loads(body)
     except (ValueError, RecursionError):
         return None
+
+
+def _tallied(started: float) -> float:
+    """Seconds since started, added to the current request's upstream calls (if any)."""
+    seconds = time.monotonic() - started
+    tally = access.TALLY.get()
+    if tally is not None:
+        tally.calls += 1
+        tally.seconds += seconds
+    return seconds
 
 
 def _parse_page(body: bytes) -> dict[str, Any]:
