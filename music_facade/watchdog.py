@@ -89,7 +89,9 @@ class Watchdog:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.cond = threading.Condition()
+        # A plain lock (nothing takes it twice): under gevent, threading's RLock is its
+        # pure-Python fallback, and every exchange takes this lock three times.
+        self.cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, Exchange]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
