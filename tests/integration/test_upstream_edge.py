@@ -163,7 +163,7 @@ class _CutShortUpstream(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         part = b'{"records": [], "hasNext": fa'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
