@@ -12,12 +12,14 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError, ResponseError
 
 from ..config import RedisSettings
 
@@ -115,6 +117,18 @@ class SharedStore:
             self.succeeded()
         return result
 
+    def script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """A registered script's reply, run by EVALSHA in one exchange on a pooled connection;
+        StoreUnavailable as call().
+
+        The pool's checks and the connection's health check still run; redis-py's layers over
+        a command (its retry wrapper, telemetry, event dispatch, reply callbacks) do not: they
+        cost a miss more than the exchange itself (redis-py 7.4: 162 against 115 µs under
+        gevent). A Redis that lost its scripts (restarted) gets the script's text with EVAL,
+        which caches it again.
+        """
+        return self.call(lambda _: _evalsha(self.pool, script, keys, args))
+
     def failed(self, exc: BaseException) -> None:
         """Start (or lengthen) a backoff period; logged once per period."""
         if self.on_error is not None:
@@ -150,3 +164,23 @@ class SharedStore:
     def close(self) -> None:
         """Close pooled connections."""
         self.pool.disconnect()
+
+
+def _evalsha(
+    pool: redis.ConnectionPool, script: Script, keys: Sequence[str], args: Sequence[Any]
+) -> Any:
+    conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
+    try:
+        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return conn.read_response()
+        except NoScriptError:
+            conn.send_command("EVAL", script.script, len(keys), *keys, *args)
+            return conn.read_response()
+    except ResponseError:
+        raise  # an error reply: the connection is in step and stays pooled
+    except BaseException:
+        conn.disconnect()  # a reply may be half read: never reuse the connection
+        raise
+    finally:
+        pool.release(conn)

@@ -162,9 +162,7 @@ class FleetFlights:
             waiter = self._watch(key)
             try:
                 try:
-                    left = self.store.call(
-                        lambda r: self._acquire(keys=[lock], args=[token, self.lock_ms], client=r)
-                    )
+                    left = self.store.script(self._acquire, [lock], [token, self.lock_ms])
                 except StoreUnavailable:
                     return lead()
                 if left == -1:
@@ -247,7 +245,7 @@ class FleetFlights:
         """The page if fresh, else the lock taken or its time left; and the guard generation."""
         pages = self._pages()
         args: list[str | float | int] = [pages.clock(), pages.ttl, token, self.lock_ms]
-        answer: list[Any] = self.store.call(lambda r: self._look(keys=keys, args=args, client=r))
+        answer: list[Any] = self.store.script(self._look, keys, args)
         return answer
 
     def _pages(self) -> SharedBackend:
@@ -311,9 +309,7 @@ class FleetFlights:
         script_keys = [page_key, lock, self._generation, waiting]
         now: Any = None
         try:
-            now = self.store.call(
-                lambda r: self._store_and_release(keys=script_keys, args=args, client=r)
-            )
+            now = self.store.script(self._store_and_release, script_keys, args)
         except StoreUnavailable:
             # Redis is backed off (or failed just now): the page stays in this process's
             # tier; the listener retries the release and the wake-up.
@@ -352,12 +348,8 @@ class FleetFlights:
 
     def _finish(self, release: _Release) -> None:
         """Release the lock if it is still ours and wake every waiter, in one script."""
-        self.store.call(
-            lambda r: self._release(
-                keys=[release.lock],
-                args=[release.token, self.channel, release.message],
-                client=r,
-            )
+        self.store.script(
+            self._release, [release.lock], [release.token, self.channel, release.message]
         )
 
     def _retry_pending(self) -> None:

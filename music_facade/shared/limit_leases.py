@@ -216,7 +216,7 @@ class LeasedLimitStorage:
         back, back_left = (old.unused, old.window_left(now)) if old is not None else (0, 0.0)
         args = [limit, expiry, self.share, back, math.floor(back_left * 1000)]
         try:
-            reply = self.store.call(lambda r: self._script(keys=self._keys(key), args=args))
+            reply = self.store.script(self._script, self._keys(key), args)
         except StoreUnavailable:
             # Units not given back stay counted in their window and expire with it.
             return self.fallback.hit_sliding_window(key, limit, expiry)

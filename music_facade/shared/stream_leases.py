@@ -67,7 +67,7 @@ class SharedStreamLeases:
         key = self.key(caller)
         ms = max(1, math.ceil(lease * 1000))
         try:
-            taken = self.store.call(lambda r: self._take(keys=[key], args=[stream, cap, ms]))
+            taken = self.store.script(self._take, [key], [stream, cap, ms])
         except StoreUnavailable:
             return self.fallback.take(caller, stream, cap, lease)
         return SharedLease(self, key, stream, ms) if taken == 1 else None
@@ -75,7 +75,7 @@ class SharedStreamLeases:
     def _renew_lease(self, key: str, stream: str, ms: int) -> None:
         # Unanswered: the lease runs out unless a later renewal gets through.
         with suppress(StoreUnavailable):
-            self.store.call(lambda r: self._renew(keys=[key], args=[stream, ms]))
+            self.store.script(self._renew, [key], [stream, ms])
 
     def _release_lease(self, key: str, stream: str) -> None:
         with suppress(StoreUnavailable):  # unanswered: the lease runs out by itself

@@ -368,3 +368,36 @@ def test_a_clients_limit_is_exact_across_replicas(
     fallback = apps[0].test_client().get("/music?user=edge", headers=auth)
     assert fallback.status_code == 200
     assert fallback.headers["X-RateLimit-Remaining"] == "4"
+
+
+def test_pages_still_flow_after_redis_forgets_its_scripts(
+    replica: Replica, fresh_redis: RedisServer
+) -> None:
+    # A restarted Redis has no scripts cached: EVALSHA's NOSCRIPT is answered with the script's
+    # text, once, and the connection stays in step for the next call.
+    a, b = replica(), replica()
+    fresh_redis.client().script_flush()
+    assert a.test_client().get(PAGE).status_code == 200
+    fresh_redis.client().script_flush()
+    hit = b.test_client().get(PAGE)
+    assert hit.status_code == 200
+    assert "hit" in hit.headers["Cache-Status"]  # stored through the re-sent script
+    store: SharedStore = a.extensions["music"].cache.fleet.store
+    assert store.status() == "ok"  # no failure was counted
+    assert a.test_client().get("/music?user=studio&type=instrumental").status_code == 200
+
+
+def test_a_scripts_error_reply_is_a_failed_call_not_a_broken_connection(
+    fresh_redis: RedisServer,
+) -> None:
+    store = SharedStore(RedisSettings(url=Secret(fresh_redis.url), prefix="t", backoff_max=0.5))
+    try:
+        failing = store.redis.register_script("return redis.error_reply('no such thing')")
+        echo = store.redis.register_script("return ARGV[1]")
+        with pytest.raises(StoreUnavailable):
+            store.script(failing, [], [])
+        time.sleep(FIRST_BACKOFF + 0.1)  # the failure started a backoff period
+        assert store.script(echo, [], ["still in step"]) == b"still in step"
+        assert store.status() == "ok"
+    finally:
+        store.close()
