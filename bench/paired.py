@@ -26,12 +26,13 @@ class Paired:
     pairs: int
 
 
-def _connect(base: str) -> http.client.HTTPConnection:
+def connect(base: str) -> http.client.HTTPConnection:
     host, port = base.removeprefix("http://").split(":")
     return http.client.HTTPConnection(host, int(port), timeout=10)
 
 
-def _timed(conn: http.client.HTTPConnection, path: str) -> float:
+def timed(conn: http.client.HTTPConnection, path: str) -> float:
+    """One GET on a kept-alive connection: its milliseconds, once its whole body is read."""
     started = time.perf_counter()
     conn.request("GET", path)
     resp = conn.getresponse()
@@ -45,16 +46,16 @@ def _timed(conn: http.client.HTTPConnection, path: str) -> float:
 def paired(service: str, miss_prefix: str, floor: str, seconds: float) -> Paired:
     """Alternate a distinct miss (miss_prefix + a counter) on the service with floor's GET
     for about `seconds`, after one warm-up pair."""
-    own, base = _connect(service), _connect(floor)
+    own, base = connect(service), connect(floor)
     try:
-        _timed(own, f"{miss_prefix}w")
-        _timed(base, "/proxy")
+        timed(own, f"{miss_prefix}w")
+        timed(base, "/proxy")
         services: list[float] = []
         floors: list[float] = []
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline or len(services) < 5:
-            services.append(_timed(own, f"{miss_prefix}{len(services)}"))
-            floors.append(_timed(base, "/proxy"))
+            services.append(timed(own, f"{miss_prefix}{len(services)}"))
+            floors.append(timed(base, "/proxy"))
     finally:
         own.close()
         base.close()
