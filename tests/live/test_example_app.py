@@ -526,3 +526,85 @@ def test_the_live_stream_resumes_after_a_drop_and_misses_nothing(
     assert arrivals(away) == [len(streams) - 1]
     assert arrivals(after) == [len(streams) - 1]
     assert js(browser, "return window.notReloaded === true;")
+
+
+def test_a_position_the_change_log_no_longer_holds_reads_the_list_again(
+    demo: Demo, settings: Path, page: webdriver.Chrome, shots: Screenshots
+) -> None:
+    """Away long enough for the change log to drop the page's last position (410
+    changes_expired): once back, the page opens a stream from now, without since=, and reads
+    the list again, so the change made while away shows without a reload."""
+    browser = page
+    sign_in(browser, demo.key)
+
+    def state() -> str:
+        found: str = js(browser, "return document.getElementById('live-state').dataset.state;")
+        return found
+
+    until(lambda: state() == "live", 15, shots, "expired-live")
+    filter_by(browser, "user", "studio")
+    Select(browser.find_element(By.ID, "status")).select_by_value("completed")
+    until(lambda: only_completed_studio_tracks(browser), 10, shots, "expired-studio")
+    track = cards(browser, "id")[0]
+    edit = f"{sandbox_origin(demo)}/_sandbox/accounts/1001/tracks/{track}"
+    title = f"#tracks .track[data-id='{track}'] .title"
+
+    def rename(new: str) -> None:
+        done = requests.patch(edit, json={"title": new}, timeout=5)
+        assert done.status_code == 200, done.text
+
+    before = f"Seen {uuid.uuid4().hex[:8]}"
+    rename(before)
+    until(lambda: text(browser, title) == before, 15, shots, "expired-seen")
+    last = js(browser, "const s = window.streams; return s[s.length - 1].events.at(-1).id;")
+    opened = js(browser, "return window.streams.length;")
+
+    # The log keeps a superseded change 1 s from now on (the reload applies it and drops the
+    # stream); the browser goes offline before the page's retry comes due.
+    original = settings.read_text()
+    settings.write_text(original.replace("[mirror]\n", "[mirror]\nchanges_retention = 1\n", 1))
+    browser.execute_cdp_cmd("Network.enable", {})
+    offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    try:
+        reload_demo(demo)
+        until(lambda: state() == "reconnecting", 15, shots, "expired-dropped")
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
+        # Two changes while away: once the second supersedes the first, the log drops the
+        # first, which comes after the page's position: the position no longer resumes.
+        first = f"First while away {uuid.uuid4().hex[:8]}"
+        rename(first)
+
+        def logged() -> bool:
+            changes = requests.get(
+                demo.url + "/changes", params={"since": last}, headers=demo.auth, timeout=5
+            ).json()["changes"]
+            return any(c["id"] == track and c["track"]["title"] == first for c in changes)
+
+        wait_until(logged, 20)
+        away = f"Then while away {uuid.uuid4().hex[:8]}"
+        rename(away)
+
+        def expired() -> bool:
+            answer = requests.get(
+                demo.url + "/changes", params={"since": last}, headers=demo.auth, timeout=5
+            )
+            return answer.status_code == 410 and answer.json()["code"] == "changes_expired"
+
+        wait_until(expired, 20)
+        assert state() == "reconnecting"
+        assert text(browser, title) == before
+        shots.take("expired-away")
+    finally:
+        online = {**offline, "offline": False}
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", online)
+        settings.write_text(original)
+
+    until(lambda: state() == "live", 20, shots, "expired-live-again")
+    until(lambda: text(browser, title) == away, 15, shots, "expired-read-again")
+    shots.take("expired-read-again")
+    streams = js(browser, "return window.streams;")
+    assert len(streams) > opened
+    assert "since=" not in streams[-1]["url"]  # from now: its old position is gone
+    assert js(browser, "return window.notReloaded === true;")
+    reload_demo(demo)  # the module's other tests run with the usual retention again
+    until(lambda: state() == "live", 20, shots, "expired-restored")
