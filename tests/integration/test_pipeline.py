@@ -11,7 +11,7 @@ from music_facade.app import create_app
 from music_facade.pipeline import Exchange, Pipeline, Step
 from music_facade.sandbox import SandboxServer
 from tests.support import stamped
-from tests.support.helpers import sandbox_settings
+from tests.support.helpers import AppFactory, sandbox_settings
 
 NAME, VALUE = stamped.HEADER
 
@@ -105,62 +105,49 @@ def test_a_refusal_gets_the_pipelines_headers_and_no_access_line(
 
 
 def test_the_access_line_carries_the_requests_upstream_calls(
-    sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+    make_app: AppFactory, sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(sandbox_settings(sandbox))
-    client = app.test_client()
-    try:
-        with caplog.at_level(logging.INFO):
-            assert client.get("/music?user=studio").status_code == 200  # a miss
-            assert client.get("/music?user=studio").status_code == 200  # a hit
-            sandbox.state.set_fault("1001", {"kind": "status", "status": 500}, times=1)
-            failed = client.get("/music?user=studio&type=instrumental")
-            assert failed.status_code == 502
-        miss, hit, fail = [r.__dict__ for r in caplog.records if r.name == "music_facade.access"]
-        assert miss["upstream_calls"] == 1
-        assert miss["upstream_status"] == 200
-        assert 0 < miss["upstream_ms"] <= miss["duration_ms"]
-        assert "upstream_calls" not in hit  # answered from the cache: no call to report
-        assert (fail["upstream_calls"], fail["upstream_status"]) == (1, 500)
-        # Each call's own line is DEBUG while a request's access line reports it.
-        answered = [r for r in caplog.records if r.getMessage() == "upstream answered"]
-        assert answered == []
-    finally:
-        app.extensions["music"].client.close()
+    client = make_app().test_client()
+    with caplog.at_level(logging.INFO):
+        assert client.get("/music?user=studio").status_code == 200  # a miss
+        assert client.get("/music?user=studio").status_code == 200  # a hit
+        sandbox.state.set_fault("1001", {"kind": "status", "status": 500}, times=1)
+        failed = client.get("/music?user=studio&type=instrumental")
+        assert failed.status_code == 502
+    miss, hit, fail = [r.__dict__ for r in caplog.records if r.name == "music_facade.access"]
+    assert miss["upstream_calls"] == 1
+    assert miss["upstream_status"] == 200
+    assert 0 < miss["upstream_ms"] <= miss["duration_ms"]
+    assert "upstream_calls" not in hit  # answered from the cache: no call to report
+    assert (fail["upstream_calls"], fail["upstream_status"]) == (1, 500)
+    # Each call's own line is DEBUG while a request's access line reports it.
+    assert [r for r in caplog.records if r.getMessage() == "upstream answered"] == []
 
 
 def test_a_call_outside_any_request_writes_its_own_line(
-    sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(sandbox_settings(sandbox))
-    upstream = app.extensions["music"].client
-    try:
-        with caplog.at_level(logging.INFO):
-            upstream.list_music("1001", "song", None, "background-1")
-        [line] = [r.__dict__ for r in caplog.records if r.getMessage() == "upstream answered"]
-        assert line["levelname"] == "INFO"
-        assert line["upstream_status"] == 200
-        assert line["upstream_bytes"] > 0
-    finally:
-        upstream.close()
+    upstream = make_app().extensions["music"].client
+    with caplog.at_level(logging.INFO):
+        upstream.list_music("1001", "song", None, "background-1")
+    [line] = [r.__dict__ for r in caplog.records if r.getMessage() == "upstream answered"]
+    assert line["levelname"] == "INFO"
+    assert line["upstream_status"] == 200
+    assert line["upstream_bytes"] > 0
 
 
 def test_a_library_streams_later_pages_write_their_own_lines(
-    sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(sandbox_settings(sandbox))
-    client = app.test_client()
-    try:
-        with caplog.at_level(logging.INFO):
-            resp = client.get("/library?user=studio")
-            assert resp.status_code == 200
-            resp.get_data()  # the whole stream
-        [access] = [r.__dict__ for r in caplog.records if r.name == "music_facade.access"]
-        later = [r for r in caplog.records if r.getMessage() == "upstream answered"]
-        # The first page is read before the answer (its access line reports it); the rest
-        # stream after that line, each call with its own.
-        assert access["upstream_calls"] == 1
-        assert len(later) >= 1
-        assert all(r.levelname == "INFO" for r in later)
-    finally:
-        app.extensions["music"].client.close()
+    client = make_app().test_client()
+    with caplog.at_level(logging.INFO):
+        resp = client.get("/library?user=studio")
+        assert resp.status_code == 200
+        resp.get_data()  # the whole stream
+    [access] = [r.__dict__ for r in caplog.records if r.name == "music_facade.access"]
+    later = [r for r in caplog.records if r.getMessage() == "upstream answered"]
+    # The first page is read before the answer (its access line reports it); the rest stream
+    # after that line, each call with its own.
+    assert access["upstream_calls"] == 1
+    assert len(later) >= 1
+    assert all(r.levelname == "INFO" for r in later)

@@ -19,6 +19,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -438,6 +439,40 @@ def test_each_problem_the_service_answers_reads_as_a_message(
     shots.take("unavailable")
 
 
+@dataclass(frozen=True)
+class OneTrack:
+    """A signed-in page, live, listing the studio's completed tracks; one of them to change."""
+
+    state: Callable[[], str]  # the live stream's state as the page shows it
+    track: str
+    title: str  # the CSS selector of its card's title
+    rename: Callable[[str], None]  # retitle it in the sandbox (the mirror's sync sees it)
+
+
+def live_on_one_track(
+    demo: Demo, browser: webdriver.Chrome, shots: Screenshots, step: str
+) -> OneTrack:
+    """Sign in, wait for the stream, filter to the studio's completed tracks, take the first."""
+    sign_in(browser, demo.key)
+
+    def state() -> str:
+        found: str = js(browser, "return document.getElementById('live-state').dataset.state;")
+        return found
+
+    until(lambda: state() == "live", 15, shots, f"{step}live")
+    filter_by(browser, "user", "studio")
+    Select(browser.find_element(By.ID, "status")).select_by_value("completed")
+    until(lambda: only_completed_studio_tracks(browser), 10, shots, f"{step}studio")
+    track = cards(browser, "id")[0]
+    edit = f"{sandbox_origin(demo)}/_sandbox/accounts/1001/tracks/{track}"
+
+    def rename(new: str) -> None:
+        done = requests.patch(edit, json={"title": new}, timeout=5)
+        assert done.status_code == 200, done.text
+
+    return OneTrack(state, track, f"#tracks .track[data-id='{track}'] .title", rename)
+
+
 def test_the_live_stream_resumes_after_a_drop_and_misses_nothing(
     demo: Demo, page: webdriver.Chrome, shots: Screenshots
 ) -> None:
@@ -445,24 +480,8 @@ def test_the_live_stream_resumes_after_a_drop_and_misses_nothing(
     track changes meanwhile: once back, the page asks for a new ticket, resumes with since= the
     last event it saw, and the change arrives exactly once."""
     browser = page
-    sign_in(browser, demo.key)
-
-    def state() -> str:
-        found: str = js(browser, "return document.getElementById('live-state').dataset.state;")
-        return found
-
-    until(lambda: state() == "live", 15, shots, "live")
-    filter_by(browser, "user", "studio")
-    Select(browser.find_element(By.ID, "status")).select_by_value("completed")
-    until(lambda: only_completed_studio_tracks(browser), 10, shots, "studio")
-    track = cards(browser, "id")[0]
-    edit = f"{sandbox_origin(demo)}/_sandbox/accounts/1001/tracks/{track}"
-    title = f"#tracks .track[data-id='{track}'] .title"
-
-    def rename(new: str) -> None:
-        done = requests.patch(edit, json={"title": new}, timeout=5)
-        assert done.status_code == 200, done.text
-
+    one = live_on_one_track(demo, browser, shots, "")
+    state, track, title, rename = one.state, one.track, one.title, one.rename
     # A change while live: the card follows it, and the page now has a position to resume from.
     before = f"Before {uuid.uuid4().hex[:8]}"
     rename(before)
@@ -535,24 +554,8 @@ def test_a_position_the_change_log_no_longer_holds_reads_the_list_again(
     changes_expired): once back, the page opens a stream from now, without since=, and reads
     the list again, so the change made while away shows without a reload."""
     browser = page
-    sign_in(browser, demo.key)
-
-    def state() -> str:
-        found: str = js(browser, "return document.getElementById('live-state').dataset.state;")
-        return found
-
-    until(lambda: state() == "live", 15, shots, "expired-live")
-    filter_by(browser, "user", "studio")
-    Select(browser.find_element(By.ID, "status")).select_by_value("completed")
-    until(lambda: only_completed_studio_tracks(browser), 10, shots, "expired-studio")
-    track = cards(browser, "id")[0]
-    edit = f"{sandbox_origin(demo)}/_sandbox/accounts/1001/tracks/{track}"
-    title = f"#tracks .track[data-id='{track}'] .title"
-
-    def rename(new: str) -> None:
-        done = requests.patch(edit, json={"title": new}, timeout=5)
-        assert done.status_code == 200, done.text
-
+    one = live_on_one_track(demo, browser, shots, "expired-")
+    state, track, title, rename = one.state, one.track, one.title, one.rename
     before = f"Seen {uuid.uuid4().hex[:8]}"
     rename(before)
     until(lambda: text(browser, title) == before, 15, shots, "expired-seen")
