@@ -19,6 +19,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -473,6 +474,37 @@ def live_on_one_track(
     return OneTrack(state, track, f"#tracks .track[data-id='{track}'] .title", rename)
 
 
+@contextmanager
+def dropped_and_offline(
+    demo: Demo, browser: webdriver.Chrome, one: OneTrack, shots: Screenshots, step: str
+) -> Iterator[None]:
+    """The demo's workers restart and the page's stream drops; the browser goes offline before
+    the page's retry (RECONNECT_MS, 3 s) comes due, so it cannot come back until the block
+    ends."""
+    browser.execute_cdp_cmd("Network.enable", {})
+    reload_demo(demo)
+    until(lambda: one.state() == "reconnecting", 15, shots, f"{step}dropped")
+    conditions = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", conditions)
+    try:
+        yield
+    finally:
+        online = {**conditions, "offline": False}
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", online)
+
+
+def logged(demo: Demo, since: str, track: str, title: str) -> Callable[[], bool]:
+    """Whether /changes after `since` holds the track retitled `title`."""
+
+    def found() -> bool:
+        changes = requests.get(
+            demo.url + "/changes", params={"since": since}, headers=demo.auth, timeout=5
+        ).json()["changes"]
+        return any(c["id"] == track and c["track"]["title"] == title for c in changes)
+
+    return found
+
+
 def test_the_live_stream_resumes_after_a_drop_and_misses_nothing(
     demo: Demo, page: webdriver.Chrome, shots: Screenshots
 ) -> None:
@@ -489,31 +521,14 @@ def test_the_live_stream_resumes_after_a_drop_and_misses_nothing(
     last = js(browser, "const s = window.streams; return s[s.length - 1].events.at(-1).id;")
     opened = js(browser, "return window.streams.length;")
 
-    # The workers restart: the stream drops. The browser goes offline before the page's retry
-    # (RECONNECT_MS, 3 s) comes due, so it cannot come back yet.
-    browser.execute_cdp_cmd("Network.enable", {})
-    offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
-    reload_demo(demo)
-    until(lambda: state() == "reconnecting", 15, shots, "dropped")
-    browser.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
-    try:
+    with dropped_and_offline(demo, browser, one, shots, ""):
         assert js(browser, "return window.streams.length;") == opened  # not back before that
         away = f"While away {uuid.uuid4().hex[:8]}"
         rename(away)
-
-        def logged() -> bool:
-            changes = requests.get(
-                demo.url + "/changes", params={"since": last}, headers=demo.auth, timeout=5
-            ).json()["changes"]
-            return any(c["id"] == track and c["track"]["title"] == away for c in changes)
-
-        wait_until(logged, 20)  # in the change log while the page is still away
+        wait_until(logged(demo, last, track, away), 20)  # in the log while the page is away
         assert state() == "reconnecting"
         assert text(browser, title) == before
         shots.take("away")
-    finally:
-        online = {**offline, "offline": False}
-        browser.execute_cdp_cmd("Network.emulateNetworkConditions", online)
 
     until(lambda: text(browser, title) == away, 20, shots, "resumed")
     until(lambda: state() == "live", 10, shots, "live-again")
@@ -563,43 +578,30 @@ def test_a_position_the_change_log_no_longer_holds_reads_the_list_again(
     opened = js(browser, "return window.streams.length;")
 
     # The log keeps a superseded change 1 s from now on (the reload applies it and drops the
-    # stream); the browser goes offline before the page's retry comes due.
+    # stream).
     original = settings.read_text()
     settings.write_text(original.replace("[mirror]\n", "[mirror]\nchanges_retention = 1\n", 1))
-    browser.execute_cdp_cmd("Network.enable", {})
-    offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
     try:
-        reload_demo(demo)
-        until(lambda: state() == "reconnecting", 15, shots, "expired-dropped")
-        browser.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
-        # Two changes while away: once the second supersedes the first, the log drops the
-        # first, which comes after the page's position: the position no longer resumes.
-        first = f"First while away {uuid.uuid4().hex[:8]}"
-        rename(first)
+        with dropped_and_offline(demo, browser, one, shots, "expired-"):
+            # Two changes while away: once the second supersedes the first, the log drops the
+            # first, which comes after the page's position: the position no longer resumes.
+            first = f"First while away {uuid.uuid4().hex[:8]}"
+            rename(first)
+            wait_until(logged(demo, last, track, first), 20)
+            away = f"Then while away {uuid.uuid4().hex[:8]}"
+            rename(away)
 
-        def logged() -> bool:
-            changes = requests.get(
-                demo.url + "/changes", params={"since": last}, headers=demo.auth, timeout=5
-            ).json()["changes"]
-            return any(c["id"] == track and c["track"]["title"] == first for c in changes)
+            def expired() -> bool:
+                answer = requests.get(
+                    demo.url + "/changes", params={"since": last}, headers=demo.auth, timeout=5
+                )
+                return answer.status_code == 410 and answer.json()["code"] == "changes_expired"
 
-        wait_until(logged, 20)
-        away = f"Then while away {uuid.uuid4().hex[:8]}"
-        rename(away)
-
-        def expired() -> bool:
-            answer = requests.get(
-                demo.url + "/changes", params={"since": last}, headers=demo.auth, timeout=5
-            )
-            return answer.status_code == 410 and answer.json()["code"] == "changes_expired"
-
-        wait_until(expired, 20)
-        assert state() == "reconnecting"
-        assert text(browser, title) == before
-        shots.take("expired-away")
+            wait_until(expired, 20)
+            assert state() == "reconnecting"
+            assert text(browser, title) == before
+            shots.take("expired-away")
     finally:
-        online = {**offline, "offline": False}
-        browser.execute_cdp_cmd("Network.emulateNetworkConditions", online)
         settings.write_text(original)
 
     until(lambda: state() == "live", 20, shots, "expired-live-again")
