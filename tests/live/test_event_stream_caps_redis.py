@@ -19,12 +19,6 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 @pytest.fixture
 def replicas(redis_server: RedisServer) -> Iterator[tuple[SharedStreamLeases, SharedStreamLeases]]:
     with replica_stores(redis_server) as (one, two):

@@ -20,12 +20,6 @@ from tests.support.redis_server import RedisServer, replica_stores
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 @pytest.fixture
 def replicas(redis_server: RedisServer) -> Iterator[tuple[SharedTicketStore, SharedTicketStore]]:
     with replica_stores(redis_server) as (one, two):

@@ -18,12 +18,6 @@ from tests.support.redis_server import RedisServer
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 @pytest.fixture
 def store(redis_server: RedisServer) -> Iterator[SharedStore]:
     if redis_server.proc is None:

@@ -27,12 +27,6 @@ PAGE = "/music?user=studio&type=song"
 OTHER = "/music?user=studio&type=instrumental"
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 Replica = Callable[..., Flask]
 
 

@@ -27,12 +27,6 @@ pytestmark = pytest.mark.redis
 PAGE = "/music?user=studio&type=song"
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 @pytest.fixture
 def fresh_redis(redis_server: RedisServer) -> RedisServer:
     if redis_server.proc is None:
