@@ -43,11 +43,7 @@ def _listen(port: int, flag: str) -> socket.socket:
     try:
         return socket.create_server(("127.0.0.1", port), backlog=2048)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise DemoError(f"port {port} is in use; pick another with {flag}") from None
-        raise DemoError(
-            f"cannot listen on port {port} ({exc.strerror}); pick another with {flag}"
-        ) from None
+        raise _unlistenable(exc, port, flag) from None
 
 
 def _gunicorn(port: int) -> GunicornProcess:
@@ -55,11 +51,14 @@ def _gunicorn(port: int) -> GunicornProcess:
     try:
         return GunicornProcess({}, port=port, workers=1, quiet=False)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise DemoError(f"port {port} is in use; pick another with --port") from None
-        raise DemoError(
-            f"cannot listen on port {port} ({exc.strerror}); pick another with --port"
-        ) from None
+        raise _unlistenable(exc, port, "--port") from None
+
+
+def _unlistenable(exc: OSError, port: int, flag: str) -> DemoError:
+    """Why `port` cannot be listened on, and the flag that picks another."""
+    if exc.errno == errno.EADDRINUSE:
+        return DemoError(f"port {port} is in use; pick another with {flag}")
+    return DemoError(f"cannot listen on port {port} ({exc.strerror}); pick another with {flag}")
 
 
 def banner(
