@@ -47,7 +47,6 @@ class Exchange:
         "status",
         "streamed",
         "trace",
-        "upstream",
         "user",
     )
 
@@ -66,7 +65,6 @@ class Exchange:
         self.cache: str | None = None
         self.status = 0
         self.streamed = False  # the body is a stream: counted when it ends, not here
-        self.upstream: access.UpstreamTally | None = None  # its calls, for the access line
 
 
 class Step:
@@ -153,11 +151,11 @@ class AccessLog(Step):
 
     def begin(self, ex: Exchange) -> None:
         """A tally of the request's upstream calls (a greenlet answers one request at a time)."""
-        ex.upstream = access.UpstreamTally()
-        access.TALLY.set(ex.upstream)
+        access.TALLY.set(access.UpstreamTally())
 
     def end(self, ex: Exchange) -> None:
         """The line (a refusal has gunicorn's warning instead)."""
+        upstream = access.TALLY.get()
         access.TALLY.set(None)  # a stream's later calls write lines of their own
         if ex.path is None:
             return
@@ -172,7 +170,7 @@ class AccessLog(Step):
             client=client.name if client else None,
             cache=ex.cache,
             remote_addr=ex.environ.get("REMOTE_ADDR"),
-            upstream=ex.upstream,
+            upstream=upstream,
         )
 
 
