@@ -290,7 +290,6 @@ class UpstreamClient:
         length = int(declared) if declared.isdigit() else None
         if length is not None and length > cap:
             raise UpstreamError(too_large, upstream_status=resp.status)
-        buf = bytearray()
         try:
             if identity and length is not None:
                 # Its size is known and within the cap: one read takes exactly that many bytes
@@ -303,6 +302,7 @@ class UpstreamClient:
                 return body, length
             # decode_content: urllib3 (>= 2.7) inflates at most about one chunk per read, so
             # a small compressed body cannot balloon past the cap in memory.
+            buf = bytearray()
             while chunk := resp.read(_READ_CHUNK, decode_content=True):
                 buf += chunk
                 if len(buf) > cap or resp.tell() > cap:
