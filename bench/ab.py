@@ -47,8 +47,9 @@ def main() -> None:
             urls: dict[str, str] = {}
             for name, tree in trees.items():
                 config = Path(tmp) / f"{name}.toml"
-                extra = redis_toml.replace('prefix = "bench"', f'prefix = "{name}"')
-                config.write_text(CONFIG.format(base_url=upstream + "/v1/tempolor", extra=extra))
+                config.write_text(
+                    CONFIG.format(base_url=upstream + "/v1/tempolor", extra=redis_toml)
+                )
                 command = [
                     str(tree / ".venv/bin/python"), "-m", "gunicorn",
                     "-c", str(tree / "music_facade/gunicorn_conf.py"), "music_facade:create_app()",
@@ -83,7 +84,9 @@ def main() -> None:
             tag = time.time_ns()
             for i in range(args.pairs):
                 for name in ("other", "this") if i % 2 else ("this", "other"):
-                    took[name].append(timed(conns[name], f"/music?user=fast&cursor=ab{tag}x{i}"))
+                    # Each tree its own pages: with Redis, neither finds the other's.
+                    path = f"/music?user=fast&cursor=ab{tag}{name}x{i}"
+                    took[name].append(timed(conns[name], path))
                 took["floor"].append(timed(floor, "/proxy"))
         finally:
             for proc in started:
